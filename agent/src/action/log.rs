@@ -1,0 +1,191 @@
+//! `type: log` (Hooker's own): appends each message, with its event, as one JSON line to a
+//! per-node forensic log, rotating by size and keeping `max-files` old files.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use serde::Deserialize;
+
+use super::{Action, ActionError, BuildContext, Built, Report};
+use crate::config::{ActionConfig, Diagnostic, units};
+use crate::message::Message;
+
+const DEFAULT_MAX_SIZE: u64 = 100 << 20;
+const DEFAULT_MAX_FILES: u32 = 5;
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+struct LogConfig {
+    path: PathBuf,
+    #[serde(default, deserialize_with = "units::de_byte_size")]
+    max_size: Option<u64>,
+    #[serde(default)]
+    max_files: Option<u32>,
+}
+
+pub struct Log {
+    name: String,
+    node: String,
+    file: Arc<Mutex<LogFile>>,
+}
+
+struct LogFile {
+    path: PathBuf,
+    max_size: u64,
+    max_files: u32,
+    open: Option<(File, u64)>,
+}
+
+pub fn build(config: &ActionConfig, cx: &BuildContext) -> Result<Built, Diagnostic> {
+    let (settings, warnings) = super::settings::<LogConfig>(config)?;
+    let located = |key: &str, message: &str| {
+        Diagnostic::new(config.place(), message)
+            .key(key)
+            .line(config.item.line_of(key))
+    };
+    if settings.path.as_os_str().is_empty() {
+        return Err(located("path", "must not be empty"));
+    }
+    let max_size = settings.max_size.unwrap_or(DEFAULT_MAX_SIZE);
+    if max_size < 1024 {
+        return Err(located("max-size", "must be at least 1KB"));
+    }
+    let file = LogFile {
+        path: settings.path,
+        max_size,
+        max_files: settings.max_files.unwrap_or(DEFAULT_MAX_FILES),
+        open: None,
+    };
+    Built::new(
+        Log {
+            name: config.name.clone(),
+            node: cx.node_name.clone(),
+            file: Arc::new(Mutex::new(file)),
+        },
+        warnings,
+    )
+}
+
+impl LogFile {
+    fn append(&mut self, line: &[u8]) -> std::io::Result<()> {
+        if let Some((_, size)) = &self.open {
+            if *size > 0 && size + line.len() as u64 > self.max_size {
+                self.rotate()?;
+            }
+        }
+        let (file, size) = match &mut self.open {
+            Some(open) => open,
+            None => {
+                if let Some(parent) = self.path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(parent)?;
+                }
+                let file = OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&self.path)?;
+                let size = file.metadata()?.len();
+                self.open.insert((file, size))
+            }
+        };
+        file.write_all(line)?;
+        *size += line.len() as u64;
+        Ok(())
+    }
+
+    /// `path` → `path.1` → … → `path.<max-files>`; the oldest is deleted.
+    fn rotate(&mut self) -> std::io::Result<()> {
+        self.open = None;
+        let numbered = |n: u32| PathBuf::from(format!("{}.{n}", self.path.display()));
+        if self.max_files == 0 {
+            return std::fs::remove_file(&self.path);
+        }
+        let _ = std::fs::remove_file(numbered(self.max_files));
+        for n in (1..self.max_files).rev() {
+            let from = numbered(n);
+            if from.exists() {
+                std::fs::rename(&from, numbered(n + 1))?;
+            }
+        }
+        std::fs::rename(&self.path, numbered(1))
+    }
+}
+
+#[async_trait]
+impl Action for Log {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn kind(&self) -> &'static str {
+        "log"
+    }
+
+    async fn send(&self, message: &Message) -> Result<Report, ActionError> {
+        let mut line = serde_json::to_vec(&record(&self.node, message))
+            .map_err(|err| ActionError::permanent(format!("cannot encode record: {err}")))?;
+        line.push(b'\n');
+        let file = self.file.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut file = file
+                .lock()
+                .map_err(|_| ActionError::permanent("log writer poisoned by an earlier panic"))?;
+            file.append(&line).map_err(|err| {
+                ActionError::retryable(format!("cannot append to {}: {err}", file.path.display()))
+            })
+        })
+        .await
+        .map_err(|err| ActionError::permanent(format!("log writer failed: {err}")))??;
+        Ok(Report::none())
+    }
+
+    fn preview(&self, message: &Message) -> serde_json::Value {
+        let path = self
+            .file
+            .lock()
+            .map(|f| f.path.display().to_string())
+            .unwrap_or_default();
+        serde_json::json!({ "append_to": path, "line": record(&self.node, message) })
+    }
+}
+
+fn record(node: &str, message: &Message) -> serde_json::Value {
+    serde_json::json!({
+        "time": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "node": node,
+        "route": message.route,
+        "event_id": message.event_id,
+        "title": message.title,
+        "event": message.event,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rotation_keeps_max_files() {
+        let dir = std::env::temp_dir().join(format!("hooker-log-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join("forensic.jsonl");
+        let mut file = LogFile {
+            path: path.clone(),
+            max_size: 100,
+            max_files: 2,
+            open: None,
+        };
+        let line = vec![b'x'; 60];
+        for _ in 0..5 {
+            file.append(&line).unwrap();
+        }
+        assert!(path.exists());
+        assert!(dir.join("forensic.jsonl.1").exists());
+        assert!(dir.join("forensic.jsonl.2").exists());
+        assert!(!dir.join("forensic.jsonl.3").exists());
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 60);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

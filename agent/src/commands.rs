@@ -1,0 +1,139 @@
+//! `hooker validate` and `hooker test-route`: the config checked and tried, nothing sent.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use serde_json::json;
+
+use crate::action::BuildContext;
+use crate::config::ConfigError;
+use crate::event::parse_payloads;
+use crate::pipeline::{Paths, Pipeline};
+use crate::run::load_config;
+
+/// Loads and compiles the config. Prints a summary to stdout and problems to stderr.
+/// Returns false when the config has errors.
+pub async fn validate(config: Option<&Path>, paths: &Paths) -> anyhow::Result<bool> {
+    let pipeline = match compile(config, paths).await? {
+        Ok(pipeline) => pipeline,
+        Err(report) => {
+            eprint!("{report}");
+            return Ok(false);
+        }
+    };
+    for warning in &pipeline.warnings {
+        eprintln!("warning: {warning}");
+    }
+    println!(
+        "OK: {} routes, {} templates, {} enabled actions ({} warnings)",
+        pipeline.routes.len(),
+        pipeline.templates.len(),
+        pipeline.actions.len(),
+        pipeline.warnings.len()
+    );
+    Ok(true)
+}
+
+/// Compiles a config; `Err(report)` is the text of every problem found.
+async fn compile(config: Option<&Path>, paths: &Paths) -> anyhow::Result<Result<Pipeline, String>> {
+    let config = match load_config(config) {
+        Ok(config) => config,
+        Err(ConfigError::Invalid { diagnostics }) => return Ok(Err(diagnostics.to_string())),
+        Err(other) => return Ok(Err(format!("error: {other}\n"))),
+    };
+    let cx = BuildContext::new("test-route".into())?;
+    Ok(Pipeline::build(&config, paths, &cx)
+        .await
+        .map_err(|d| d.to_string()))
+}
+
+/// Dry run: which routes match each event in `event_file`, and what each action would send.
+pub async fn test_route(
+    config: Option<&Path>,
+    paths: &Paths,
+    event_file: &Path,
+    only: Option<&str>,
+) -> anyhow::Result<bool> {
+    let pipeline = match compile(config, paths).await? {
+        Ok(pipeline) => pipeline,
+        Err(report) => {
+            eprint!("{report}");
+            return Ok(false);
+        }
+    };
+    if let Some(name) = only {
+        if !pipeline.routes.iter().any(|r| &*r.name == name) {
+            eprintln!("error: no route named \"{name}\"");
+            return Ok(false);
+        }
+    }
+    let bytes = std::fs::read(event_file)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", event_file.display()))?;
+    let events = match parse_payloads(&bytes) {
+        Ok(events) => events,
+        Err(err) => {
+            eprintln!("error: {}: {err}", event_file.display());
+            return Ok(false);
+        }
+    };
+    let mut report = Vec::new();
+    for (index, event) in events.into_iter().enumerate() {
+        let event = Arc::new(event);
+        let input = regorus::Value::from((*event).clone());
+        let mut routes = Vec::new();
+        for route in pipeline
+            .routes
+            .iter()
+            .filter(|r| only.is_none_or(|o| o == &*r.name))
+        {
+            let mut rule = route.rule.clone();
+            let matched = match rule.evaluate(&input) {
+                Ok(matched) => matched,
+                Err(error) => {
+                    routes.push(json!({ "route": &*route.name, "matched": false, "error": error }));
+                    continue;
+                }
+            };
+            if !matched {
+                routes.push(json!({ "route": &*route.name, "matched": false }));
+                continue;
+            }
+            let Some(template) = pipeline.templates.get(&route.template) else {
+                continue;
+            };
+            let mut template = template.clone();
+            let rendered = template.render(
+                pipeline.template_input(&event, "test-route"),
+                &route.name,
+                "test",
+                event.clone(),
+            );
+            let entry = match rendered {
+                Ok(message) => {
+                    let deliveries: Vec<_> = route
+                        .actions
+                        .iter()
+                        .map(|a| json!({ "action": a.name(), "type": a.kind(), "would_send": a.preview(&message) }))
+                        .collect();
+                    json!({
+                        "route": &*route.name,
+                        "matched": true,
+                        "template": route.template,
+                        "title": message.title,
+                        "url": message.url,
+                        "aggregated": route.aggregates(),
+                        "deduplicated_by": route.unique_props,
+                        "deliveries": deliveries,
+                    })
+                }
+                Err(error) => {
+                    json!({ "route": &*route.name, "matched": true, "template": route.template, "error": error })
+                }
+            };
+            routes.push(entry);
+        }
+        report.push(json!({ "event": index, "routes": routes }));
+    }
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(true)
+}

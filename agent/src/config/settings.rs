@@ -1,0 +1,153 @@
+//! Process settings: listeners, paths and limits, from `HOOKER_*` variables or the matching flags.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, ValueEnum};
+
+/// Where Postee's image mounts its config; Hooker looks there too so a Postee user can switch.
+pub const DEFAULT_CONFIG_PATH: &str = "/config/cfg.yaml";
+pub const DEFAULT_SOCKET_PATH: &str = "/var/run/hooker/hooker.sock";
+pub const DEFAULT_LOG_DIR: &str = "/var/log/hooker";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// Settings for `hooker run` (and, in part, `send`). Every flag has a `HOOKER_*` twin.
+#[derive(Debug, Clone, Args)]
+pub struct RunSettings {
+    /// Config file (Postee cfg.yaml format). Without it, /config/cfg.yaml, else the embedded default.
+    #[arg(long = "cfgfile", visible_alias = "config", env = "HOOKER_CFG")]
+    pub config: Option<PathBuf>,
+
+    /// HTTP listen address (`off` to disable).
+    #[arg(
+        long = "url",
+        visible_alias = "http",
+        env = "HOOKER_HTTP",
+        default_value = "0.0.0.0:8082"
+    )]
+    pub http: Listen,
+
+    /// HTTPS listen address (`off` to disable). Uses a self-signed certificate unless one is given.
+    #[arg(
+        long = "tls",
+        visible_alias = "https",
+        env = "HOOKER_HTTPS",
+        default_value = "0.0.0.0:8445"
+    )]
+    pub https: Listen,
+
+    /// PEM certificate chain for HTTPS.
+    #[arg(long, env = "HOOKER_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key for HTTPS.
+    #[arg(long, env = "HOOKER_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Unix socket for local producers (`off` to disable).
+    #[arg(long, env = "HOOKER_SOCKET")]
+    pub socket: Option<String>,
+
+    /// Debug logging (any non-empty value but `0`/`false`).
+    #[arg(long, env = "HOOKER_DEBUG", value_parser = parse_flag, default_value = "false", num_args = 0..=1, default_missing_value = "true")]
+    pub debug: bool,
+
+    /// Log format.
+    #[arg(long, env = "HOOKER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Directory of extra Rego templates (`rego-package` looks here after the built-in ones).
+    #[arg(long, env = "HOOKER_REGO_TEMPLATES")]
+    pub rego_templates: Option<PathBuf>,
+
+    /// Directory that route `input-files` are relative to.
+    #[arg(long, env = "HOOKER_REGO_FILTERS", default_value = "./rego-filters")]
+    pub rego_filters: PathBuf,
+
+    /// Largest accepted request body, e.g. `16MB`.
+    #[arg(long, env = "HOOKER_MAX_BODY", default_value = "16MB", value_parser = parse_size)]
+    pub max_body: u64,
+
+    /// Events waiting for the router; a full queue answers 429.
+    #[arg(long, env = "HOOKER_QUEUE_CAPACITY", default_value_t = 4096)]
+    pub queue_capacity: usize,
+
+    /// Bytes of event bodies waiting for the router; beyond it intake answers 429.
+    #[arg(long, env = "HOOKER_QUEUE_BYTES", default_value = "256MB", value_parser = parse_size)]
+    pub queue_bytes: u64,
+
+    /// Router worker threads (0 = one per core, at most 8).
+    #[arg(long, env = "HOOKER_WORKERS", default_value_t = 0)]
+    pub workers: usize,
+
+    /// Concurrent connections per listener.
+    #[arg(long, env = "HOOKER_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub max_connections: usize,
+
+    /// Deliveries running at once across all actions.
+    #[arg(long, env = "HOOKER_MAX_INFLIGHT", default_value_t = 256)]
+    pub max_inflight: usize,
+
+    /// Node name recorded in forensic logs (Kubernetes: set from spec.nodeName).
+    #[arg(long, env = "NODE_NAME")]
+    pub node_name: Option<String>,
+}
+
+/// A listen address, or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listen {
+    Off,
+    On(SocketAddr),
+}
+
+impl std::str::FromStr for Listen {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim() {
+            "" | "off" | "none" | "disabled" | "false" => Ok(Listen::Off),
+            addr => {
+                let addr = addr
+                    .strip_prefix("http://")
+                    .or_else(|| addr.strip_prefix("https://"))
+                    .unwrap_or(addr);
+                let addr = if addr.starts_with(':') {
+                    format!("0.0.0.0{addr}")
+                } else {
+                    addr.to_string()
+                };
+                addr.parse()
+                    .map(Listen::On)
+                    .map_err(|_| format!("`{s}` is not host:port (e.g. 0.0.0.0:8082) or `off`"))
+            }
+        }
+    }
+}
+
+fn parse_flag(s: &str) -> Result<bool, String> {
+    Ok(!matches!(
+        s.trim().to_ascii_lowercase().as_str(),
+        "" | "0" | "false" | "no" | "off"
+    ))
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    super::units::parse_byte_size(s)
+}
+
+impl RunSettings {
+    pub fn workers(&self) -> usize {
+        if self.workers > 0 {
+            return self.workers;
+        }
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+            .min(8)
+    }
+}

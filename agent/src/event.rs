@@ -1,0 +1,174 @@
+//! The unit of work: one JSON object an intake received, parsed once, with where and when it came.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+/// Which way an event came in. A closed set, so it is safe as a metric label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IntakeKind {
+    Http,
+    Https,
+    Unix,
+    Grpc,
+    Tracee,
+    Forward,
+    Cli,
+}
+
+impl IntakeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IntakeKind::Http => "http",
+            IntakeKind::Https => "https",
+            IntakeKind::Unix => "unix",
+            IntakeKind::Grpc => "grpc",
+            IntakeKind::Tracee => "tracee",
+            IntakeKind::Forward => "forward",
+            IntakeKind::Cli => "cli",
+        }
+    }
+}
+
+/// One event. The payload is a JSON object; nothing downstream re-parses bytes.
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub id: String,
+    pub received_at: SystemTime,
+    pub intake: IntakeKind,
+    pub peer: Option<String>,
+    /// Only this route may take the event (`POST /tenant/{route}`).
+    pub only_route: Option<Arc<str>>,
+    pub payload: Arc<serde_json::Value>,
+}
+
+static SEQUENCE: AtomicU64 = AtomicU64::new(0);
+
+impl Event {
+    pub fn new(payload: serde_json::Value, intake: IntakeKind, peer: Option<String>) -> Event {
+        let received_at = SystemTime::now();
+        Event {
+            id: next_id(received_at),
+            received_at,
+            intake,
+            peer,
+            only_route: None,
+            payload: Arc::new(payload),
+        }
+    }
+}
+
+/// Ids sort by arrival: `<unix micros hex>-<process sequence hex>`.
+fn next_id(at: SystemTime) -> String {
+    let micros = at
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros())
+        .unwrap_or_default();
+    let seq = SEQUENCE.fetch_add(1, Ordering::Relaxed);
+    format!("{micros:013x}-{seq:06x}")
+}
+
+/// Why a body was not accepted as events.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PayloadError {
+    #[error("body is not valid JSON: {message} (line {line}, column {column})")]
+    Syntax {
+        message: String,
+        line: usize,
+        column: usize,
+    },
+    #[error("expected a JSON object or an array of objects, got {0}")]
+    NotAnObject(&'static str),
+    #[error("item {index} of the array is {kind}, not a JSON object")]
+    BatchItem { index: usize, kind: &'static str },
+    #[error("the array is empty")]
+    EmptyBatch,
+}
+
+/// Parses a request body: one object is one event, an array of objects is a batch.
+pub fn parse_payloads(body: &[u8]) -> Result<Vec<serde_json::Value>, PayloadError> {
+    let value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|err| PayloadError::Syntax {
+            message: strip_position(&err.to_string()),
+            line: err.line(),
+            column: err.column(),
+        })?;
+    match value {
+        serde_json::Value::Object(_) => Ok(vec![value]),
+        serde_json::Value::Array(items) => {
+            if items.is_empty() {
+                return Err(PayloadError::EmptyBatch);
+            }
+            for (index, item) in items.iter().enumerate() {
+                if !item.is_object() {
+                    return Err(PayloadError::BatchItem {
+                        index,
+                        kind: kind_of(item),
+                    });
+                }
+            }
+            Ok(items)
+        }
+        other => Err(PayloadError::NotAnObject(kind_of(&other))),
+    }
+}
+
+fn strip_position(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(at) => message[..at].to_string(),
+        None => message.to_string(),
+    }
+}
+
+fn kind_of(value: &serde_json::Value) -> &'static str {
+    match value {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn objects_and_batches_parse() {
+        assert_eq!(parse_payloads(br#"{"a":1}"#).unwrap().len(), 1);
+        assert_eq!(parse_payloads(br#"[{"a":1},{"b":2}]"#).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn bad_bodies_say_where() {
+        let err = parse_payloads(b"{\n  \"a\": }").unwrap_err();
+        assert!(
+            matches!(err, PayloadError::Syntax { line: 2, .. }),
+            "{err:?}"
+        );
+        assert_eq!(
+            parse_payloads(b"42").unwrap_err(),
+            PayloadError::NotAnObject("a number")
+        );
+        assert_eq!(
+            parse_payloads(br#"[{"a":1}, 3]"#).unwrap_err(),
+            PayloadError::BatchItem {
+                index: 1,
+                kind: "a number"
+            }
+        );
+        assert_eq!(parse_payloads(b"[]").unwrap_err(), PayloadError::EmptyBatch);
+    }
+
+    #[test]
+    fn ids_are_unique_and_ordered() {
+        let a = Event::new(serde_json::json!({}), IntakeKind::Http, None);
+        let b = Event::new(serde_json::json!({}), IntakeKind::Http, None);
+        assert!(a.id < b.id);
+    }
+}

@@ -1,0 +1,146 @@
+//! The `hooker` command line. Everything it runs lives in the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use hooker::config::settings::{LogFormat, RunSettings};
+
+#[derive(Parser)]
+#[command(
+    name = "hooker",
+    version,
+    about = "Security alert router and responder for Kubernetes nodes (Postee-compatible)"
+)]
+#[command(args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunSettings,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the agent (the default).
+    Run(RunSettings),
+    /// Check a config: exit 0 when valid (warnings on stderr), 1 with every error otherwise.
+    Validate {
+        /// Config file (default: HOOKER_CFG, /config/cfg.yaml, or the embedded default).
+        cfg: Option<PathBuf>,
+        #[command(flatten)]
+        rego: RegoDirs,
+    },
+    /// Dry run: which routes match an event and what each action would send. Nothing is sent.
+    TestRoute {
+        /// A JSON event (or an array of events).
+        #[arg(long)]
+        event: PathBuf,
+        /// Only this route.
+        #[arg(long)]
+        route: Option<String>,
+        #[arg(long = "cfgfile", visible_alias = "config", env = "HOOKER_CFG")]
+        cfg: Option<PathBuf>,
+        #[command(flatten)]
+        rego: RegoDirs,
+    },
+    /// Post event files to a running agent (Unix socket by default).
+    Send {
+        files: Vec<PathBuf>,
+        /// Agent URL instead of the Unix socket, e.g. http://127.0.0.1:8082.
+        #[arg(long)]
+        url: Option<String>,
+        #[arg(long, env = "HOOKER_SOCKET")]
+        socket: Option<String>,
+        /// Only this route (POST /tenant/{route}).
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Print the version.
+    Version,
+}
+
+#[derive(clap::Args)]
+struct RegoDirs {
+    #[arg(long, env = "HOOKER_REGO_FILTERS", default_value = "./rego-filters")]
+    rego_filters: PathBuf,
+    #[arg(long, env = "HOOKER_REGO_TEMPLATES")]
+    rego_templates: Option<PathBuf>,
+}
+
+impl RegoDirs {
+    fn paths(self) -> hooker::pipeline::Paths {
+        hooker::pipeline::Paths {
+            rego_filters: self.rego_filters,
+            rego_templates: self.rego_templates,
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let (debug, format) = match &cli.command {
+        Some(Command::Run(run)) => (run.debug, run.log_format),
+        None => (cli.run.debug, cli.run.log_format),
+        _ => (false, LogFormat::Text),
+    };
+    hooker::init_logging(debug, format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            None => hooker::run::run(cli.run).await.map(|()| true),
+            Some(Command::Run(run)) => hooker::run::run(run).await.map(|()| true),
+            Some(Command::Validate { cfg, rego }) => {
+                let cfg = cfg.or_else(|| std::env::var_os("HOOKER_CFG").map(PathBuf::from));
+                hooker::commands::validate(cfg.as_deref(), &rego.paths()).await
+            }
+            Some(Command::TestRoute {
+                event,
+                route,
+                cfg,
+                rego,
+            }) => {
+                hooker::commands::test_route(
+                    cfg.as_deref(),
+                    &rego.paths(),
+                    &event,
+                    route.as_deref(),
+                )
+                .await
+            }
+            Some(Command::Send {
+                files,
+                url,
+                socket,
+                tenant,
+            }) => {
+                if files.is_empty() {
+                    return Err(anyhow::anyhow!("give at least one event file"));
+                }
+                let target = hooker::send::Target::resolve(url, socket.as_deref())?;
+                hooker::send::send(&target, &files, tenant.as_deref()).await
+            }
+            Some(Command::Version) => {
+                println!("hooker {}", env!("CARGO_PKG_VERSION"));
+                Ok(true)
+            }
+        }
+    });
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

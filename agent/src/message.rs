@@ -1,0 +1,138 @@
+//! What a template renders and every action receives: title, body, link and the event.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+/// A rendered message, as Postee's templates define it (`title`, `result`, `url`, `result_*`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Message {
+    /// The route that rendered it.
+    pub route: String,
+    /// The id of the event it was rendered from (for aggregates: the first event's).
+    pub event_id: String,
+    pub title: String,
+    /// The template's `result` (Postee's "description"): a string, or compact JSON for any other value.
+    pub body: String,
+    pub url: Option<String>,
+    /// `result_date`, `result_severity`, … keyed without the `result_` prefix.
+    pub fields: BTreeMap<String, serde_json::Value>,
+    /// Owners of the event's application scope (`<%application_scope_owner%>`).
+    pub owners: Vec<String>,
+    /// The event the message was rendered from.
+    pub event: Arc<serde_json::Value>,
+}
+
+impl Message {
+    /// The body parsed as JSON, when it is JSON (templates such as `raw-json` or Slack blocks).
+    pub fn body_json(&self) -> Option<serde_json::Value> {
+        serde_json::from_str(&self.body).ok()
+    }
+
+    pub fn field_str(&self, name: &str) -> Option<String> {
+        match self.fields.get(name)? {
+            serde_json::Value::String(s) => Some(s.clone()),
+            serde_json::Value::Null => None,
+            other => Some(other.to_string()),
+        }
+    }
+
+    /// Resolves `event.input.<path>` (Postee's placeholder syntax) against the body when it is JSON,
+    /// otherwise against the event. Returns the whole body when the path is empty.
+    pub fn lookup_input(&self, path: &str) -> Option<serde_json::Value> {
+        let body = self.body_json().filter(|b| b.is_object() || b.is_array());
+        let root = body.as_ref().unwrap_or(&self.event);
+        if path.is_empty() {
+            return Some(root.clone());
+        }
+        lookup_path(root, path).cloned()
+    }
+
+    /// Replaces every `event.input.<path>` in `text` with the value found (strings unquoted).
+    pub fn substitute(&self, text: &str) -> String {
+        const MARK: &str = "event.input";
+        let mut out = String::with_capacity(text.len());
+        let mut rest = text;
+        while let Some(at) = rest.find(MARK) {
+            out.push_str(&rest[..at]);
+            let after = &rest[at + MARK.len()..];
+            let path_len = if let Some(stripped) = after.strip_prefix('.') {
+                1 + stripped
+                    .find(|c: char| {
+                        !(c.is_alphanumeric() || matches!(c, '_' | '-' | '.' | '[' | ']'))
+                    })
+                    .unwrap_or(stripped.len())
+            } else {
+                0
+            };
+            let path = after[..path_len]
+                .trim_start_matches('.')
+                .trim_end_matches('.');
+            match self.lookup_input(path) {
+                Some(serde_json::Value::String(s)) => out.push_str(&s),
+                Some(serde_json::Value::Null) | None => {}
+                Some(other) => out.push_str(&other.to_string()),
+            }
+            rest = &after[path_len..];
+        }
+        out.push_str(rest);
+        out
+    }
+}
+
+/// Follows a dot path (`a.b.0.c`, `a.b[0].c`); arrays also accept an index segment.
+pub fn lookup_path<'a>(root: &'a serde_json::Value, path: &str) -> Option<&'a serde_json::Value> {
+    let mut current = root;
+    for segment in path
+        .split('.')
+        .flat_map(|s| s.split(['[', ']']))
+        .filter(|s| !s.is_empty())
+    {
+        current = match current {
+            serde_json::Value::Object(map) => map.get(segment)?,
+            serde_json::Value::Array(items) => items.get(segment.parse::<usize>().ok()?)?,
+            _ => return None,
+        };
+    }
+    Some(current)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn message(body: &str, event: serde_json::Value) -> Message {
+        Message {
+            route: "r".into(),
+            event_id: "e".into(),
+            title: "t".into(),
+            body: body.into(),
+            url: None,
+            fields: BTreeMap::new(),
+            owners: vec![],
+            event: Arc::new(event),
+        }
+    }
+
+    #[test]
+    fn substitution_reads_json_body_first() {
+        let m = message(r#"{"image":"alpine:3.10","n":3}"#, json!({"image":"other"}));
+        assert_eq!(
+            m.substitute("img=event.input.image n=event.input.n!"),
+            "img=alpine:3.10 n=3!"
+        );
+    }
+
+    #[test]
+    fn substitution_falls_back_to_the_event() {
+        let m = message(
+            "plain text",
+            json!({"kubernetes":{"podName":"p1"},"args":[{"value":"x"}]}),
+        );
+        assert_eq!(m.substitute("pod=event.input.kubernetes.podName"), "pod=p1");
+        assert_eq!(m.substitute("a=event.input.args[0].value"), "a=x");
+        assert_eq!(m.substitute("missing=event.input.nope;"), "missing=;");
+    }
+}

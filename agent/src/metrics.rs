@@ -1,0 +1,255 @@
+//! Every metric Hooker exposes on `/metrics`, defined in one place.
+//!
+//! Label values come from closed sets (intake kinds, outcomes) or from the config (route and
+//! action names), never from events: pod names or images as labels would grow without bound.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Rewrites OpenMetrics text as Prometheus text 0.0.4.
+fn openmetrics_to_text(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE "))
+        .filter_map(|rest| rest.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
+            let rest = line.strip_prefix(prefix)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters
+                .contains(name)
+                .then(|| format!("{prefix}{name}_total {tail}"))
+        });
+        out.push_str(renamed.as_deref().unwrap_or(line));
+        out.push('\n');
+    }
+    out
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct IntakeLabels {
+    pub intake: &'static str,
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteErrorLabels {
+    pub route: String,
+    pub stage: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeliveryLabels {
+    pub action: String,
+    pub r#type: &'static str,
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ActionLabels {
+    pub action: String,
+    pub r#type: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QueueLabels {
+    pub queue: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FlushLabels {
+    pub route: String,
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListenerLabels {
+    pub listener: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BuildLabels {
+    pub version: &'static str,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn delivery_histogram() -> Histogram {
+    // 1 ms … ~33 s.
+    Histogram::new(exponential_buckets(0.001, 2.0, 16))
+}
+
+/// The metric handles; cheap to clone into every component (each handle is an `Arc`).
+#[derive(Clone)]
+pub struct Metrics {
+    pub events_received: Family<IntakeLabels, Counter>,
+    pub route_matches: Family<RouteLabels, Counter>,
+    pub route_errors: Family<RouteErrorLabels, Counter>,
+    pub deliveries: Family<DeliveryLabels, Counter>,
+    pub delivery_duration: HistogramFamily<ActionLabels>,
+    pub queue_depth: Family<QueueLabels, Gauge>,
+    pub dedup_dropped: Family<RouteLabels, Counter>,
+    pub aggregation_flushes: Family<FlushLabels, Counter>,
+    pub config_reloads: Family<OutcomeLabels, Counter>,
+    pub connections: Family<ListenerLabels, Gauge>,
+    build_info: Family<BuildLabels, Gauge>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let metrics = Metrics {
+            events_received: Family::default(),
+            route_matches: Family::default(),
+            route_errors: Family::default(),
+            deliveries: Family::default(),
+            delivery_duration: Family::new_with_constructor(delivery_histogram),
+            queue_depth: Family::default(),
+            dedup_dropped: Family::default(),
+            aggregation_flushes: Family::default(),
+            config_reloads: Family::default(),
+            connections: Family::default(),
+            build_info: Family::default(),
+        };
+        metrics
+            .build_info
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+            })
+            .set(1);
+        metrics
+    }
+
+    /// A registry holding these handles, for encoding. Registering again is cheap (clones `Arc`s).
+    pub fn registry(&self) -> Registry {
+        let mut r = Registry::with_prefix("hooker");
+        r.register(
+            "events_received",
+            "Events received, by intake and outcome",
+            self.events_received.clone(),
+        );
+        r.register(
+            "route_matches",
+            "Events that matched a route",
+            self.route_matches.clone(),
+        );
+        r.register(
+            "route_errors",
+            "Route evaluation or template rendering failures",
+            self.route_errors.clone(),
+        );
+        r.register(
+            "deliveries",
+            "Action deliveries, by action, type and outcome",
+            self.deliveries.clone(),
+        );
+        r.register(
+            "delivery_duration_seconds",
+            "Time spent in one action delivery",
+            self.delivery_duration.clone(),
+        );
+        r.register(
+            "queue_depth",
+            "Items waiting in an internal queue",
+            self.queue_depth.clone(),
+        );
+        r.register(
+            "dedup_dropped",
+            "Messages dropped as duplicates by unique-message-props",
+            self.dedup_dropped.clone(),
+        );
+        r.register(
+            "aggregation_flushes",
+            "Aggregated messages sent, by route and trigger",
+            self.aggregation_flushes.clone(),
+        );
+        r.register(
+            "config_reloads",
+            "Config loads, by outcome",
+            self.config_reloads.clone(),
+        );
+        r.register(
+            "connections",
+            "Open intake connections, by listener",
+            self.connections.clone(),
+        );
+        r.register(
+            "build_info",
+            "Hooker build information",
+            self.build_info.clone(),
+        );
+        r
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry());
+        out
+    }
+
+    /// The Prometheus text format 0.0.4, for scrapers (and `promtool`) that do not ask for
+    /// OpenMetrics: counter families are named with their `_total` suffix and `# EOF` is dropped.
+    pub fn encode_prometheus_text(&self) -> String {
+        openmetrics_to_text(&self.encode())
+    }
+
+    pub fn received(&self, intake: &'static str, outcome: &'static str, n: u64) {
+        self.events_received
+            .get_or_create(&IntakeLabels { intake, outcome })
+            .inc_by(n);
+    }
+
+    pub fn queue(&self, queue: &'static str) -> Gauge {
+        self.queue_depth
+            .get_or_create(&QueueLabels { queue })
+            .clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_format_names_counters_with_total() {
+        let metrics = Metrics::new();
+        metrics.received("http", "accepted", 2);
+        let text = metrics.encode_prometheus_text();
+        assert!(
+            text.contains("# TYPE hooker_events_received_total counter\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("hooker_events_received_total{intake=\"http\",outcome=\"accepted\"} 2\n"),
+            "{text}"
+        );
+        assert!(!text.contains("# EOF"));
+        assert!(metrics.encode().ends_with("# EOF\n"));
+    }
+}

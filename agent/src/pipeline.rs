@@ -1,0 +1,246 @@
+//! A config, compiled: route rules, templates and actions, ready to run. `run`, `validate` and
+//! `test-route` all build through here, so what `validate` accepts is exactly what `run` runs.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::action::{self, Action, BuildContext};
+use crate::config::{Config, Diagnostic, Diagnostics, TemplateSource};
+use crate::router::rego::RouteRule;
+use crate::router::template::{Catalog, Template, TemplateText};
+
+/// How long a `url:` template may take to fetch at load.
+const TEMPLATE_FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Where to find Rego files referenced by the config.
+#[derive(Debug, Clone, Default)]
+pub struct Paths {
+    pub rego_filters: PathBuf,
+    pub rego_templates: Option<PathBuf>,
+}
+
+/// One compiled route.
+#[derive(Clone)]
+pub struct Route {
+    pub name: Arc<str>,
+    pub rule: RouteRule,
+    pub template: String,
+    /// Enabled actions, in config order.
+    pub actions: Arc<[Arc<dyn Action>]>,
+    pub serialize: bool,
+    pub unique_props: Vec<String>,
+    pub unique_timeout: Option<Duration>,
+    pub aggregate_number: Option<u32>,
+    pub aggregate_timeout: Option<Duration>,
+}
+
+impl Route {
+    pub fn aggregates(&self) -> bool {
+        self.aggregate_number.is_some() || self.aggregate_timeout.is_some()
+    }
+}
+
+/// Everything compiled from one config.
+pub struct Pipeline {
+    pub routes: Vec<Route>,
+    pub templates: BTreeMap<String, Template>,
+    pub actions: BTreeMap<String, Arc<dyn Action>>,
+    pub server_url: Option<String>,
+    pub max_db_size: Option<u64>,
+    pub db_verify_interval: Duration,
+    pub warnings: Vec<Diagnostic>,
+}
+
+impl Pipeline {
+    /// Compiles `config`; every problem found is reported, not just the first.
+    pub async fn build(
+        config: &Config,
+        paths: &Paths,
+        cx: &BuildContext,
+    ) -> Result<Pipeline, Diagnostics> {
+        let mut diags = Diagnostics::default();
+        for warning in &config.warnings {
+            diags.warn(warning.clone());
+        }
+
+        let mut actions = BTreeMap::new();
+        for block in &config.actions {
+            if !block.enable {
+                continue;
+            }
+            match action::build(block, cx) {
+                Ok(built) => {
+                    for warning in built.warnings {
+                        diags.warn(warning);
+                    }
+                    actions.insert(block.name.clone(), built.action);
+                }
+                Err(error) => diags.error(error),
+            }
+        }
+
+        let catalog = match Catalog::load(paths.rego_templates.as_deref()) {
+            Ok(catalog) => catalog,
+            Err(errors) => {
+                for error in errors {
+                    diags.error(Diagnostic::new("templates directory", error));
+                }
+                Catalog::default()
+            }
+        };
+        let used: std::collections::HashSet<&str> = config
+            .routes
+            .iter()
+            .filter_map(|r| r.template.as_deref())
+            .collect();
+        let mut templates = BTreeMap::new();
+        for block in &config.templates {
+            let place = format!("template \"{}\"", block.name);
+            let (key, compiled) = match &block.source {
+                TemplateSource::RegoPackage(package) => (
+                    "rego-package",
+                    Template::compile(&block.name, TemplateText::Package(package), &catalog),
+                ),
+                TemplateSource::Body(body) => (
+                    "body",
+                    Template::compile(&block.name, TemplateText::Module(body), &catalog),
+                ),
+                TemplateSource::Url(url) => {
+                    let compiled = match fetch_template(url).await {
+                        Ok(text) => {
+                            Template::compile(&block.name, TemplateText::Module(&text), &catalog)
+                        }
+                        Err(err) => Err(err),
+                    };
+                    ("url", compiled)
+                }
+                TemplateSource::LegacyScanRenderer(kind) => {
+                    let diagnostic = Diagnostic::new(
+                        &place,
+                        format!("legacy-scan-renderer \"{kind}\" (Postee's Go renderer for Aqua scans) is not supported; use a rego-package template"),
+                    )
+                    .key("legacy-scan-renderer")
+                    .line(block.item.line_of("legacy-scan-renderer"));
+                    if used.contains(block.name.as_str()) {
+                        diags.error(diagnostic)
+                    } else {
+                        diags.warn(diagnostic)
+                    }
+                    continue;
+                }
+            };
+            match compiled {
+                Ok(template) => {
+                    templates.insert(block.name.clone(), template);
+                }
+                Err(message) => diags.error(
+                    Diagnostic::new(place, message)
+                        .key(key)
+                        .line(block.item.line_of(key)),
+                ),
+            }
+        }
+
+        let mut routes = Vec::new();
+        for block in &config.routes {
+            let place = format!("route \"{}\"", block.name);
+            let rule = match RouteRule::compile(
+                &block.name,
+                block.input.as_deref(),
+                &block.input_files,
+                &paths.rego_filters,
+            ) {
+                Ok(rule) => rule,
+                Err(err) => {
+                    diags.error(
+                        Diagnostic::new(&place, err.to_string())
+                            .key(err.key())
+                            .line(block.item.line_of(err.key())),
+                    );
+                    continue;
+                }
+            };
+            let route_actions: Vec<Arc<dyn Action>> = block
+                .actions
+                .iter()
+                .filter_map(|name| actions.get(name).cloned())
+                .collect();
+            let template = block.template.clone().unwrap_or_default();
+            let plugins = &block.plugins;
+            if (plugins.aggregate_message_number.is_some()
+                || plugins.aggregate_message_timeout.is_some())
+                && templates.get(&template).is_some_and(|t| !t.aggregates())
+            {
+                diags.warn(
+                    Diagnostic::new(&place, format!("template \"{template}\" names no aggregation_pkg; aggregated messages are joined"))
+                        .key("plugins")
+                        .line(block.item.line_of("plugins")),
+                );
+            }
+            routes.push(Route {
+                name: block.name.as_str().into(),
+                rule,
+                template,
+                actions: route_actions.into(),
+                serialize: block.serialize_actions,
+                unique_props: plugins.unique_message_props.clone(),
+                unique_timeout: plugins.unique_message_timeout,
+                aggregate_number: plugins.aggregate_message_number.filter(|n| *n > 0),
+                aggregate_timeout: plugins.aggregate_message_timeout,
+            });
+        }
+
+        let diags = diags.with_file(config.source.as_deref());
+        if diags.has_errors() {
+            return Err(diags);
+        }
+        Ok(Pipeline {
+            routes,
+            templates,
+            actions,
+            server_url: config.server_url.clone(),
+            max_db_size: config.max_db_size,
+            db_verify_interval: config.db_verify_interval,
+            warnings: diags.warnings,
+        })
+    }
+
+    /// The event as templates see it: Postee adds `input.postee.AquaServer`; Hooker adds `input.hooker`.
+    pub fn template_input(&self, event: &serde_json::Value, node: &str) -> regorus::Value {
+        let mut event = event.clone();
+        if let serde_json::Value::Object(map) = &mut event {
+            let server = self.server_url.clone().unwrap_or_default();
+            let console = if server.is_empty() {
+                String::new()
+            } else {
+                format!("{}/#/images/", server.trim_end_matches('/'))
+            };
+            map.entry("postee")
+                .or_insert_with(|| serde_json::json!({ "AquaServer": console }));
+            map.entry("hooker")
+                .or_insert_with(|| serde_json::json!({ "server": server, "node": node }));
+        }
+        regorus::Value::from(event)
+    }
+}
+
+async fn fetch_template(url: &str) -> Result<String, String> {
+    let client = action::http_client_builder(TEMPLATE_FETCH_TIMEOUT)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let response = client
+        .get(url)
+        .send()
+        .await
+        .map_err(|e| format!("cannot fetch template: {}", e.without_url()))?;
+    let status = response.status();
+    if status.as_u16() > 399 {
+        return Err(format!("cannot fetch template: HTTP {}", status.as_u16()));
+    }
+    response
+        .text()
+        .await
+        .map_err(|e| format!("cannot read template: {}", e.without_url()))
+}

@@ -1,0 +1,277 @@
+//! Route rules: Postee's `input` bodies and `input-files`, compiled once per config version.
+//!
+//! An inline `input` is wrapped as Postee does (`package hooker`, `default allow := false`,
+//! `allow { <input> }`); `input-files` are modules declaring `allow` in `package hooker` (or
+//! Postee's `package postee`), OR-combined. Each route owns one engine, so two routes' `allow`
+//! rules never merge. Rego v1 and v0 (what Postee users have) are both accepted, per module.
+
+use std::path::Path;
+
+use regorus::{Engine, Value};
+
+/// Modules loaded into every engine: helpers routes and templates may call.
+pub const LIBRARY: &[(&str, &str)] = &[
+    (
+        "hooker/lib/tracee.rego",
+        include_str!("../../templates/lib/tracee.rego"),
+    ),
+    (
+        "hooker/lib/common.rego",
+        include_str!("../../templates/lib/common.rego"),
+    ),
+];
+
+/// A route's compiled rule: an engine holding its modules and the rule paths to OR.
+#[derive(Clone)]
+pub struct RouteRule {
+    engine: Engine,
+    /// `data.<package>.allow` for each package the route's modules declare; empty = match all.
+    rules: Vec<String>,
+}
+
+impl RouteRule {
+    /// Compiles a route from its inline body or its files (files win, as in Postee).
+    pub fn compile(
+        route: &str,
+        input: Option<&str>,
+        files: &[String],
+        filters_dir: &Path,
+    ) -> Result<RouteRule, RuleError> {
+        let mut engine = new_engine()?;
+        let mut rules = Vec::new();
+        if !files.is_empty() {
+            for file in files {
+                let path = if Path::new(file).is_absolute() {
+                    Path::new(file).to_path_buf()
+                } else {
+                    filters_dir.join(file)
+                };
+                let source = std::fs::read_to_string(&path).map_err(|err| RuleError::File {
+                    key: "input-files",
+                    message: format!("cannot read {}: {err}", path.display()),
+                })?;
+                let package = add_module(&mut engine, &path.display().to_string(), &source)
+                    .map_err(|message| RuleError::Compile {
+                        key: "input-files",
+                        message,
+                    })?;
+                let rule = format!("{package}.allow");
+                if !rules.contains(&rule) {
+                    rules.push(rule);
+                }
+            }
+        } else if let Some(body) = input.map(str::trim).filter(|b| !b.is_empty()) {
+            let v1 =
+                format!("package hooker\n\ndefault allow := false\n\nallow if {{\n{body}\n}}\n");
+            let v0 = format!(
+                "package hooker\n\nimport future.keywords.in\n\ndefault allow = false\n\nallow {{\n{body}\n}}\n"
+            );
+            let name = format!("route \"{route}\" input");
+            add_module_either(&mut engine, &name, &v1, &v0).map_err(|message| {
+                RuleError::Compile {
+                    key: "input",
+                    message,
+                }
+            })?;
+            rules.push("data.hooker.allow".to_string());
+        }
+        let mut rule = RouteRule { engine, rules };
+        // Evaluate once on an empty input so errors that only show at evaluation surface at load.
+        rule.evaluate(&Value::new_object())
+            .map_err(|message| RuleError::Compile {
+                key: "input",
+                message,
+            })?;
+        Ok(rule)
+    }
+
+    pub fn matches_everything(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    /// True when any of the route's `allow` rules holds for `input`.
+    pub fn evaluate(&mut self, input: &Value) -> Result<bool, String> {
+        if self.rules.is_empty() {
+            return Ok(true);
+        }
+        self.engine.set_input(input.clone());
+        for rule in &self.rules {
+            let value = self
+                .engine
+                .eval_rule(rule.clone())
+                .map_err(|err| err.to_string())?;
+            if value == Value::from(true) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuleError {
+    #[error("{message}")]
+    File { key: &'static str, message: String },
+    #[error("Rego does not compile: {message}")]
+    Compile { key: &'static str, message: String },
+}
+
+impl RuleError {
+    pub fn key(&self) -> &'static str {
+        match self {
+            RuleError::File { key, .. } | RuleError::Compile { key, .. } => key,
+        }
+    }
+}
+
+/// An engine with the helper library and the `jsonformat` built-in.
+pub fn new_engine() -> Result<Engine, RuleError> {
+    let mut engine = Engine::new();
+    engine
+        .add_extension("jsonformat".into(), 1, Box::new(jsonformat))
+        .map_err(|err| RuleError::Compile {
+            key: "input",
+            message: err.to_string(),
+        })?;
+    for (path, source) in LIBRARY {
+        add_module(&mut engine, path, source).map_err(|message| RuleError::Compile {
+            key: "input",
+            message,
+        })?;
+    }
+    Ok(engine)
+}
+
+/// Postee's `jsonformat(x)`: pretty JSON text with a one-space indent.
+fn jsonformat(args: Vec<Value>) -> anyhow::Result<Value> {
+    let value = args.into_iter().next().unwrap_or(Value::Null);
+    let json = serde_json::to_value(&value)?;
+    let mut out = Vec::new();
+    let formatter = serde_json::ser::PrettyFormatter::with_indent(b" ");
+    let mut serializer = serde_json::Serializer::with_formatter(&mut out, formatter);
+    serde::Serialize::serialize(&json, &mut serializer)?;
+    Ok(Value::from(String::from_utf8(out)?))
+}
+
+/// Adds a module written in either Rego version; returns its package path (`data.x.y`).
+pub fn add_module(engine: &mut Engine, path: &str, source: &str) -> Result<String, String> {
+    add_module_either(engine, path, source, source)
+}
+
+fn add_module_either(
+    engine: &mut Engine,
+    path: &str,
+    v1: &str,
+    v0: &str,
+) -> Result<String, String> {
+    engine.set_rego_v0(false);
+    let v1_error = match engine.add_policy(path.to_string(), v1.to_string()) {
+        Ok(package) => return Ok(package),
+        Err(err) => err.to_string(),
+    };
+    engine.set_rego_v0(true);
+    let v0_result = engine.add_policy(path.to_string(), v0.to_string());
+    engine.set_rego_v0(false);
+    match v0_result {
+        Ok(package) => Ok(package),
+        // Report the error of the version the module most likely meant.
+        Err(v0_error) if looks_like_v1(v1) => Err(v1_error.trim().to_string()).map_err(|e| {
+            format!(
+                "{e}\n(also not valid Rego v0: {})",
+                first_line(&v0_error.to_string())
+            )
+        }),
+        Err(v0_error) => Err(format!(
+            "{}\n(also not valid Rego v1: {})",
+            v0_error.to_string().trim(),
+            first_line(&v1_error)
+        )),
+    }
+}
+
+fn looks_like_v1(source: &str) -> bool {
+    source.contains("import rego.v1")
+        || source.contains(" if ")
+        || source.contains(" if{")
+        || source.contains(":=")
+}
+
+fn first_line(text: &str) -> &str {
+    text.trim().lines().next().unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn rule(input: &str) -> RouteRule {
+        RouteRule::compile("t", Some(input), &[], Path::new(".")).unwrap()
+    }
+
+    fn eval(rule: &mut RouteRule, event: serde_json::Value) -> bool {
+        rule.evaluate(&Value::from(event)).unwrap()
+    }
+
+    #[test]
+    fn postee_v0_and_v1_bodies_both_compile() {
+        let mut v0 = rule(r#"contains(input.image, "alpine")"#);
+        assert!(eval(&mut v0, json!({"image": "alpine:3.10"})));
+        assert!(!eval(&mut v0, json!({"image": "debian"})));
+        let mut some_in = rule("some a in input.args\na.name == \"pathname\"");
+        assert!(eval(&mut some_in, json!({"args": [{"name": "pathname"}]})));
+    }
+
+    #[test]
+    fn empty_input_matches_everything() {
+        let mut all = RouteRule::compile("t", None, &[], Path::new(".")).unwrap();
+        assert!(all.matches_everything());
+        assert!(eval(&mut all, json!({})));
+    }
+
+    #[test]
+    fn broken_rego_is_a_compile_error() {
+        let err = RouteRule::compile("t", Some("input.x == "), &[], Path::new("."))
+            .err()
+            .unwrap();
+        assert_eq!(err.key(), "input");
+        assert!(err.to_string().contains("does not compile"), "{err}");
+    }
+
+    #[test]
+    fn library_helpers_recognise_all_tracee_shapes() {
+        let mut r = rule("data.hooker.lib.tracee.is_detection");
+        assert!(eval(&mut r, json!({"SigMetadata": {"ID": "TRC-2"}})));
+        assert!(eval(
+            &mut r,
+            json!({"eventName": "x", "metadata": {"Properties": {"signatureID": "TRC-102"}}})
+        ));
+        assert!(eval(
+            &mut r,
+            json!({"name": "x", "threat": {"severity": 2}})
+        ));
+        assert!(!eval(&mut r, json!({"eventName": "openat"})));
+    }
+
+    #[test]
+    fn input_files_are_or_combined() {
+        let dir = std::env::temp_dir().join(format!("hooker-rego-files-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("a.rego"),
+            "package postee\nallow { input.a == 1 }\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("b.rego"),
+            "package postee\nallow { input.b == 2 }\n",
+        )
+        .unwrap();
+        let files = vec!["a.rego".to_string(), "b.rego".to_string()];
+        let mut r = RouteRule::compile("t", None, &files, &dir).unwrap();
+        assert!(eval(&mut r, json!({"a": 1})));
+        assert!(eval(&mut r, json!({"b": 2})));
+        assert!(!eval(&mut r, json!({"c": 3})));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

@@ -1,0 +1,440 @@
+//! Templates: Rego packages that turn an event into a [`Message`] (`title`, `result`, `url`,
+//! `aggregation_pkg`, `result_*`), as Postee defines them.
+//!
+//! A `rego-package` template is looked up in the catalog: the built-in templates compiled into the
+//! binary, then the templates directory (`HOOKER_REGO_TEMPLATES`), which may override them. Postee
+//! package names (`postee.rawmessage.json`) resolve to Hooker's (`hooker.rawmessage.json`).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use regorus::{Engine, Value};
+
+use super::rego::{add_module, new_engine};
+use crate::message::Message;
+
+/// Built-in templates, compiled into the binary.
+pub const BUILTIN: &[(&str, &str)] = &[
+    (
+        "tracee-text.rego",
+        include_str!("../../templates/tracee-text.rego"),
+    ),
+    (
+        "raw-json.rego",
+        include_str!("../../templates/raw-json.rego"),
+    ),
+    (
+        "raw-html.rego",
+        include_str!("../../templates/raw-html.rego"),
+    ),
+    (
+        "aggregate-text.rego",
+        include_str!("../../templates/aggregate-text.rego"),
+    ),
+];
+
+/// One template module: where it came from and the package it declares.
+#[derive(Debug, Clone)]
+pub struct CatalogEntry {
+    pub origin: String,
+    pub package: String,
+    pub source: Arc<str>,
+}
+
+/// Every template module available to `rego-package`, by package name.
+#[derive(Debug, Clone, Default)]
+pub struct Catalog {
+    entries: BTreeMap<String, CatalogEntry>,
+}
+
+impl Catalog {
+    /// The built-in templates plus every `*.rego` under `dir`; a module that does not compile is an error.
+    pub fn load(dir: Option<&Path>) -> Result<Catalog, Vec<String>> {
+        let mut catalog = Catalog::default();
+        let mut errors = Vec::new();
+        for (name, source) in BUILTIN {
+            catalog.insert(format!("built-in {name}"), source, &mut errors);
+        }
+        if let Some(dir) = dir {
+            let mut files = Vec::new();
+            collect_rego_files(dir, &mut files, &mut errors);
+            files.sort();
+            for file in files {
+                match std::fs::read_to_string(&file) {
+                    Ok(source) => catalog.insert(file.display().to_string(), &source, &mut errors),
+                    Err(err) => {
+                        errors.push(format!("cannot read template {}: {err}", file.display()))
+                    }
+                }
+            }
+        }
+        if errors.is_empty() {
+            Ok(catalog)
+        } else {
+            Err(errors)
+        }
+    }
+
+    fn insert(&mut self, origin: String, source: &str, errors: &mut Vec<String>) {
+        let mut engine = Engine::new();
+        match add_module(&mut engine, &origin, source) {
+            Ok(package) => {
+                let package = package.trim_start_matches("data.").to_string();
+                self.entries.insert(
+                    package.clone(),
+                    CatalogEntry {
+                        origin,
+                        package,
+                        source: source.into(),
+                    },
+                );
+            }
+            Err(err) => errors.push(format!("template {origin} does not compile: {err}")),
+        }
+    }
+
+    /// Finds a package, accepting Postee's `postee.*` names for Hooker's `hooker.*` templates.
+    pub fn find(&self, package: &str) -> Option<&CatalogEntry> {
+        self.entries.get(package).or_else(|| {
+            let rest = package.strip_prefix("postee.")?;
+            let renamed = match rest {
+                // Postee spelled its CycloneDX package without the "e".
+                "vuls.cyclondx" => "vuls.cyclonedx".to_string(),
+                other => other.to_string(),
+            };
+            self.entries.get(&format!("hooker.{renamed}"))
+        })
+    }
+
+    pub fn packages(&self) -> impl Iterator<Item = &str> {
+        self.entries.keys().map(String::as_str)
+    }
+
+    fn all(&self) -> impl Iterator<Item = &CatalogEntry> {
+        self.entries.values()
+    }
+}
+
+fn collect_rego_files(dir: &Path, files: &mut Vec<PathBuf>, errors: &mut Vec<String>) {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(err) => {
+            errors.push(format!(
+                "cannot read templates directory {}: {err}",
+                dir.display()
+            ));
+            return;
+        }
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            if path.file_name().is_some_and(|n| n != "lost+found") {
+                collect_rego_files(&path, files, errors);
+            }
+        } else if path.extension().is_some_and(|e| e == "rego")
+            && !path.to_string_lossy().ends_with("_test.rego")
+        {
+            files.push(path);
+        }
+    }
+}
+
+/// A compiled template, ready to render. Clone it per worker: rendering needs `&mut`.
+#[derive(Clone)]
+pub struct Template {
+    pub name: String,
+    engine: Engine,
+    /// `data.<package>`.
+    package: String,
+    /// `data.<package>` of the aggregation template, when the template names one.
+    aggregation: Option<String>,
+}
+
+impl Template {
+    /// Compiles a template from a catalog package or from module text (`body`, `url`).
+    pub fn compile(
+        name: &str,
+        source: TemplateText<'_>,
+        catalog: &Catalog,
+    ) -> Result<Template, String> {
+        let mut engine = new_engine().map_err(|e| e.to_string())?;
+        let package = match source {
+            TemplateText::Package(package) => {
+                let entry = catalog.find(package).ok_or_else(|| {
+                    let known: Vec<_> = catalog.packages().collect();
+                    format!(
+                        "unknown rego-package \"{package}\" (available: {})",
+                        known.join(", ")
+                    )
+                })?;
+                // Like Postee, the whole catalog is loaded so templates can use each other.
+                for module in catalog.all() {
+                    add_module(&mut engine, &module.origin, &module.source)?;
+                }
+                format!("data.{}", entry.package)
+            }
+            TemplateText::Module(text) => {
+                for module in catalog
+                    .all()
+                    .filter(|m| m.package.starts_with("hooker.aggregate."))
+                {
+                    add_module(&mut engine, &module.origin, &module.source)?;
+                }
+                add_module(&mut engine, &format!("template \"{name}\""), text)?
+            }
+        };
+        let mut template = Template {
+            name: name.to_string(),
+            engine,
+            package,
+            aggregation: None,
+        };
+        // Like Postee, evaluate once on an empty input to find the aggregation package.
+        template.aggregation =
+            template
+                .eval(Value::new_object())?
+                .and_then(|out| match out.get("aggregation_pkg") {
+                    Some(serde_json::Value::String(pkg)) if !pkg.is_empty() => catalog
+                        .find(pkg)
+                        .map(|e| format!("data.{}", e.package))
+                        .or_else(|| Some(format!("data.{pkg}"))),
+                    _ => None,
+                });
+        Ok(template)
+    }
+
+    pub fn aggregates(&self) -> bool {
+        self.aggregation.is_some()
+    }
+
+    fn eval(
+        &mut self,
+        input: Value,
+    ) -> Result<Option<serde_json::Map<String, serde_json::Value>>, String> {
+        eval_package(&mut self.engine, &self.package, input)
+    }
+
+    /// Renders one event. `input` is the event with Postee's `postee` key added.
+    pub fn render(
+        &mut self,
+        input: Value,
+        route: &str,
+        event_id: &str,
+        event: Arc<serde_json::Value>,
+    ) -> Result<Message, String> {
+        let out = self.eval(input)?.ok_or_else(|| {
+            format!(
+                "template \"{}\": package {} is not defined",
+                self.name, self.package
+            )
+        })?;
+        message_from(&self.name, out, route, event_id, event)
+    }
+
+    /// Renders several messages as one, with the template's `aggregation_pkg`, or by joining them.
+    pub fn render_aggregate(&mut self, messages: &[Message]) -> Result<Message, String> {
+        let first = messages.first().ok_or("nothing to aggregate")?;
+        let Some(package) = self.aggregation.clone() else {
+            return Ok(join(messages));
+        };
+        let items: Vec<serde_json::Value> = messages.iter().map(aggregation_item).collect();
+        let out = eval_package(
+            &mut self.engine,
+            &package,
+            Value::from(serde_json::Value::Array(items)),
+        )?
+        .ok_or_else(|| format!("aggregation package {package} is not defined"))?;
+        message_from(
+            &self.name,
+            out,
+            &first.route,
+            &first.event_id,
+            first.event.clone(),
+        )
+    }
+}
+
+/// Where a template's module text comes from.
+pub enum TemplateText<'a> {
+    Package(&'a str),
+    Module(&'a str),
+}
+
+fn eval_package(
+    engine: &mut Engine,
+    package: &str,
+    input: Value,
+) -> Result<Option<serde_json::Map<String, serde_json::Value>>, String> {
+    engine.set_input(input);
+    let results = engine
+        .eval_query(package.to_string(), false)
+        .map_err(|err| err.to_string())?;
+    let Some(value) = results
+        .result
+        .into_iter()
+        .next()
+        .and_then(|r| r.expressions.into_iter().next())
+        .map(|e| e.value)
+    else {
+        return Ok(None);
+    };
+    match serde_json::to_value(&value).map_err(|err| err.to_string())? {
+        serde_json::Value::Object(map) => Ok(Some(map)),
+        _ => Ok(None),
+    }
+}
+
+fn message_from(
+    template: &str,
+    mut out: serde_json::Map<String, serde_json::Value>,
+    route: &str,
+    event_id: &str,
+    event: Arc<serde_json::Value>,
+) -> Result<Message, String> {
+    let body = match out.remove("result") {
+        Some(serde_json::Value::String(s)) => s,
+        Some(other) => other.to_string(),
+        None => {
+            return Err(format!(
+                "template \"{template}\": property result is not found"
+            ));
+        }
+    };
+    let title = match out.remove("title") {
+        Some(serde_json::Value::String(s)) => s,
+        Some(other) => other.to_string(),
+        None => String::new(),
+    };
+    let url = match out.remove("url") {
+        Some(serde_json::Value::String(s)) if !s.is_empty() => Some(s),
+        _ => None,
+    };
+    let fields = out
+        .into_iter()
+        .filter_map(|(key, value)| key.strip_prefix("result_").map(|k| (k.to_string(), value)))
+        .collect();
+    let owners = match event.get("application_scope_owners") {
+        Some(serde_json::Value::Array(items)) => items
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect(),
+        _ => Vec::new(),
+    };
+    Ok(Message {
+        route: route.to_string(),
+        event_id: event_id.to_string(),
+        title,
+        body,
+        url,
+        fields,
+        owners,
+        event,
+    })
+}
+
+/// The shape Postee hands an aggregation package: one object per message.
+fn aggregation_item(message: &Message) -> serde_json::Value {
+    let mut item = serde_json::Map::new();
+    item.insert("title".into(), message.title.clone().into());
+    item.insert(
+        "description".into(),
+        message
+            .body_json()
+            .unwrap_or_else(|| message.body.clone().into()),
+    );
+    item.insert(
+        "url".into(),
+        message
+            .url
+            .clone()
+            .map(Into::into)
+            .unwrap_or(serde_json::Value::Null),
+    );
+    for (key, value) in &message.fields {
+        item.insert(key.clone(), value.clone());
+    }
+    serde_json::Value::Object(item)
+}
+
+/// Without an aggregation package: titles listed, bodies joined (a JSON array when all are JSON).
+fn join(messages: &[Message]) -> Message {
+    let mut merged = messages[0].clone();
+    if messages.len() > 1 {
+        merged.title = format!("{} (and {} more)", messages[0].title, messages.len() - 1);
+    }
+    let json: Option<Vec<serde_json::Value>> = messages.iter().map(Message::body_json).collect();
+    merged.body = match json {
+        Some(items) => serde_json::Value::Array(items).to_string(),
+        None => messages
+            .iter()
+            .map(|m| m.body.as_str())
+            .collect::<Vec<_>>()
+            .join("\n\n"),
+    };
+    merged.owners = messages
+        .iter()
+        .flat_map(|m| m.owners.iter().cloned())
+        .collect();
+    merged.owners.sort();
+    merged.owners.dedup();
+    merged
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn render(template: &mut Template, event: serde_json::Value) -> Message {
+        template
+            .render(Value::from(event.clone()), "r", "e1", Arc::new(event))
+            .unwrap()
+    }
+
+    #[test]
+    fn raw_json_template_pretty_prints_the_event() {
+        let catalog = Catalog::load(None).unwrap();
+        let mut t = Template::compile(
+            "raw",
+            TemplateText::Package("postee.rawmessage.json"),
+            &catalog,
+        )
+        .unwrap();
+        let m = render(&mut t, json!({"a": 1, "postee": {"AquaServer": "x"}}));
+        assert_eq!(m.title, "Raw Message Received");
+        assert_eq!(m.body, "{\n \"a\": 1\n}");
+    }
+
+    #[test]
+    fn inline_body_templates_need_a_result() {
+        let catalog = Catalog::load(None).unwrap();
+        let body = "package custom\ntitle := \"T\"\n";
+        let mut t = Template::compile("c", TemplateText::Module(body), &catalog).unwrap();
+        let err = t
+            .render(Value::new_object(), "r", "e", Arc::new(json!({})))
+            .unwrap_err();
+        assert!(err.contains("property result is not found"), "{err}");
+    }
+
+    #[test]
+    fn result_fields_and_owners_are_carried() {
+        let catalog = Catalog::load(None).unwrap();
+        let body = "package custom\ntitle := \"T\"\nresult := {\"x\": 1}\nresult_severity := 2\n";
+        let mut t = Template::compile("c", TemplateText::Module(body), &catalog).unwrap();
+        let m = render(&mut t, json!({"application_scope_owners": ["a@x", "b@x"]}));
+        assert_eq!(m.body, r#"{"x":1}"#);
+        assert_eq!(m.fields.get("severity"), Some(&json!(2)));
+        assert_eq!(m.owners, vec!["a@x", "b@x"]);
+    }
+
+    #[test]
+    fn unknown_package_lists_what_exists() {
+        let catalog = Catalog::load(None).unwrap();
+        let err = Template::compile("x", TemplateText::Package("nope.nope"), &catalog)
+            .err()
+            .unwrap();
+        assert!(err.contains("hooker.rawmessage.json"), "{err}");
+    }
+}
