@@ -61,11 +61,11 @@ pub async fn test_route(
             return Ok(false);
         }
     };
-    if let Some(name) = only {
-        if !pipeline.routes.iter().any(|r| &*r.name == name) {
-            eprintln!("error: no route named \"{name}\"");
-            return Ok(false);
-        }
+    if let Some(name) = only
+        && !pipeline.routes.iter().any(|r| &*r.name == name)
+    {
+        eprintln!("error: no route named \"{name}\"");
+        return Ok(false);
     }
     let bytes = std::fs::read(event_file)
         .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", event_file.display()))?;

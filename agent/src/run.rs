@@ -39,8 +39,11 @@ pub fn load_config(path: Option<&Path>) -> Result<Config, ConfigError> {
     )
 }
 
-/// `/var/log/hooker` when writable, else a per-user directory (announced).
+/// `HOOKER_LOG_DIR`, else `/var/log/hooker` when writable, else a per-user directory (announced).
 fn forensic_log_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("HOOKER_LOG_DIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir);
+    }
     let system = PathBuf::from(DEFAULT_LOG_DIR);
     if std::fs::create_dir_all(&system).is_ok() && writable(&system) {
         return system;

@@ -69,10 +69,10 @@ fn load_pem(
 
 fn self_signed() -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsError> {
     let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
-    if let Ok(host) = nix::unistd::gethostname() {
-        if let Some(host) = host.to_str().filter(|h| !h.is_empty()) {
-            names.push(host.to_string());
-        }
+    if let Ok(host) = nix::unistd::gethostname()
+        && let Some(host) = host.to_str().filter(|h| !h.is_empty())
+    {
+        names.push(host.to_string());
     }
     let certified =
         rcgen::generate_simple_self_signed(names).map_err(|e| TlsError::Generate(e.to_string()))?;

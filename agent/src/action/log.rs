@@ -71,10 +71,11 @@ pub fn build(config: &ActionConfig, cx: &BuildContext) -> Result<Built, Diagnost
 
 impl LogFile {
     fn append(&mut self, line: &[u8]) -> std::io::Result<()> {
-        if let Some((_, size)) = &self.open {
-            if *size > 0 && size + line.len() as u64 > self.max_size {
-                self.rotate()?;
-            }
+        if let Some((_, size)) = &self.open
+            && *size > 0
+            && size + line.len() as u64 > self.max_size
+        {
+            self.rotate()?;
         }
         let (file, size) = match &mut self.open {
             Some(open) => open,

@@ -539,14 +539,13 @@ fn check_references(
         if let (Some(n), Some(_)) = (
             route.plugins.aggregate_message_number,
             route.plugins.aggregate_message_timeout,
-        ) {
-            if n == 0 {
-                diags.error(
-                    Diagnostic::new(&place, "`aggregate-message-number` must be at least 1")
-                        .key("plugins.aggregate-message-number")
-                        .line(route.item.line_of("plugins")),
-                );
-            }
+        ) && n == 0
+        {
+            diags.error(
+                Diagnostic::new(&place, "`aggregate-message-number` must be at least 1")
+                    .key("plugins.aggregate-message-number")
+                    .line(route.item.line_of("plugins")),
+            );
         }
     }
 }

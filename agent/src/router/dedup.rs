@@ -13,6 +13,9 @@ pub trait DedupStore: Send + Sync {
     /// Drops expired keys; returns how many went.
     fn purge_expired(&self) -> usize;
     fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// The key for `event` on `route`, or `None` when none of the properties has a value.

@@ -257,21 +257,19 @@ impl Worker {
                     route: route.name.to_string(),
                 })
                 .inc();
-            if !route.unique_props.is_empty() {
-                if let Some(key) =
+            if !route.unique_props.is_empty()
+                && let Some(key) =
                     dedup::dedup_key(&route.name, &route.unique_props, &event.payload)
-                {
-                    if self.shared.dedup.seen(&key, route.unique_timeout) {
-                        metrics
-                            .dedup_dropped
-                            .get_or_create(&RouteLabels {
-                                route: route.name.to_string(),
-                            })
-                            .inc();
-                        tracing::debug!(route = %route.name, event = %event.id, "Duplicate dropped by unique-message-props.");
-                        continue;
-                    }
-                }
+                && self.shared.dedup.seen(&key, route.unique_timeout)
+            {
+                metrics
+                    .dedup_dropped
+                    .get_or_create(&RouteLabels {
+                        route: route.name.to_string(),
+                    })
+                    .inc();
+                tracing::debug!(route = %route.name, event = %event.id, "Duplicate dropped by unique-message-props.");
+                continue;
             }
             let input = template_input
                 .get_or_insert_with(|| {

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Runs Hooker's whole test suite on a fresh Debian machine (as root): installs what the tests
+# need, checks formatting and lints, builds the binary, runs every test against real parts, and
+# stops whatever it started.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf '\n== %s\n' "$*"; }
+
+# --- System packages the tests use as real parts -------------------------------------------
+need=()
+command -v promtool >/dev/null || need+=(prometheus)          # promtool check metrics
+command -v dockerd >/dev/null || need+=(docker.io)            # real Docker daemon (20.10, API 1.41)
+[ -x /bin/busybox ] || need+=(busybox-static)                 # tiny local image via docker import
+if [ ${#need[@]} -gt 0 ]; then
+  say "apt-get install ${need[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+# python3 on PATH is a pyenv build: Debian's python3-* packages are not importable from it.
+if ! python3 -c "import grpc, grpc_reflection, grpc_tools, aiosmtpd, msgpack, kubernetes_validate" 2>/dev/null; then
+  say "pip install test clients"
+  python3 -m pip install -q --disable-pip-version-check grpcio grpcio-tools grpcio-reflection aiosmtpd msgpack kubernetes-validate
+fi
+
+# --- Docker daemon: start one if none answers, and stop it on exit ---------------------------
+started_dockerd=""
+cleanup() {
+  if [ -n "$started_dockerd" ]; then
+    kill "$started_dockerd" 2>/dev/null || true
+    wait "$started_dockerd" 2>/dev/null || true
+  fi
+}
+trap cleanup EXIT
+if ! docker version >/dev/null 2>&1; then
+  say "starting dockerd"
+  dockerd >/tmp/hooker-test-dockerd.log 2>&1 &
+  started_dockerd=$!
+  for _ in $(seq 1 60); do docker version >/dev/null 2>&1 && break; sleep 0.5; done
+  docker version >/dev/null 2>&1 || { echo "dockerd did not start; see /tmp/hooker-test-dockerd.log" >&2; exit 1; }
+fi
+
+# --- Rust ----------------------------------------------------------------------------------
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+[ "${CI:-}" = "true" ] && export CARGO_INCREMENTAL=0
+say "cargo fmt --check"
+cargo fmt --all -- --check
+say "cargo clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+say "cargo build (the binary the end-to-end tests start)"
+cargo build --workspace --bins
+say "cargo test"
+cargo test --workspace -- --test-threads="${HOOKER_TEST_THREADS:-2}"
