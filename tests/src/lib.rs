@@ -445,6 +445,34 @@ pub struct Sink {
     pub addr: SocketAddr,
     requests: Arc<Mutex<Vec<Recorded>>>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    scheme: &'static str,
+    ca_pem: Option<String>,
+}
+
+/// TLS on top of a TCP listener, for [`Sink::tls_with`]. Failed handshakes are skipped.
+struct TlsListener {
+    inner: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let Ok((stream, addr)) = self.inner.accept().await else {
+                continue;
+            };
+            if let Ok(stream) = self.acceptor.accept(stream).await {
+                return (stream, addr);
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.inner.local_addr()
+    }
 }
 
 impl Sink {
@@ -478,7 +506,46 @@ impl Sink {
         .await
     }
 
-    async fn serve(listener: tokio::net::TcpListener, responder: Responder) -> Result<Sink> {
+    /// Like [`Sink::with`], over HTTPS with a fresh self-signed certificate for `127.0.0.1` and
+    /// `localhost`; [`Sink::ca_pem`] is the certificate to trust.
+    pub async fn tls_with(
+        responder: impl Fn(&Recorded) -> Reply + Send + Sync + 'static,
+    ) -> Result<Sink> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let certified = rcgen::generate_simple_self_signed(vec![
+            "127.0.0.1".to_string(),
+            "localhost".to_string(),
+        ])?;
+        let ca_pem = certified.cert.pem();
+        let key = rustls::pki_types::PrivateKeyDer::try_from(certified.signing_key.serialize_der())
+            .map_err(|e| anyhow!(e))?;
+        let config = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(vec![certified.cert.der().clone()], key)?;
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let mut sink = Sink::serve(
+            TlsListener {
+                inner: listener,
+                acceptor,
+            },
+            Arc::new(responder),
+        )
+        .await?;
+        sink.scheme = "https";
+        sink.ca_pem = Some(ca_pem);
+        Ok(sink)
+    }
+
+    /// The PEM certificate of a TLS sink.
+    pub fn ca_pem(&self) -> Option<&str> {
+        self.ca_pem.as_deref()
+    }
+
+    async fn serve<L>(listener: L, responder: Responder) -> Result<Sink>
+    where
+        L: axum::serve::Listener<Addr = SocketAddr>,
+    {
         let addr = listener.local_addr()?;
         let requests = Arc::new(Mutex::new(Vec::new()));
         let recorded = requests.clone();
@@ -534,11 +601,13 @@ impl Sink {
             addr,
             requests,
             shutdown: Some(tx),
+            scheme: "http",
+            ca_pem: None,
         })
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+        format!("{}://{}{path}", self.scheme, self.addr)
     }
 
     pub fn requests(&self) -> Vec<Recorded> {

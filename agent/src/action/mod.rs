@@ -229,6 +229,31 @@ pub fn http_client_builder(timeout: Duration) -> reqwest::ClientBuilder {
         .pool_idle_timeout(Duration::from_secs(60))
 }
 
+/// A client for one remote action: its own timeout, TLS verification (on unless `tls_verify` is
+/// false), and optionally an extra CA bundle (PEM) to trust, e.g. an internal Jira's.
+pub fn remote_client(
+    timeout: Duration,
+    tls_verify: bool,
+    ca_file: Option<&std::path::Path>,
+) -> Result<reqwest::Client, String> {
+    let mut builder = http_client_builder(timeout);
+    if !tls_verify {
+        builder = builder.danger_accept_invalid_certs(true);
+    }
+    if let Some(path) = ca_file {
+        let pem = std::fs::read(path)
+            .map_err(|err| format!("cannot read CA file {}: {err}", path.display()))?;
+        let certificates = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|err| format!("CA file {} is not PEM: {err}", path.display()))?;
+        for certificate in certificates {
+            builder = builder.add_root_certificate(certificate);
+        }
+    }
+    builder
+        .build()
+        .map_err(|err| format!("cannot build HTTP client: {err}"))
+}
+
 /// Builds one action from its block. Unknown types are errors; known but unbuilt ones warn.
 pub fn build(config: &ActionConfig, cx: &BuildContext) -> Result<Built, Diagnostic> {
     if let Some((_, build)) = REGISTRY.iter().find(|(kind, _)| *kind == config.kind) {
