@@ -135,11 +135,15 @@ impl Pipeline {
                 Ok(template) => {
                     templates.insert(block.name.clone(), template);
                 }
-                Err(message) => diags.error(
-                    Diagnostic::new(place, message)
-                        .key(key)
-                        .line(block.item.line_of(key)),
-                ),
+                Err(message) => {
+                    let diagnostic = Diagnostic::new(&place, message).key(key).line(block.item.line_of(key));
+                    if used.contains(block.name.as_str()) {
+                        diags.error(diagnostic);
+                    } else {
+                        let message = format!("{} (no route uses this template)", diagnostic.message);
+                        diags.warn(Diagnostic { message, ..diagnostic });
+                    }
+                }
             }
         }
 

@@ -51,6 +51,11 @@ impl RawDoc {
         if text.trim().is_empty() {
             return Err("the file is empty".into());
         }
+        if text.contains("- type: common") {
+            return Err("this is a Postee V1 config (a list starting with `- type: common`); Hooker reads the V2 format \
+                        with top-level `routes`, `templates` and `actions` (see README, \"Configuration\")"
+                .into());
+        }
         serde_saphyr::from_str::<RawDoc>(text).map_err(|err| err.to_string())
     }
 

@@ -1,0 +1,9 @@
+package postee
+
+import future.keywords.in
+
+default allow = false
+
+allow {
+	input.vulnerability_summary.critical > 0
+}
