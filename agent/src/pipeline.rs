@@ -64,6 +64,9 @@ impl Pipeline {
         for warning in &config.warnings {
             diags.warn(warning.clone());
         }
+        for error in &config.errors {
+            diags.error(error.clone());
+        }
 
         let mut actions = BTreeMap::new();
         for block in &config.actions {
@@ -136,12 +139,18 @@ impl Pipeline {
                     templates.insert(block.name.clone(), template);
                 }
                 Err(message) => {
-                    let diagnostic = Diagnostic::new(&place, message).key(key).line(block.item.line_of(key));
+                    let diagnostic = Diagnostic::new(&place, message)
+                        .key(key)
+                        .line(block.item.line_of(key));
                     if used.contains(block.name.as_str()) {
                         diags.error(diagnostic);
                     } else {
-                        let message = format!("{} (no route uses this template)", diagnostic.message);
-                        diags.warn(Diagnostic { message, ..diagnostic });
+                        let message =
+                            format!("{} (no route uses this template)", diagnostic.message);
+                        diags.warn(Diagnostic {
+                            message,
+                            ..diagnostic
+                        });
                     }
                 }
             }

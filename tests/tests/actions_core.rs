@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use base64::Engine as _;
-use hooker_tests::{wait_until, Agent, Reply, Sink, TempDir};
+use hooker_tests::{Agent, Reply, Sink, TempDir, wait_until};
 
 #[tokio::test]
 async fn webhook_posts_the_rendered_body_and_any_2xx_is_success() -> anyhow::Result<()> {
@@ -38,7 +38,10 @@ actions:
     assert_eq!(request.header("x-team"), Some("secops"));
     assert_eq!(request.body_text(), "{\n \"kind\": \"test\",\n \"n\": 1\n}");
     wait_until("success counted", Duration::from_secs(10), async || {
-        let n = agent.metric(r#"hooker_deliveries_total{action="hook",type="webhook",outcome="success"}"#).await.ok()?;
+        let n = agent
+            .metric(r#"hooker_deliveries_total{action="hook",type="webhook",outcome="success"}"#)
+            .await
+            .ok()?;
         (n == 1.0).then_some(())
     })
     .await?;
@@ -90,7 +93,11 @@ actions:
 #[tokio::test]
 async fn failing_action_is_counted_and_does_not_affect_the_others() -> anyhow::Result<()> {
     let good = Sink::start().await?;
-    let bad = Sink::scripted(vec![Reply::json(400, serde_json::json!({"error": "bad channel"}))]).await?;
+    let bad = Sink::scripted(vec![Reply::json(
+        400,
+        serde_json::json!({"error": "bad channel"}),
+    )])
+    .await?;
     let config = format!(
         r#"
 routes:
@@ -118,14 +125,32 @@ actions:
     agent.post("/", r#"{"x":1}"#).await?;
     good.wait_for(1).await?;
     let failure = wait_until("the failure logged", Duration::from_secs(10), async || {
-        agent.logs().into_iter().find(|l| l["message"] == "Delivery failed.")
+        agent
+            .logs()
+            .into_iter()
+            .find(|l| l["message"] == "Delivery failed.")
     })
     .await?;
     assert_eq!(failure["action"], "bad");
     let error = failure["error"].as_str().unwrap_or_default();
-    assert!(error.contains("HTTP 400") && error.contains("bad channel"), "{failure}");
-    assert_eq!(agent.metric(r#"hooker_deliveries_total{action="bad",type="webhook",outcome="permanent_error"}"#).await?, 1.0);
-    assert_eq!(agent.metric(r#"hooker_deliveries_total{action="good",type="webhook",outcome="success"}"#).await?, 1.0);
+    assert!(
+        error.contains("HTTP 400") && error.contains("bad channel"),
+        "{failure}"
+    );
+    assert_eq!(
+        agent
+            .metric(
+                r#"hooker_deliveries_total{action="bad",type="webhook",outcome="permanent_error"}"#
+            )
+            .await?,
+        1.0
+    );
+    assert_eq!(
+        agent
+            .metric(r#"hooker_deliveries_total{action="good",type="webhook",outcome="success"}"#)
+            .await?,
+        1.0
+    );
     Ok(())
 }
 
@@ -174,15 +199,27 @@ actions:
     let env = std::fs::read_to_string(work.join("env.json"))?;
     assert_eq!(serde_json::from_str::<serde_json::Value>(&env)?, expected);
     for marker in ["PWNED_DOLLAR", "PWNED_TICK", "PWNED_QUOTE", "PWNED_DQ"] {
-        assert!(!work.join(marker).exists(), "{marker}: event text was executed");
-        assert!(!agent.dir.join(marker).exists(), "{marker}: event text was executed");
+        assert!(
+            !work.join(marker).exists(),
+            "{marker}: event text was executed"
+        );
+        assert!(
+            !agent.dir.join(marker).exists(),
+            "{marker}: event text was executed"
+        );
     }
     let delivered = wait_until("the delivery logged", Duration::from_secs(10), async || {
-        agent.logs().into_iter().find(|l| l["message"] == "Delivered." && l["action"] == "script")
+        agent
+            .logs()
+            .into_iter()
+            .find(|l| l["message"] == "Delivered." && l["action"] == "script")
     })
     .await?;
     let detail = delivered["detail"].as_str().unwrap_or_default();
-    assert!(detail.starts_with("exit 0") && detail.contains("route=r"), "{delivered}");
+    assert!(
+        detail.starts_with("exit 0") && detail.contains("route=r"),
+        "{delivered}"
+    );
     Ok(())
 }
 
@@ -210,18 +247,42 @@ actions:
 "#;
     let agent = Agent::start(config).await?;
     agent.post("/", r#"{"a":1}"#).await?;
-    let failures = wait_until("both failures logged", Duration::from_secs(20), async || {
-        let logs: Vec<_> = agent.logs().into_iter().filter(|l| l["message"] == "Delivery failed.").collect();
-        (logs.len() == 2).then_some(logs)
-    })
+    let failures = wait_until(
+        "both failures logged",
+        Duration::from_secs(20),
+        async || {
+            let logs: Vec<_> = agent
+                .logs()
+                .into_iter()
+                .filter(|l| l["message"] == "Delivery failed.")
+                .collect();
+            (logs.len() == 2).then_some(logs)
+        },
+    )
     .await?;
-    let by_action = |name: &str| failures.iter().find(|l| l["action"] == name).map(|l| l["error"].as_str().unwrap_or_default().to_string());
+    let by_action = |name: &str| {
+        failures
+            .iter()
+            .find(|l| l["action"] == name)
+            .map(|l| l["error"].as_str().unwrap_or_default().to_string())
+    };
     let fails = by_action("fails").unwrap_or_default();
-    assert!(fails.contains("exit 3") && fails.contains("about to fail"), "{fails}");
+    assert!(
+        fails.contains("exit 3") && fails.contains("about to fail"),
+        "{fails}"
+    );
     let hangs = by_action("hangs").unwrap_or_default();
-    assert!(hangs.contains("timed out") && hangs.contains("killed"), "{hangs}");
-    let no_sleep_left = std::process::Command::new("pgrep").args(["-f", "sleep 30"]).output()?;
-    assert!(no_sleep_left.stdout.is_empty(), "the timed-out script's process group was killed");
+    assert!(
+        hangs.contains("timed out") && hangs.contains("killed"),
+        "{hangs}"
+    );
+    let no_sleep_left = std::process::Command::new("pgrep")
+        .args(["-f", "sleep 30"])
+        .output()?;
+    assert!(
+        no_sleep_left.stdout.is_empty(),
+        "the timed-out script's process group was killed"
+    );
     Ok(())
 }
 
@@ -249,13 +310,21 @@ actions:
 "#,
         path.display()
     );
-    let agent = Agent::builder(&config).env("NODE_NAME", "node-7").start().await?;
+    let agent = Agent::builder(&config)
+        .env("NODE_NAME", "node-7")
+        .start()
+        .await?;
     for n in 0..12 {
-        let (status, _) = agent.post("/", format!(r#"{{"n":{n},"pad":"{}"}}"#, "p".repeat(300))).await?;
+        let (status, _) = agent
+            .post("/", format!(r#"{{"n":{n},"pad":"{}"}}"#, "p".repeat(300)))
+            .await?;
         assert_eq!(status, 200);
     }
     wait_until("twelve deliveries", Duration::from_secs(10), async || {
-        let n = agent.metric(r#"hooker_deliveries_total{action="forensic",type="log",outcome="success"}"#).await.ok()?;
+        let n = agent
+            .metric(r#"hooker_deliveries_total{action="forensic",type="log",outcome="success"}"#)
+            .await
+            .ok()?;
         (n == 12.0).then_some(())
     })
     .await?;
@@ -267,7 +336,11 @@ actions:
     assert_eq!(line["route"], "r");
     assert_eq!(line["event"]["n"], 11);
     for file in [path.clone(), rotated(1), rotated(2)] {
-        assert!(std::fs::metadata(&file)?.len() <= 2048, "{} exceeds max-size", file.display());
+        assert!(
+            std::fs::metadata(&file)?.len() <= 2048,
+            "{} exceeds max-size",
+            file.display()
+        );
     }
     Ok(())
 }

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use hooker_tests::{fixture, wait_until, Agent, Sink};
+use hooker_tests::{Agent, Sink, fixture, wait_until};
 
 fn config(sink: &Sink) -> String {
     format!(
@@ -39,11 +39,27 @@ async fn bad_json_is_400_with_the_parser_position_and_changes_nothing() -> anyho
     assert!(message.contains("line 2, column"), "{message}");
     let (status, answer) = agent.post("/", "42").await?;
     assert_eq!(status, 400);
-    assert!(answer["error"].as_str().unwrap_or_default().contains("got a number"), "{answer}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("got a number"),
+        "{answer}"
+    );
     let (status, _) = agent.post("/", r#"[{"a":1}, "x"]"#).await?;
     assert_eq!(status, 400);
-    assert_eq!(agent.metric(r#"hooker_events_received_total{intake="http",outcome="invalid"}"#).await?, 3.0);
-    assert_eq!(agent.metric(r#"hooker_route_matches_total{route="all"}"#).await?, 0.0);
+    assert_eq!(
+        agent
+            .metric(r#"hooker_events_received_total{intake="http",outcome="invalid"}"#)
+            .await?,
+        3.0
+    );
+    assert_eq!(
+        agent
+            .metric(r#"hooker_route_matches_total{route="all"}"#)
+            .await?,
+        0.0
+    );
     assert!(sink.requests().is_empty());
     Ok(())
 }
@@ -52,12 +68,21 @@ async fn bad_json_is_400_with_the_parser_position_and_changes_nothing() -> anyho
 async fn arrays_are_batches_and_scan_is_an_alias() -> anyhow::Result<()> {
     let sink = Sink::start().await?;
     let agent = Agent::start(&config(&sink)).await?;
-    let (status, answer) = agent.post("/scan", r#"[{"image":"alpine:3.10"},{"image":"debian"}]"#).await?;
+    let (status, answer) = agent
+        .post("/scan", r#"[{"image":"alpine:3.10"},{"image":"debian"}]"#)
+        .await?;
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["events"], 2);
-    assert_eq!(answer["matches"], 3, "both match `all`, one matches `only-alpine`");
+    assert_eq!(
+        answer["matches"], 3,
+        "both match `all`, one matches `only-alpine`"
+    );
     let requests = sink.wait_for(3).await?;
-    assert!(requests.iter().all(|r| r.method == "POST" && r.path == "/hook"));
+    assert!(
+        requests
+            .iter()
+            .all(|r| r.method == "POST" && r.path == "/hook")
+    );
     Ok(())
 }
 
@@ -65,26 +90,54 @@ async fn arrays_are_batches_and_scan_is_an_alias() -> anyhow::Result<()> {
 async fn tenant_endpoint_runs_only_that_route() -> anyhow::Result<()> {
     let sink = Sink::start().await?;
     let agent = Agent::start(&config(&sink)).await?;
-    let (status, answer) = agent.post("/tenant/only-alpine", r#"{"image":"alpine"}"#).await?;
-    assert_eq!((status, answer["matches"].as_u64()), (200, Some(1)), "{answer}");
+    let (status, answer) = agent
+        .post("/tenant/only-alpine", r#"{"image":"alpine"}"#)
+        .await?;
+    assert_eq!(
+        (status, answer["matches"].as_u64()),
+        (200, Some(1)),
+        "{answer}"
+    );
     let (status, answer) = agent.post("/tenant/nope", r#"{"image":"alpine"}"#).await?;
     assert_eq!(status, 404);
-    assert!(answer["error"].as_str().unwrap_or_default().contains("no route named \"nope\""));
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("no route named \"nope\"")
+    );
     sink.wait_for(1).await?;
-    assert_eq!(agent.metric(r#"hooker_route_matches_total{route="all"}"#).await?, 0.0);
+    assert_eq!(
+        agent
+            .metric(r#"hooker_route_matches_total{route="all"}"#)
+            .await?,
+        0.0
+    );
     Ok(())
 }
 
 #[tokio::test]
 async fn bodies_over_the_limit_are_413() -> anyhow::Result<()> {
     let sink = Sink::start().await?;
-    let agent = Agent::builder(&config(&sink)).env("HOOKER_MAX_BODY", "1KB").start().await?;
+    let agent = Agent::builder(&config(&sink))
+        .env("HOOKER_MAX_BODY", "1KB")
+        .start()
+        .await?;
     let big = format!(r#"{{"pad":"{}"}}"#, "x".repeat(2048));
     let (status, answer) = agent.post("/", big).await?;
     assert_eq!(status, 413, "{answer}");
     // Chunked (no Content-Length) is cut off while reading.
-    let stream = futures_stream(vec![b"{\"pad\":\"".to_vec(), vec![b'y'; 4096], b"\"}".to_vec()]);
-    let response = agent.client.post(format!("{}/", agent.http_url())).body(stream).send().await?;
+    let stream = futures_stream(vec![
+        b"{\"pad\":\"".to_vec(),
+        vec![b'y'; 4096],
+        b"\"}".to_vec(),
+    ]);
+    let response = agent
+        .client
+        .post(format!("{}/", agent.http_url()))
+        .body(stream)
+        .send()
+        .await?;
     assert_eq!(response.status().as_u16(), 413);
     let (status, _) = agent.post("/", r#"{"small":true}"#).await?;
     assert_eq!(status, 200);
@@ -110,7 +163,11 @@ templates:
     rego-package: hooker.rawmessage.json
 actions: []
 "#;
-    let agent = Agent::builder(config).env("HOOKER_WORKERS", "1").env("HOOKER_QUEUE_CAPACITY", "1").start().await?;
+    let agent = Agent::builder(config)
+        .env("HOOKER_WORKERS", "1")
+        .env("HOOKER_QUEUE_CAPACITY", "1")
+        .start()
+        .await?;
     let url = format!("{}/", agent.http_url());
     let sends = (0..4).map(|_| {
         let client = agent.client.clone();
@@ -122,31 +179,73 @@ actions: []
     for response in responses {
         let response = response?;
         if response.status().as_u16() == 429 {
-            assert_eq!(response.headers().get("retry-after").and_then(|v| v.to_str().ok()), Some("1"));
+            assert_eq!(
+                response
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok()),
+                Some("1")
+            );
             rejected += 1;
         } else {
             assert_eq!(response.status().as_u16(), 200);
         }
     }
-    assert!(rejected >= 1, "a worker busy and a queue of one cannot take four requests at once");
-    assert_eq!(agent.metric(r#"hooker_events_received_total{intake="http",outcome="queue_full"}"#).await?, f64::from(rejected));
+    assert!(
+        rejected >= 1,
+        "a worker busy and a queue of one cannot take four requests at once"
+    );
+    assert_eq!(
+        agent
+            .metric(r#"hooker_events_received_total{intake="http",outcome="queue_full"}"#)
+            .await?,
+        f64::from(rejected)
+    );
     Ok(())
 }
 
 #[tokio::test]
 async fn http2_prior_knowledge_and_https_both_work() -> anyhow::Result<()> {
     let sink = Sink::start().await?;
-    let agent = Agent::builder(&config(&sink)).env("HOOKER_HTTPS", "127.0.0.1:0").start().await?;
+    let agent = Agent::builder(&config(&sink))
+        .env("HOOKER_HTTPS", "127.0.0.1:0")
+        .start()
+        .await?;
     let h2 = reqwest::Client::builder().http2_prior_knowledge().build()?;
-    let response = h2.post(format!("{}/", agent.http_url())).body(r#"{"image":"alpine"}"#).send().await?;
+    let response = h2
+        .post(format!("{}/", agent.http_url()))
+        .body(r#"{"image":"alpine"}"#)
+        .send()
+        .await?;
     assert_eq!(response.version(), reqwest::Version::HTTP_2);
     assert_eq!(response.status().as_u16(), 200);
-    let https = format!("https://{}", agent.address("https").expect("https listener"));
-    let response = agent.client.post(format!("{https}/")).body(r#"{"image":"debian"}"#).send().await?;
-    assert_eq!(response.status().as_u16(), 200, "self-signed HTTPS listener answers");
-    assert_eq!(response.version(), reqwest::Version::HTTP_2, "ALPN negotiates h2");
+    let https = format!(
+        "https://{}",
+        agent.address("https").expect("https listener")
+    );
+    let response = agent
+        .client
+        .post(format!("{https}/"))
+        .body(r#"{"image":"debian"}"#)
+        .send()
+        .await?;
+    assert_eq!(
+        response.status().as_u16(),
+        200,
+        "self-signed HTTPS listener answers"
+    );
+    assert_eq!(
+        response.version(),
+        reqwest::Version::HTTP_2,
+        "ALPN negotiates h2"
+    );
     sink.wait_for(3).await?;
-    assert_eq!(agent.metric(r#"hooker_events_received_total{intake="https",outcome="accepted"}"#).await?, 1.0);
+    assert_eq!(
+        agent
+            .metric(r#"hooker_events_received_total{intake="https",outcome="accepted"}"#)
+            .await?,
+        1.0
+    );
     Ok(())
 }
 
@@ -154,12 +253,19 @@ async fn http2_prior_knowledge_and_https_both_work() -> anyhow::Result<()> {
 async fn probes_answer_and_metrics_pass_promtool() -> anyhow::Result<()> {
     let sink = Sink::start().await?;
     let agent = Agent::start(&config(&sink)).await?;
-    assert_eq!(agent.get("/ping").await?, (200, "\"Hooker alive!\"".to_string()));
+    assert_eq!(
+        agent.get("/ping").await?,
+        (200, "\"Hooker alive!\"".to_string())
+    );
     assert_eq!(agent.get("/healthz").await?.0, 200);
     let (status, ready) = agent.get("/readyz").await?;
     assert_eq!(status, 200);
     assert!(ready.contains("\"ready\""), "{ready}");
-    for name in ["tracee/v0.13-security_file_open.json", "trivy/trivy-image-alpine-310.json", "postee/aqua-input.json"] {
+    for name in [
+        "tracee/v0.13-security_file_open.json",
+        "trivy/trivy-image-alpine-310.json",
+        "postee/aqua-input.json",
+    ] {
         assert_eq!(agent.post("/", std::fs::read(fixture(name))?).await?.0, 200);
     }
     agent.post("/", "not json").await?;
@@ -167,7 +273,10 @@ async fn probes_answer_and_metrics_pass_promtool() -> anyhow::Result<()> {
     sink.wait_for(5).await?;
     let exposition = wait_until("deliveries counted", Duration::from_secs(10), async || {
         let text = agent.metrics().await.ok()?;
-        text.contains(r#"hooker_deliveries_total{action="sink",type="webhook",outcome="success"} 5"#).then_some(text)
+        text.contains(
+            r#"hooker_deliveries_total{action="sink",type="webhook",outcome="success"} 5"#,
+        )
+        .then_some(text)
     })
     .await?;
     for family in [
@@ -179,7 +288,10 @@ async fn probes_answer_and_metrics_pass_promtool() -> anyhow::Result<()> {
         "hooker_config_reloads_total",
         "hooker_build_info",
     ] {
-        assert!(exposition.contains(family), "{family} missing:\n{exposition}");
+        assert!(
+            exposition.contains(family),
+            "{family} missing:\n{exposition}"
+        );
     }
     let mut promtool = tokio::process::Command::new("promtool")
         .args(["check", "metrics"])
@@ -206,7 +318,11 @@ async fn probes_answer_and_metrics_pass_promtool() -> anyhow::Result<()> {
         .header("accept", "application/openmetrics-text;version=1.0.0")
         .send()
         .await?;
-    assert!(response.headers()["content-type"].to_str()?.starts_with("application/openmetrics-text"));
+    assert!(
+        response.headers()["content-type"]
+            .to_str()?
+            .starts_with("application/openmetrics-text")
+    );
     assert!(response.text().await?.ends_with("# EOF\n"));
     Ok(())
 }

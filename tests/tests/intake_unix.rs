@@ -5,8 +5,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use bytes::Bytes;
+use hooker_tests::{Agent, Sink, fixture, hooker};
 use http_body_util::{BodyExt, Full};
-use hooker_tests::{fixture, hooker, Agent, Sink};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
 fn config(sink: &Sink) -> String {
@@ -32,17 +32,24 @@ actions:
 
 async fn post_h1(socket: &Path, body: &'static str) -> anyhow::Result<(u16, String)> {
     let stream = tokio::net::UnixStream::connect(socket).await?;
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(connection);
-    let request = hyper::Request::post("/").header("host", "hooker").body(Full::new(Bytes::from(body)))?;
+    let request = hyper::Request::post("/")
+        .header("host", "hooker")
+        .body(Full::new(Bytes::from(body)))?;
     let response = sender.send_request(request).await?;
     let status = response.status().as_u16();
-    Ok((status, String::from_utf8_lossy(&response.into_body().collect().await?.to_bytes()).into_owned()))
+    Ok((
+        status,
+        String::from_utf8_lossy(&response.into_body().collect().await?.to_bytes()).into_owned(),
+    ))
 }
 
 async fn post_h2(socket: &Path, body: &'static str) -> anyhow::Result<u16> {
     let stream = tokio::net::UnixStream::connect(socket).await?;
-    let (mut sender, connection) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream)).await?;
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream)).await?;
     tokio::spawn(connection);
     let request = hyper::Request::post("http://hooker/").body(Full::new(Bytes::from(body)))?;
     Ok(sender.send_request(request).await?.status().as_u16())
@@ -59,9 +66,25 @@ async fn socket_takes_http1_and_http2_with_mode_0660() -> anyhow::Result<()> {
     assert_eq!(status, 200, "{answer}");
     assert_eq!(post_h2(&socket, r#"{"via":"h2"}"#).await?, 200);
     let requests = sink.wait_for(2).await?;
-    let vias: Vec<String> = requests.iter().map(|r| r.body_json()["via"].as_str().unwrap_or_default().to_string()).collect();
-    assert!(vias.contains(&"h1".to_string()) && vias.contains(&"h2".to_string()), "{vias:?}");
-    assert_eq!(agent.metric(r#"hooker_events_received_total{intake="unix",outcome="accepted"}"#).await?, 2.0);
+    let vias: Vec<String> = requests
+        .iter()
+        .map(|r| {
+            r.body_json()["via"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect();
+    assert!(
+        vias.contains(&"h1".to_string()) && vias.contains(&"h2".to_string()),
+        "{vias:?}"
+    );
+    assert_eq!(
+        agent
+            .metric(r#"hooker_events_received_total{intake="unix",outcome="accepted"}"#)
+            .await?,
+        2.0
+    );
     let status = agent.stop().await?;
     assert!(status.success());
     assert!(!socket.exists(), "socket file removed on shutdown");
@@ -76,7 +99,10 @@ async fn stale_socket_file_is_replaced() -> anyhow::Result<()> {
     // A socket file left behind by a crashed process: bound, then the listener dropped.
     drop(std::os::unix::net::UnixListener::bind(&socket)?);
     assert!(socket.exists());
-    let agent = Agent::builder(&config(&sink)).env("HOOKER_SOCKET", socket.display().to_string()).start().await?;
+    let agent = Agent::builder(&config(&sink))
+        .env("HOOKER_SOCKET", socket.display().to_string())
+        .start()
+        .await?;
     assert_eq!(agent.socket_path(), socket);
     assert_eq!(post_h1(&socket, r#"{"a":1}"#).await?.0, 200);
     Ok(())
@@ -87,16 +113,33 @@ async fn hooker_send_posts_files_over_the_socket() -> anyhow::Result<()> {
     let sink = Sink::start().await?;
     let agent = Agent::start(&config(&sink)).await?;
     let socket = agent.socket_path().display().to_string();
-    let trivy = fixture("trivy/trivy-image-alpine-310.json").display().to_string();
-    let operator = fixture("trivy/trivy-operator-VulnerabilityReport-cr.json").display().to_string();
-    let (code, stdout, stderr) = hooker(&["send", "--socket", &socket, &trivy, &operator], &[]).await?;
+    let trivy = fixture("trivy/trivy-image-alpine-310.json")
+        .display()
+        .to_string();
+    let operator = fixture("trivy/trivy-operator-VulnerabilityReport-cr.json")
+        .display()
+        .to_string();
+    let (code, stdout, stderr) =
+        hooker(&["send", "--socket", &socket, &trivy, &operator], &[]).await?;
     assert_eq!(code, 0, "{stdout}{stderr}");
     assert_eq!(stdout.matches(": 200 ").count(), 2, "{stdout}");
     let requests = sink.wait_for(2).await?;
     let names: Vec<_> = requests.iter().map(|r| r.body_json()).collect();
-    assert!(names.iter().any(|b| b["ArtifactType"] == "container_image" && b["SchemaVersion"] == 2), "the Trivy report arrived");
-    assert!(names.iter().any(|b| b["kind"] == "VulnerabilityReport"), "the trivy-operator report arrived");
-    let (code, stdout, _) = hooker(&["send", "--socket", &socket, "--tenant", "missing", &trivy], &[]).await?;
+    assert!(
+        names
+            .iter()
+            .any(|b| b["ArtifactType"] == "container_image" && b["SchemaVersion"] == 2),
+        "the Trivy report arrived"
+    );
+    assert!(
+        names.iter().any(|b| b["kind"] == "VulnerabilityReport"),
+        "the trivy-operator report arrived"
+    );
+    let (code, stdout, _) = hooker(
+        &["send", "--socket", &socket, "--tenant", "missing", &trivy],
+        &[],
+    )
+    .await?;
     assert_eq!(code, 1, "a refused event makes `send` fail");
     assert!(stdout.contains(": 404 "), "{stdout}");
     Ok(())

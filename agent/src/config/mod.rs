@@ -40,6 +40,8 @@ pub struct Config {
     /// `rules`: carried for Postee compatibility; Postee's router never used it either.
     pub rules: Vec<serde_json::Value>,
     pub warnings: Vec<Diagnostic>,
+    /// Problems found while reading; a config with any cannot run.
+    pub errors: Vec<Diagnostic>,
 }
 
 /// One route: a Rego rule deciding which events it takes, a template and the actions to run.
@@ -164,22 +166,33 @@ impl Config {
             path: path.to_path_buf(),
             source,
         })?;
-        Config::parse(&text, Some(path))
+        Config::parse_all(&text, Some(path))
     }
 
-    /// Parses config text; `source` is only used in messages.
+    /// Parses config text; `source` is only used in messages. Any error fails the load.
     pub fn parse(text: &str, source: Option<&Path>) -> Result<Config, ConfigError> {
+        let config = Config::parse_all(text, source)?;
+        if config.errors.is_empty() {
+            return Ok(config);
+        }
+        let diagnostics = Diagnostics {
+            errors: config.errors,
+            warnings: config.warnings,
+        };
+        Err(ConfigError::Invalid { diagnostics })
+    }
+
+    /// Parses as much as it can: only unreadable YAML fails; every other problem is in `errors`,
+    /// so `validate` can report the config's problems and the actions' problems in one pass.
+    pub fn parse_all(text: &str, source: Option<&Path>) -> Result<Config, ConfigError> {
         let doc = raw::RawDoc::parse(text).map_err(|message| ConfigError::Yaml {
             path: source.map(Path::to_path_buf),
             message,
         })?;
         let mut diags = Diagnostics::default();
-        let config = Config::from_raw(doc, source, &mut diags);
+        let mut config = Config::from_raw(doc, source, &mut diags);
         let diags = diags.with_file(source);
-        if diags.has_errors() {
-            return Err(ConfigError::Invalid { diagnostics: diags });
-        }
-        let mut config = config;
+        config.errors = diags.errors;
         config.warnings = diags.warnings;
         Ok(config)
     }
@@ -303,6 +316,7 @@ impl Config {
             actions,
             rules,
             warnings: Vec::new(),
+            errors: Vec::new(),
         }
     }
 

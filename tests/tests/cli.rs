@@ -1,0 +1,272 @@
+//! The command line: `validate`, `test-route`, `run` refusing bad configs, `version`.
+
+use hooker_tests::{TempDir, fixture, hooker};
+
+fn repo(path: &str) -> String {
+    format!("{}/{path}", env!("CARGO_MANIFEST_DIR"))
+}
+
+const SECRETS: &[(&str, &str)] = &[
+    ("JIRA_TOKEN", "x"),
+    ("SMTP_PASSWORD", "x"),
+    ("SPLUNK_TOKEN", "x"),
+    ("SN_PASSWORD", "x"),
+    ("NEXUS_PASSWORD", "x"),
+    ("DT_API_KEY", "x"),
+    ("OPSGENIE_TOKEN", "x"),
+    ("PD_TOKEN", "x"),
+    ("PD_ROUTING_KEY", "x"),
+];
+
+#[tokio::test]
+async fn validate_accepts_a_postee_v2_config_using_every_key() -> anyhow::Result<()> {
+    let cfg = repo("configs/postee-v2-full.yaml");
+    let filters = repo("configs/rego-filters");
+    let (code, stdout, stderr) =
+        hooker(&["validate", &cfg, "--rego-filters", &filters], SECRETS).await?;
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(stdout.starts_with("OK: 4 routes, "), "{stdout}");
+    assert!(!stderr.contains("error:"), "{stderr}");
+    // Postee's Go renderers are recognised and reported, never silently dropped.
+    assert!(stderr.contains("legacy-scan-renderer \"html\""), "{stderr}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn validate_reports_every_error_with_file_line_and_key() -> anyhow::Result<()> {
+    let dir = TempDir::new("invalid");
+    let cfg = dir.join("cfg.yaml");
+    std::fs::write(
+        &cfg,
+        r#"routes:
+  - name: r1
+    input: input.x ==
+    template: nope
+    actions: [ghost]
+    plugins:
+      aggregate-message-timeout: soon
+templates:
+  - name: t
+    body: "package x\nresult := "
+actions:
+  - name: a
+    type: carrier-pigeon
+    enable: true
+  - name: w
+    type: webhook
+    enable: true
+"#,
+    )?;
+    let path = cfg.display().to_string();
+    let (code, stdout, stderr) = hooker(&["validate", &path], &[]).await?;
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    let expect = [
+        format!("{path}:7: route \"r1\", key `plugins.aggregate-message-timeout`"),
+        format!("{path}:13: action \"a\", key `type`: unknown action type \"carrier-pigeon\""),
+        format!("{path}:15: action \"w\""),
+    ];
+    for line in &expect {
+        assert!(
+            stderr.contains(line.as_str()),
+            "missing `{line}` in:\n{stderr}"
+        );
+    }
+    assert!(
+        stderr.contains("required key \"url\" is missing"),
+        "{stderr}"
+    );
+    // Fix the YAML-level errors; the cross-references and Rego are reported next.
+    std::fs::write(
+        &cfg,
+        r#"routes:
+  - name: r1
+    input: input.x ==
+    template: nope
+    actions: [ghost]
+templates:
+  - name: t
+    body: "package x\nresult := "
+actions: []
+"#,
+    )?;
+    let (code, _, stderr) = hooker(&["validate", &path], &[]).await?;
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains(&format!(
+            "{path}:4: route \"r1\", key `template`: unknown template \"nope\""
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "{path}:5: route \"r1\", key `actions`: unknown action \"ghost\""
+        )),
+        "{stderr}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn run_refuses_an_invalid_config() -> anyhow::Result<()> {
+    let dir = TempDir::new("refuse");
+    let cfg = dir.join("cfg.yaml");
+    std::fs::write(
+        &cfg,
+        "routes:\n  - name: r\n    input: input.x ==\n    template: t\n    actions: []\ntemplates:\n  - name: t\n    rego-package: hooker.rawmessage.json\nactions: []\n",
+    )?;
+    let path = cfg.display().to_string();
+    let (code, _, stderr) = hooker(
+        &["run", "--cfgfile", &path],
+        &[
+            ("HOOKER_HTTP", "127.0.0.1:0"),
+            ("HOOKER_HTTPS", "off"),
+            ("HOOKER_SOCKET", "off"),
+        ],
+    )
+    .await?;
+    assert_ne!(code, 0);
+    assert!(
+        stderr.contains(&format!(
+            "{path}:3: route \"r\", key `input`: Rego does not compile"
+        )),
+        "{stderr}"
+    );
+    let (code, _, stderr) = hooker(&["run", "--cfgfile", "/nonexistent/cfg.yaml"], &[]).await?;
+    assert_ne!(code, 0);
+    assert!(
+        stderr.contains("cannot read config file /nonexistent/cfg.yaml"),
+        "{stderr}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn postee_v1_configs_get_a_precise_message() -> anyhow::Result<()> {
+    let dir = TempDir::new("v1");
+    let cfg = dir.join("cfg.yaml");
+    std::fs::write(
+        &cfg,
+        "---\n- type: common\n  AquaServer: https://x\n- name: my-slack\n  type: slack\n",
+    )?;
+    let (code, _, stderr) = hooker(&["validate", &cfg.display().to_string()], &[]).await?;
+    assert_eq!(code, 1);
+    assert!(stderr.contains("Postee V1 config"), "{stderr}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn secrets_come_from_env_or_files_and_never_print() -> anyhow::Result<()> {
+    let dir = TempDir::new("secrets");
+    std::fs::write(dir.join("token"), "file-s3cret\n")?;
+    let cfg = dir.join("cfg.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "routes: []\ntemplates: []\nactions:\n  - name: a\n    type: webhook\n    enable: true\n    url: ${{file:{}}}\n  - name: b\n    type: webhook\n    enable: true\n    url: $HOOKER_TEST_UNSET_SECRET\n",
+            dir.join("token").display()
+        ),
+    )?;
+    let (code, stdout, stderr) = hooker(&["validate", &cfg.display().to_string()], &[]).await?;
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    assert!(
+        stderr.contains("environment variable `HOOKER_TEST_UNSET_SECRET` is not set"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("not a valid URL"),
+        "the file secret was read and checked: {stderr}"
+    );
+    assert!(
+        !stderr.contains("file-s3cret"),
+        "a secret leaked into an error: {stderr}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn test_route_shows_matches_and_what_each_action_would_send() -> anyhow::Result<()> {
+    let dir = TempDir::new("testroute");
+    let cfg = dir.join("cfg.yaml");
+    std::fs::write(
+        &cfg,
+        r#"routes:
+  - name: detections
+    input: data.hooker.lib.tracee.is_detection
+    template: text
+    actions: [hook, script]
+  - name: alpine-images
+    input: contains(input.image, "alpine")
+    template: raw
+    actions: [hook]
+templates:
+  - name: text
+    rego-package: hooker.tracee.text
+  - name: raw
+    rego-package: postee.rawmessage.json
+actions:
+  - name: hook
+    type: webhook
+    enable: true
+    url: https://hooks.example.com/secret-token
+  - name: script
+    type: exec
+    enable: true
+    exec-script: echo hi
+"#,
+    )?;
+    let event = fixture("tracee/v0.12-era-signature-dropped-executable-TRC-1022.json")
+        .display()
+        .to_string();
+    let (code, stdout, stderr) = hooker(
+        &[
+            "test-route",
+            "--cfgfile",
+            &cfg.display().to_string(),
+            "--event",
+            &event,
+        ],
+        &[],
+    )
+    .await?;
+    assert_eq!(code, 0, "{stderr}");
+    let report: serde_json::Value = serde_json::from_str(&stdout)?;
+    let routes = &report[0]["routes"];
+    assert_eq!(routes[0]["route"], "detections");
+    assert_eq!(routes[0]["matched"], true);
+    assert_eq!(
+        routes[0]["title"],
+        "Tracee Detection - New executable dropped"
+    );
+    assert_eq!(routes[0]["deliveries"][0]["type"], "webhook");
+    assert_eq!(
+        routes[0]["deliveries"][0]["would_send"]["host"],
+        "hooks.example.com"
+    );
+    assert!(
+        routes[0]["deliveries"][0]["would_send"]["body"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("TRC-1022")
+    );
+    assert_eq!(routes[0]["deliveries"][1]["type"], "exec");
+    assert_eq!(
+        routes[1],
+        serde_json::json!({"route": "alpine-images", "matched": false})
+    );
+    assert!(
+        !stdout.contains("secret-token"),
+        "previews never show full webhook URLs"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn version_prints_the_version() -> anyhow::Result<()> {
+    let (code, stdout, _) = hooker(&["version"], &[]).await?;
+    assert_eq!(code, 0);
+    assert_eq!(
+        stdout.trim(),
+        format!("hooker {}", env!("CARGO_PKG_VERSION"))
+    );
+    Ok(())
+}
