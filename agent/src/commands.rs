@@ -113,6 +113,7 @@ pub async fn test_route(
                     let deliveries: Vec<_> = route
                         .actions
                         .iter()
+                        .filter_map(|name| pipeline.actions.get(name))
                         .map(|a| json!({ "action": a.name(), "type": a.kind(), "would_send": a.preview(&message) }))
                         .collect();
                     json!({

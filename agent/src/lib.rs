@@ -1,17 +1,18 @@
 //! Hooker: a security alert router and responder for Kubernetes nodes.
 //!
-//! Data flows one way: [`intake`] → [`router`] → [`dispatch`] → [`action`]. See ARCHITECTURE.md.
+//! Data flows one way: [`intake`] → [`router`] → [`outbox`] → [`action`]. See ARCHITECTURE.md.
 
 #![forbid(unsafe_code)]
 
 pub mod action;
+pub mod auth;
 pub mod commands;
 pub mod config;
-pub mod dispatch;
 pub mod event;
 pub mod intake;
 pub mod message;
 pub mod metrics;
+pub mod outbox;
 pub mod pipeline;
 pub mod router;
 pub mod run;

@@ -87,6 +87,11 @@ pub struct ListenerLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ActionNameLabels {
+    pub action: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BuildLabels {
     pub version: &'static str,
 }
@@ -111,6 +116,12 @@ pub struct Metrics {
     pub aggregation_flushes: Family<FlushLabels, Counter>,
     pub config_reloads: Family<OutcomeLabels, Counter>,
     pub connections: Family<ListenerLabels, Gauge>,
+    pub outbox_pending: Gauge,
+    pub dead_letters: Gauge,
+    pub dead_lettered: Family<ActionNameLabels, Counter>,
+    pub delivery_retries: Family<ActionNameLabels, Counter>,
+    pub circuit_open: Family<ActionNameLabels, Gauge>,
+    pub auth_failures: Family<ListenerLabels, Counter>,
     build_info: Family<BuildLabels, Gauge>,
 }
 
@@ -133,6 +144,12 @@ impl Metrics {
             aggregation_flushes: Family::default(),
             config_reloads: Family::default(),
             connections: Family::default(),
+            outbox_pending: Gauge::default(),
+            dead_letters: Gauge::default(),
+            dead_lettered: Family::default(),
+            delivery_retries: Family::default(),
+            circuit_open: Family::default(),
+            auth_failures: Family::default(),
             build_info: Family::default(),
         };
         metrics

@@ -27,8 +27,8 @@ pub struct Route {
     pub name: Arc<str>,
     pub rule: RouteRule,
     pub template: String,
-    /// Enabled actions, in config order.
-    pub actions: Arc<[Arc<dyn Action>]>,
+    /// Names of the route's enabled actions, in config order.
+    pub actions: Arc<[String]>,
     pub serialize: bool,
     pub unique_props: Vec<String>,
     pub unique_timeout: Option<Duration>,
@@ -47,6 +47,8 @@ pub struct Pipeline {
     pub routes: Vec<Route>,
     pub templates: BTreeMap<String, Template>,
     pub actions: BTreeMap<String, Arc<dyn Action>>,
+    /// Each action's retry, concurrency and circuit-breaker policy.
+    pub policies: BTreeMap<String, crate::outbox::DeliveryPolicy>,
     pub server_url: Option<String>,
     pub max_db_size: Option<u64>,
     pub db_verify_interval: Duration,
@@ -69,10 +71,12 @@ impl Pipeline {
         }
 
         let mut actions = BTreeMap::new();
+        let mut policies = BTreeMap::new();
         for block in &config.actions {
             if !block.enable {
                 continue;
             }
+            policies.insert(block.name.clone(), block.policy.clone());
             match action::build(block, cx) {
                 Ok(built) => {
                     for warning in built.warnings {
@@ -175,10 +179,11 @@ impl Pipeline {
                     continue;
                 }
             };
-            let route_actions: Vec<Arc<dyn Action>> = block
+            let route_actions: Vec<String> = block
                 .actions
                 .iter()
-                .filter_map(|name| actions.get(name).cloned())
+                .filter(|name| actions.contains_key(*name))
+                .cloned()
                 .collect();
             let template = block.template.clone().unwrap_or_default();
             let plugins = &block.plugins;
@@ -213,6 +218,7 @@ impl Pipeline {
             routes,
             templates,
             actions,
+            policies,
             server_url: config.server_url.clone(),
             max_db_size: config.max_db_size,
             db_verify_interval: config.db_verify_interval,

@@ -1,8 +1,7 @@
-//! `hooker run`: load and compile the config, start router, dispatcher and listeners, and shut
-//! down in order on SIGTERM/SIGINT (stop intake, drain the router, flush aggregations, finish
-//! deliveries).
+//! `hooker run`: load and compile the config, open the state store, start router, delivery engine
+//! and listeners, reload on demand, and shut down in order on SIGTERM/SIGINT (stop intake, drain
+//! the router, flush aggregations, finish or persist deliveries).
 
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,13 +11,17 @@ use anyhow::Context;
 use tokio::sync::{mpsc, watch};
 
 use crate::action::BuildContext;
-use crate::config::settings::{DEFAULT_CONFIG_PATH, DEFAULT_LOG_DIR, Listen, RunSettings};
+use crate::config::settings::{
+    DEFAULT_CONFIG_PATH, DEFAULT_LOG_DIR, DEFAULT_STATE_DIR, Listen, RunSettings,
+};
 use crate::config::{Config, ConfigError, DEFAULT_CONFIG};
-use crate::intake::{http::HttpIntake, serve, unix};
+use crate::intake::http::{HttpIntake, ReloadRequest};
+use crate::intake::{serve, unix};
 use crate::metrics::{Metrics, OutcomeLabels};
+use crate::outbox::{Op, Outbox, OutboxOptions};
 use crate::pipeline::{Paths, Pipeline};
 use crate::router::dedup::{DedupStore, MemoryDedup};
-use crate::router::{self, RouterOptions};
+use crate::router::{Router, RouterOptions};
 
 /// How long shutdown waits for in-flight deliveries.
 const DRAIN_DEADLINE: Duration = Duration::from_secs(20);
@@ -83,29 +86,58 @@ pub fn paths(settings: &RunSettings) -> Paths {
     }
 }
 
-pub async fn run(settings: RunSettings) -> anyhow::Result<()> {
-    let metrics = Metrics::new();
-    let config = load_config(settings.config.as_deref()).inspect_err(|_| {
-        metrics
-            .config_reloads
-            .get_or_create(&OutcomeLabels { outcome: "failure" })
-            .inc();
-    })?;
+/// `HOOKER_STATE_DIR`, else `/var/lib/hooker` when writable, else a per-user directory (announced).
+fn state_dir(settings: &RunSettings) -> PathBuf {
+    if let Some(dir) = &settings.state_dir {
+        return dir.clone();
+    }
+    let system = PathBuf::from(DEFAULT_STATE_DIR);
+    if std::fs::create_dir_all(&system).is_ok() && writable(&system) {
+        return system;
+    }
+    let user = std::env::var_os("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+        .map(|d| d.join("hooker"))
+        .unwrap_or_else(|| unix::user_runtime_dir().join("state"));
+    tracing::warn!(default = %system.display(), fallback = %user.display(), "Cannot write the default state directory; using a per-user one.");
+    user
+}
+
+/// Loads and compiles the config; `Err` is the full report of what is wrong.
+async fn compile(settings: &RunSettings, cx: &BuildContext) -> Result<(Config, Pipeline), String> {
+    let config = load_config(settings.config.as_deref()).map_err(|e| e.to_string())?;
+    let pipeline = Pipeline::build(&config, &paths(settings), cx)
+        .await
+        .map_err(|diagnostics| {
+            format!(
+                "{} error(s) in config:\n{diagnostics}",
+                diagnostics.errors.len()
+            )
+        })?;
+    Ok((config, pipeline))
+}
+
+fn status_of(config: &Config, last_reload: serde_json::Value) -> serde_json::Value {
     let source = config
         .source
         .as_ref()
         .map(|p| p.display().to_string())
         .unwrap_or_else(|| "embedded default".into());
+    serde_json::json!({ "config": config.name.clone().unwrap_or_else(|| source.clone()), "source": source, "last_reload": last_reload })
+}
+
+pub async fn run(settings: RunSettings) -> anyhow::Result<()> {
+    let metrics = Metrics::new();
     let node = node_name(&settings);
     let cx = BuildContext::new(node.clone())?;
-    let pipeline = Pipeline::build(&config, &paths(&settings), &cx)
-        .await
-        .map_err(|diagnostics| {
-            anyhow::anyhow!(
-                "{} error(s) in config:\n{diagnostics}",
-                diagnostics.errors.len()
-            )
-        })?;
+    let (config, pipeline) = compile(&settings, &cx).await.map_err(|report| {
+        metrics
+            .config_reloads
+            .get_or_create(&OutcomeLabels { outcome: "failure" })
+            .inc();
+        anyhow::anyhow!(report)
+    })?;
     for warning in &pipeline.warnings {
         tracing::warn!(%warning, "Config warning.");
     }
@@ -113,53 +145,90 @@ pub async fn run(settings: RunSettings) -> anyhow::Result<()> {
         .config_reloads
         .get_or_create(&OutcomeLabels { outcome: "success" })
         .inc();
-    tracing::info!(config = %source, routes = pipeline.routes.len(), templates = pipeline.templates.len(), actions = pipeline.actions.len(), "Config loaded.");
-    let route_names: HashSet<String> = pipeline.routes.iter().map(|r| r.name.to_string()).collect();
-    let pipeline = Arc::new(pipeline);
+    let status = Arc::new(std::sync::Mutex::new(status_of(
+        &config,
+        serde_json::json!({ "outcome": "success" }),
+    )));
+    tracing::info!(config = %status_of(&config, serde_json::Value::Null)["source"], routes = pipeline.routes.len(), templates = pipeline.templates.len(), actions = pipeline.actions.len(), "Config loaded.");
+    let tokens = crate::auth::Tokens::load(
+        settings.auth_token.as_deref(),
+        settings.auth_token_file.as_deref(),
+    )
+    .map_err(|e| anyhow::anyhow!(e))?
+    .map(Arc::new);
 
-    let dedup: Arc<dyn DedupStore> = Arc::new(MemoryDedup::new(pipeline.max_db_size));
+    let store_path = state_dir(&settings).join("hooker.redb");
+    let outbox_options = OutboxOptions {
+        path: store_path.clone(),
+        max_pending: settings.outbox_max_pending,
+        max_bytes: settings.outbox_max_bytes,
+    };
+    let (outbox, recovered, engine_start) = Outbox::open(outbox_options, metrics.clone())
+        .with_context(|| format!("cannot open the state store {}", store_path.display()))?;
+    tracing::info!(path = %store_path.display(), "State store open.");
+
+    let dedup_store = Arc::new(MemoryDedup::new(pipeline.max_db_size));
+    dedup_store.restore(recovered.dedup);
+    let dedup: Arc<dyn DedupStore> = dedup_store;
     let purge = {
         let dedup = dedup.clone();
+        let outbox = outbox.clone();
         let every = pipeline.db_verify_interval;
         tokio::spawn(async move {
             let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
             loop {
                 ticker.tick().await;
                 let purged = dedup.purge_expired();
-                tracing::debug!(purged, kept = dedup.len(), "Expired dedup keys purged.");
+                tracing::debug!(
+                    purged = purged.len(),
+                    kept = dedup.len(),
+                    "Expired dedup keys purged."
+                );
+                if !purged.is_empty() {
+                    outbox
+                        .store()
+                        .write(purged.into_iter().map(Op::RemoveDedup).collect(), None);
+                }
             }
         })
     };
 
-    let (dispatch_tx, dispatch_rx) = mpsc::channel(1024);
-    let dispatcher = tokio::spawn(crate::dispatch::run(
-        dispatch_rx,
-        settings.max_inflight,
-        metrics.clone(),
-    ));
     let options = RouterOptions {
         workers: settings.workers(),
         queue_capacity: settings.queue_capacity,
         queue_bytes: settings.queue_bytes,
         node_name: node,
     };
-    let router = router::start(
-        pipeline.clone(),
+    let router = Router::start(
+        Arc::new(pipeline),
         options,
-        dispatch_tx,
+        outbox.clone(),
         dedup,
+        recovered.aggregate,
         metrics.clone(),
     )
     .context("cannot start router threads")?;
+    let (engine_stop_tx, engine_stop_rx) = watch::channel(false);
+    let engine = tokio::spawn(crate::outbox::run_engine(
+        outbox.clone(),
+        engine_start,
+        router.pipeline(),
+        settings.max_inflight,
+        engine_stop_rx,
+        DRAIN_DEADLINE,
+    ));
 
+    let (reload_tx, reload_rx) = mpsc::channel::<ReloadRequest>(8);
     let ready = Arc::new(AtomicBool::new(false));
     let app = HttpIntake {
         router: router.handle.clone(),
         metrics: metrics.clone(),
-        routes: Arc::new(route_names),
         max_body: usize::try_from(settings.max_body).unwrap_or(usize::MAX),
         ready: ready.clone(),
-        config_name: config.name.clone().unwrap_or_else(|| source.clone()).into(),
+        status: status.clone(),
+        tokens,
+        outbox: outbox.clone(),
+        reload: reload_tx.clone(),
     }
     .app();
 
@@ -181,8 +250,11 @@ pub async fn run(settings: RunSettings) -> anyhow::Result<()> {
         ));
     }
     if let Listen::On(addr) = settings.https {
-        let tls =
-            crate::tls::server_config(settings.tls_cert.as_deref(), settings.tls_key.as_deref())?;
+        let tls = crate::tls::server_config(
+            settings.tls_cert.as_deref(),
+            settings.tls_key.as_deref(),
+            settings.tls_client_ca.as_deref(),
+        )?;
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen on {addr} (HOOKER_HTTPS)"))?;
@@ -191,7 +263,7 @@ pub async fn run(settings: RunSettings) -> anyhow::Result<()> {
         } else {
             "self-signed"
         };
-        tracing::info!(intake = "https", address = %listener.local_addr()?, certificate, "Listening.");
+        tracing::info!(intake = "https", address = %listener.local_addr()?, certificate, client_certificates = settings.tls_client_ca.is_some(), "Listening.");
         let acceptor = tokio_rustls::TlsAcceptor::from(tls);
         listeners.spawn(serve::serve(
             listener,
@@ -208,7 +280,7 @@ pub async fn run(settings: RunSettings) -> anyhow::Result<()> {
         let socket = unix::bind(&path, explicit)?;
         tracing::info!(intake = "unix", path = %socket.path.display(), "Listening.");
         let unix::UnixSocket { listener, path } = socket;
-        let guard = unix::SocketFile(path);
+        socket_guard = Some(unix::SocketFile(path));
         listeners.spawn(serve::serve(
             listener,
             "unix",
@@ -218,8 +290,27 @@ pub async fn run(settings: RunSettings) -> anyhow::Result<()> {
             metrics.clone(),
             stop_rx.clone(),
         ));
-        socket_guard = Some(guard);
     }
+
+    let router = Arc::new(router);
+    let reloader = tokio::spawn(reload_loop(
+        settings.clone(),
+        cx.clone(),
+        router.clone(),
+        metrics.clone(),
+        status.clone(),
+        reload_rx,
+    ));
+    let _watcher = if settings.watch_config {
+        config
+            .source
+            .as_deref()
+            .and_then(|path| watch_config(path, reload_tx.clone()))
+    } else {
+        None
+    };
+    let sighup = tokio::spawn(forward_sighup(reload_tx.clone()));
+
     ready.store(true, Ordering::Relaxed);
     tracing::info!(version = env!("CARGO_PKG_VERSION"), "Hooker is ready.");
 
@@ -229,16 +320,131 @@ pub async fn run(settings: RunSettings) -> anyhow::Result<()> {
     let _ = stop_tx.send(true);
     while listeners.join_next().await.is_some() {}
     drop(socket_guard);
-    router.handle.close();
-    router.join().await;
+    sighup.abort();
+    reloader.abort();
+    let _ = reloader.await;
     purge.abort();
-    match tokio::time::timeout(DRAIN_DEADLINE, dispatcher).await {
-        Ok(_) => tracing::info!("All deliveries finished."),
-        Err(_) => {
-            tracing::warn!(deadline = ?DRAIN_DEADLINE, "Deliveries still running at the shutdown deadline were abandoned.")
+    if let Ok(router) = Arc::try_unwrap(router) {
+        router.shutdown().await;
+    } else {
+        tracing::warn!("Router still referenced at shutdown.");
+    }
+    // Barrier: once this commits, the aggregators' last deliveries are on disk and with the engine.
+    let _ = outbox.store().write_and_wait(Vec::new()).await;
+    let _ = engine_stop_tx.send(true);
+    let _ = engine.await;
+    tracing::info!("Stopped; pending deliveries resume at the next start.");
+    Ok(())
+}
+
+/// Serialises reloads from every trigger (file watch, SIGHUP, `POST /reload`): validate first,
+/// swap atomically; a bad config keeps the running one and is reported.
+async fn reload_loop(
+    settings: RunSettings,
+    cx: BuildContext,
+    router: Arc<Router>,
+    metrics: Metrics,
+    status: Arc<std::sync::Mutex<serde_json::Value>>,
+    mut requests: mpsc::Receiver<ReloadRequest>,
+) {
+    while let Some((trigger, reply)) = requests.recv().await {
+        // Coalesce a burst (an editor's save, a ConfigMap swap) into one reload.
+        let mut replies = vec![reply];
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        while let Ok((_, reply)) = requests.try_recv() {
+            replies.push(reply);
+        }
+        let outcome = match compile(&settings, &cx).await {
+            Ok((config, pipeline)) => {
+                for warning in &pipeline.warnings {
+                    tracing::warn!(%warning, "Config warning.");
+                }
+                tracing::info!(
+                    trigger,
+                    routes = pipeline.routes.len(),
+                    actions = pipeline.actions.len(),
+                    "Config reloaded."
+                );
+                router.reload(Arc::new(pipeline));
+                metrics
+                    .config_reloads
+                    .get_or_create(&OutcomeLabels { outcome: "success" })
+                    .inc();
+                if let Ok(mut status) = status.lock() {
+                    *status = status_of(
+                        &config,
+                        serde_json::json!({ "outcome": "success", "trigger": trigger }),
+                    );
+                }
+                Ok(())
+            }
+            Err(report) => {
+                tracing::error!(trigger, error = %report, "Config reload failed; the running config stays.");
+                metrics
+                    .config_reloads
+                    .get_or_create(&OutcomeLabels { outcome: "failure" })
+                    .inc();
+                if let Ok(mut status) = status.lock()
+                    && let serde_json::Value::Object(map) = &mut *status
+                {
+                    map.insert("last_reload".into(), serde_json::json!({ "outcome": "failure", "trigger": trigger, "error": report }));
+                }
+                Err(report)
+            }
+        };
+        for reply in replies {
+            let _ = reply.send(outcome.clone());
         }
     }
-    Ok(())
+}
+
+/// Watches the config file's directory: Kubernetes ConfigMap mounts replace the file by
+/// swapping a `..data` symlink, which a watch on the file itself would miss.
+fn watch_config(
+    path: &Path,
+    reload: mpsc::Sender<ReloadRequest>,
+) -> Option<notify::RecommendedWatcher> {
+    use notify::Watcher;
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
+    let handler = move |event: notify::Result<notify::Event>| {
+        let Ok(event) = event else { return };
+        if matches!(event.kind, notify::EventKind::Access(_)) {
+            return;
+        }
+        let (tx, _) = tokio::sync::oneshot::channel();
+        // A full queue means a reload is already pending, which will read the new file.
+        let _ = reload.try_send(("file", tx));
+    };
+    match notify::recommended_watcher(handler).and_then(|mut w| {
+        w.watch(&dir, notify::RecursiveMode::NonRecursive)
+            .map(|()| w)
+    }) {
+        Ok(watcher) => {
+            tracing::info!(dir = %dir.display(), "Watching the config for changes.");
+            Some(watcher)
+        }
+        Err(error) => {
+            tracing::warn!(dir = %dir.display(), %error, "Cannot watch the config; reload with SIGHUP or POST /reload.");
+            None
+        }
+    }
+}
+
+async fn forward_sighup(reload: mpsc::Sender<ReloadRequest>) {
+    let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+    else {
+        return;
+    };
+    while hangups.recv().await.is_some() {
+        let (tx, _) = tokio::sync::oneshot::channel();
+        if reload.send(("sighup", tx)).await.is_err() {
+            return;
+        }
+    }
 }
 
 async fn shutdown_signal() {

@@ -27,18 +27,39 @@ pub enum TlsError {
     Config(String),
 }
 
-/// A server config from PEM files, or self-signed for this host when none are given.
+/// A server config from PEM files, or self-signed for this host when none are given. With
+/// `client_ca`, clients must present a certificate that CA signed (mutual TLS).
 pub fn server_config(
     cert: Option<&Path>,
     key: Option<&Path>,
+    client_ca: Option<&Path>,
 ) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     install_crypto_provider();
     let (chain, key) = match (cert, key) {
         (Some(cert), Some(key)) => load_pem(cert, key)?,
         _ => self_signed()?,
     };
-    let mut config = rustls::ServerConfig::builder()
-        .with_no_client_auth()
+    let builder = rustls::ServerConfig::builder();
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(path) => {
+            let ca_err = |message: String| TlsError::Cert {
+                path: path.display().to_string(),
+                message,
+            };
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in CertificateDer::pem_file_iter(path).map_err(|e| ca_err(e.to_string()))? {
+                roots
+                    .add(cert.map_err(|e| ca_err(e.to_string()))?)
+                    .map_err(|e| ca_err(e.to_string()))?;
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder(Arc::new(roots))
+                .build()
+                .map_err(|e| ca_err(e.to_string()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder
         .with_single_cert(chain, key)
         .map_err(|e| TlsError::Config(e.to_string()))?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];

@@ -134,6 +134,7 @@ impl AgentBuilder {
             .env("HOOKER_SOCKET", &socket)
             .env("HOOKER_LOG_FORMAT", "json")
             .env("HOOKER_LOG_DIR", dir.join("log"))
+            .env("HOOKER_STATE_DIR", dir.join("state"))
             .env("HOOKER_DEBUG", "true")
             .env("HOOKER_REGO_FILTERS", dir.path())
             .current_dir(dir.path())

@@ -127,6 +127,8 @@ pub struct ActionConfig {
     pub kind: String,
     pub enable: bool,
     pub runs_on: Option<String>,
+    /// Retry, concurrency and circuit-breaker keys, common to every action.
+    pub policy: crate::outbox::DeliveryPolicy,
     pub item: RawItem,
 }
 
@@ -152,7 +154,10 @@ impl ActionConfig {
     /// Reads the type's own keys into `T`; unknown keys become warnings, not errors.
     pub fn settings<T: DeserializeOwned>(&self) -> Result<(T, Vec<Diagnostic>), Diagnostic> {
         let mut object = self.item.to_object();
-        for key in ACTION_COMMON_KEYS {
+        for key in ACTION_COMMON_KEYS
+            .iter()
+            .chain(crate::outbox::retry::POLICY_KEYS)
+        {
             object.remove(*key);
         }
         parse_object(&self.item, &self.place(), object)
@@ -276,12 +281,21 @@ impl Config {
                 }
             }
             let (keys, _) = parse_object::<ActionKeys>(item, place, object)?;
+            let mut policy_keys = serde_json::Map::new();
+            for key in crate::outbox::retry::POLICY_KEYS {
+                if let Some(value) = item.get(key) {
+                    policy_keys.insert((*key).to_string(), value.clone());
+                }
+            }
+            let (policy, _) =
+                parse_object::<crate::outbox::DeliveryPolicy>(item, place, policy_keys)?;
             Ok((
                 ActionConfig {
                     name: keys.name,
                     kind: keys.kind.to_ascii_lowercase(),
                     enable: keys.enable,
                     runs_on: keys.runs_on.filter(|r| !r.is_empty()),
+                    policy,
                     item: item.clone(),
                 },
                 Vec::new(),

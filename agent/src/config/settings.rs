@@ -9,6 +9,7 @@ use clap::{Args, ValueEnum};
 pub const DEFAULT_CONFIG_PATH: &str = "/config/cfg.yaml";
 pub const DEFAULT_SOCKET_PATH: &str = "/var/run/hooker/hooker.sock";
 pub const DEFAULT_LOG_DIR: &str = "/var/log/hooker";
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/hooker";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
 pub enum LogFormat {
@@ -93,6 +94,35 @@ pub struct RunSettings {
     /// Deliveries running at once across all actions.
     #[arg(long, env = "HOOKER_MAX_INFLIGHT", default_value_t = 256)]
     pub max_inflight: usize,
+
+    /// Directory of the durable state store (outbox, dead letters, dedup, aggregation).
+    #[arg(long, env = "HOOKER_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+
+    /// Deliveries that may wait in the outbox; beyond it intake answers 429.
+    #[arg(long, env = "HOOKER_OUTBOX_MAX_PENDING", default_value_t = 100_000)]
+    pub outbox_max_pending: usize,
+
+    /// Size cap of the state store file; beyond it intake answers 429.
+    #[arg(long, env = "HOOKER_OUTBOX_MAX_BYTES", default_value = "1GB", value_parser = parse_size)]
+    pub outbox_max_bytes: u64,
+
+    /// Bearer token(s) required on the TCP listeners' POST, reload and admin endpoints
+    /// (comma-separated). The Unix socket is protected by its file mode instead.
+    #[arg(long, env = "HOOKER_AUTH_TOKEN", hide_env_values = true)]
+    pub auth_token: Option<String>,
+
+    /// File with accepted bearer tokens, one per line (e.g. a mounted Kubernetes Secret).
+    #[arg(long, env = "HOOKER_AUTH_TOKEN_FILE")]
+    pub auth_token_file: Option<PathBuf>,
+
+    /// PEM CA bundle: HTTPS clients must present a certificate it signed (mutual TLS).
+    #[arg(long, env = "HOOKER_TLS_CLIENT_CA")]
+    pub tls_client_ca: Option<PathBuf>,
+
+    /// Reload when the config file (or its directory, as a ConfigMap mount swaps it) changes.
+    #[arg(long, env = "HOOKER_WATCH_CONFIG", value_parser = parse_flag, default_value = "true")]
+    pub watch_config: bool,
 
     /// Node name recorded in forensic logs (Kubernetes: set from spec.nodeName).
     #[arg(long, env = "NODE_NAME")]

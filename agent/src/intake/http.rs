@@ -1,42 +1,53 @@
 //! The HTTP intake and service endpoints, shared by the HTTP, HTTPS and Unix-socket listeners.
 //!
 //! `POST /` and `POST /scan` take any JSON object (an array is a batch) for every route;
-//! `POST /tenant/{route}` for one route. The answer comes once the events are routed, so a 200
-//! means Hooker has them: 400 for bad JSON (with the parser's position), 413 over the size limit,
-//! 429 with `Retry-After` when the queue is full. Tracee's webhook logs anything but 200 as an
-//! error, so success is always 200.
+//! `POST /tenant/{route}` for one route. The answer comes once the events are routed and their
+//! deliveries are on disk, so a 200 means Hooker has them: 400 for bad JSON (with the parser's
+//! position), 413 over the size limit, 429 with `Retry-After` when the queue or the outbox is full,
+//! 401 without a valid token when auth is on. Tracee's webhook logs anything but 200 as an error,
+//! so success is always 200. `/reload` and `/admin/dlq*` are the operator's endpoints.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json};
+use serde::Deserialize;
 use serde_json::json;
+use tokio::sync::{mpsc, oneshot};
 
 use super::serve::Peer;
+use crate::auth::Tokens;
 use crate::event::{Event, IntakeKind, parse_payloads};
-use crate::metrics::Metrics;
+use crate::metrics::{ListenerLabels, Metrics};
+use crate::outbox::Outbox;
 use crate::router::{RouterHandle, SubmitError};
 
-/// How long a request waits for its events to be routed before answering 503.
+/// How long a request waits for its events to be routed and stored before answering 503.
 const ROUTE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A reload request and where to send its outcome.
+pub type ReloadRequest = (&'static str, oneshot::Sender<Result<(), String>>);
 
 /// What the handlers share.
 #[derive(Clone)]
 pub struct HttpIntake {
     pub router: RouterHandle,
     pub metrics: Metrics,
-    pub routes: Arc<HashSet<String>>,
     pub max_body: usize,
     /// False while starting and once shutdown begins; `/readyz` reports it.
     pub ready: Arc<AtomicBool>,
-    pub config_name: Arc<str>,
+    /// The config's name and how the last reload went, for `/readyz`.
+    pub status: Arc<std::sync::Mutex<serde_json::Value>>,
+    pub tokens: Option<Arc<Tokens>>,
+    pub outbox: Arc<Outbox>,
+    pub reload: mpsc::Sender<ReloadRequest>,
 }
 
 impl HttpIntake {
@@ -45,12 +56,61 @@ impl HttpIntake {
             .route("/", post(receive_all))
             .route("/scan", post(receive_all))
             .route("/tenant/{route}", post(receive_tenant))
+            .route("/reload", post(reload))
+            .route("/admin/dlq", get(dlq_list))
+            .route("/admin/dlq/replay", post(dlq_replay))
+            .route("/admin/dlq/drop", post(dlq_drop))
             .route("/ping", get(ping))
             .route("/healthz", get(healthz))
             .route("/readyz", get(readyz))
             .route("/metrics", get(metrics))
+            .layer(axum::middleware::from_fn_with_state(
+                self.clone(),
+                authenticate,
+            ))
             .with_state(self)
     }
+}
+
+/// Bearer-token check on the TCP listeners for everything but metrics and probes. Runs before
+/// the body is read, so a refused request changes nothing.
+async fn authenticate(State(intake): State<HttpIntake>, request: Request, next: Next) -> Response {
+    let Some(tokens) = &intake.tokens else {
+        return next.run(request).await;
+    };
+    let listener = request
+        .extensions()
+        .get::<Peer>()
+        .map(|p| p.listener)
+        .unwrap_or("http");
+    let open = request.method() == Method::GET
+        && matches!(
+            request.uri().path(),
+            "/metrics" | "/ping" | "/healthz" | "/readyz"
+        );
+    if listener == "unix" || open {
+        return next.run(request).await;
+    }
+    let header = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    if tokens.accepts(header) {
+        return next.run(request).await;
+    }
+    intake
+        .metrics
+        .auth_failures
+        .get_or_create(&ListenerLabels { listener })
+        .inc();
+    let mut response = error(
+        StatusCode::UNAUTHORIZED,
+        "a valid bearer token is required (Authorization: Bearer <token>)",
+    );
+    response
+        .headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    response
 }
 
 fn intake_kind(peer: &Peer) -> IntakeKind {
@@ -81,7 +141,7 @@ async fn receive_tenant(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    if !intake.routes.contains(&route) {
+    if !intake.router.has_route(&route) {
         intake
             .metrics
             .received(intake_kind(&peer).as_str(), "unknown_route", 1);
@@ -151,7 +211,7 @@ async fn receive(
                 .received(kind.as_str(), "queue_full", n as u64);
             let mut response = error(
                 StatusCode::TOO_MANY_REQUESTS,
-                "the event queue is full; retry later",
+                "the event queue or the outbox is full; retry later",
             );
             response
                 .headers_mut()
@@ -175,7 +235,7 @@ async fn receive(
         }
     };
     match tokio::time::timeout(ROUTE_TIMEOUT, routed).await {
-        Ok(Ok(routed)) => {
+        Ok(Ok(Ok(routed))) => {
             intake.metrics.received(kind.as_str(), "accepted", n as u64);
             (
                 StatusCode::OK,
@@ -183,9 +243,15 @@ async fn receive(
             )
                 .into_response()
         }
+        Ok(Ok(Err(store_error))) => {
+            intake
+                .metrics
+                .received(kind.as_str(), "unavailable", n as u64);
+            unavailable(&format!("events could not be stored: {store_error}"))
+        }
         _ => {
             intake.metrics.received(kind.as_str(), "timeout", n as u64);
-            unavailable("events were queued but not routed in time; they may still be delivered")
+            unavailable("events were queued but not stored in time; they may still be delivered")
         }
     }
 }
@@ -198,6 +264,89 @@ fn unavailable(message: &str) -> Response {
     response
 }
 
+async fn reload(State(intake): State<HttpIntake>) -> Response {
+    let (tx, rx) = oneshot::channel();
+    if intake.reload.send(("api", tx)).await.is_err() {
+        return unavailable("reloading is not available");
+    }
+    match rx.await {
+        Ok(Ok(())) => Json(json!({ "status": "reloaded" })).into_response(),
+        Ok(Err(report)) => error(StatusCode::UNPROCESSABLE_ENTITY, report),
+        Err(_) => unavailable("reload was interrupted"),
+    }
+}
+
+/// Which dead letters an admin call is about.
+#[derive(Debug, Deserialize)]
+struct Selection {
+    #[serde(default)]
+    ids: Vec<u64>,
+    #[serde(default)]
+    all: bool,
+}
+
+impl Selection {
+    fn ids(&self) -> Result<Option<&[u64]>, Response> {
+        match (self.all, self.ids.is_empty()) {
+            (true, _) => Ok(None),
+            (false, false) => Ok(Some(&self.ids)),
+            (false, true) => Err(error(
+                StatusCode::BAD_REQUEST,
+                "give \"ids\": [..] or \"all\": true",
+            )),
+        }
+    }
+}
+
+async fn dlq_list(State(intake): State<HttpIntake>) -> Response {
+    match intake.outbox.dead_letters() {
+        Ok(letters) => {
+            let items: Vec<_> = letters
+                .iter()
+                .map(|l| {
+                    json!({
+                        "id": l.delivery.id,
+                        "route": l.delivery.route,
+                        "action": l.delivery.actions.first(),
+                        "attempts": l.delivery.attempts,
+                        "error": l.error,
+                        "died_ms": l.died_ms,
+                        "title": l.delivery.message.title,
+                        "event_id": l.delivery.message.event_id,
+                    })
+                })
+                .collect();
+            Json(json!({ "dead_letters": items })).into_response()
+        }
+        Err(err) => error(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()),
+    }
+}
+
+async fn dlq_replay(
+    State(intake): State<HttpIntake>,
+    Json(selection): Json<Selection>,
+) -> Response {
+    let ids = match selection.ids() {
+        Ok(ids) => ids,
+        Err(response) => return response,
+    };
+    match intake.outbox.replay(ids).await {
+        Ok(n) => Json(json!({ "replayed": n })).into_response(),
+        Err(err) => error(StatusCode::INTERNAL_SERVER_ERROR, err),
+    }
+}
+
+async fn dlq_drop(State(intake): State<HttpIntake>, Json(selection): Json<Selection>) -> Response {
+    let ids = match selection.ids() {
+        Ok(ids) => ids,
+        Err(response) => return response,
+    };
+    match intake.outbox.drop_dead(ids).await {
+        Ok(n) => Json(json!({ "dropped": n })).into_response(),
+        Err(err) => error(StatusCode::INTERNAL_SERVER_ERROR, err),
+    }
+}
+
 async fn ping() -> Response {
     Json("Hooker alive!").into_response()
 }
@@ -207,8 +356,15 @@ async fn healthz() -> Response {
 }
 
 async fn readyz(State(intake): State<HttpIntake>) -> Response {
+    let mut status = intake.status.lock().map(|s| s.clone()).unwrap_or_default();
+    if let serde_json::Value::Object(map) = &mut status {
+        map.insert("routes".into(), intake.router.route_count().into());
+    }
     if intake.ready.load(Ordering::Relaxed) {
-        Json(json!({ "status": "ready", "config": &*intake.config_name, "routes": intake.routes.len() })).into_response()
+        if let serde_json::Value::Object(map) = &mut status {
+            map.insert("status".into(), "ready".into());
+        }
+        Json(status).into_response()
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,

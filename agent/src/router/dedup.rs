@@ -4,14 +4,30 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-/// Where dedup keys live. In memory here; a durable store can implement the same trait.
+use crate::outbox::now_ms;
+
+/// What [`DedupStore::seen`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Seen {
+    /// Recorded and unexpired: drop the message.
+    Duplicate,
+    /// New: recorded until `expires_ms` (unix ms; 0 = forever); `evicted` made room for it.
+    New {
+        expires_ms: u64,
+        evicted: Vec<String>,
+    },
+}
+
+/// Where dedup keys live: in memory for speed; the router persists what `seen` reports (new
+/// keys, evictions) in the same commit as the event's deliveries, and restores it at start.
 pub trait DedupStore: Send + Sync {
-    /// Records `key` for `ttl` (forever when `None`); true when it was already there, unexpired.
-    fn seen(&self, key: &str, ttl: Option<Duration>) -> bool;
-    /// Drops expired keys; returns how many went.
-    fn purge_expired(&self) -> usize;
+    fn seen(&self, key: &str, ttl: Option<Duration>) -> Seen;
+    /// Drops expired keys; returns them.
+    fn purge_expired(&self) -> Vec<String>;
+    /// Forgets a key recorded for an event that could not be stored (so its retry is not a duplicate).
+    fn forget(&self, key: &str);
     fn len(&self) -> usize;
     fn is_empty(&self) -> bool {
         self.len() == 0
@@ -67,7 +83,8 @@ struct State {
 
 struct Entry {
     seq: u64,
-    expires: Option<Instant>,
+    /// Unix ms; 0 = forever.
+    expires_ms: u64,
 }
 
 impl MemoryDedup {
@@ -77,9 +94,31 @@ impl MemoryDedup {
             max_bytes,
         }
     }
+
+    /// Loads keys recovered from the state store, skipping expired ones.
+    pub fn restore(&self, entries: Vec<(String, u64)>) {
+        let now = now_ms();
+        let Ok(mut state) = self.state.lock() else {
+            return;
+        };
+        for (key, expires_ms) in entries {
+            if expires_ms != 0 && expires_ms <= now {
+                continue;
+            }
+            state.insert(key, expires_ms);
+        }
+    }
 }
 
 impl State {
+    fn insert(&mut self, key: String, expires_ms: u64) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.bytes += entry_cost(&key);
+        self.order.insert(seq, key.clone());
+        self.entries.insert(key, Entry { seq, expires_ms });
+    }
+
     fn remove(&mut self, key: &str) {
         if let Some(entry) = self.entries.remove(key) {
             self.order.remove(&entry.seq);
@@ -93,57 +132,61 @@ fn entry_cost(key: &str) -> u64 {
 }
 
 impl DedupStore for MemoryDedup {
-    fn seen(&self, key: &str, ttl: Option<Duration>) -> bool {
-        let now = Instant::now();
+    fn seen(&self, key: &str, ttl: Option<Duration>) -> Seen {
+        let now = now_ms();
         let Ok(mut state) = self.state.lock() else {
-            return false;
+            return Seen::New {
+                expires_ms: 0,
+                evicted: Vec::new(),
+            };
         };
         if let Some(entry) = state.entries.get(key) {
-            if entry.expires.is_none_or(|at| at > now) {
-                return true;
+            if entry.expires_ms == 0 || entry.expires_ms > now {
+                return Seen::Duplicate;
             }
             state.remove(key);
         }
-        let seq = state.next_seq;
-        state.next_seq += 1;
-        state.entries.insert(
-            key.to_string(),
-            Entry {
-                seq,
-                expires: ttl.map(|t| now + t),
-            },
-        );
-        state.order.insert(seq, key.to_string());
-        state.bytes += entry_cost(key);
+        let expires_ms = ttl.map_or(0, |t| now + t.as_millis() as u64);
+        state.insert(key.to_string(), expires_ms);
+        let mut evicted = Vec::new();
         if let Some(max) = self.max_bytes {
             while state.bytes > max {
                 let Some((_, oldest)) = state.order.pop_first() else {
                     break;
                 };
-                if let Some(entry) = state.entries.remove(&oldest) {
-                    let _ = entry;
+                if state.entries.remove(&oldest).is_some() {
                     state.bytes = state.bytes.saturating_sub(entry_cost(&oldest));
                 }
+                evicted.push(oldest);
             }
         }
-        false
+        Seen::New {
+            expires_ms,
+            evicted,
+        }
     }
 
-    fn purge_expired(&self) -> usize {
-        let now = Instant::now();
+    fn purge_expired(&self) -> Vec<String> {
+        let now = now_ms();
         let Ok(mut state) = self.state.lock() else {
-            return 0;
+            return Vec::new();
         };
         let expired: Vec<String> = state
             .entries
             .iter()
-            .filter(|(_, e)| e.expires.is_some_and(|at| at <= now))
+            .filter(|(_, e)| e.expires_ms != 0 && e.expires_ms <= now)
             .map(|(k, _)| k.clone())
             .collect();
         for key in &expired {
             state.remove(key);
         }
-        expired.len()
+        expired
+    }
+
+    fn forget(&self, key: &str) {
+        if let Ok(mut state) = self.state.lock() {
+            state.remove(key);
+        }
     }
 
     fn len(&self) -> usize {
@@ -179,23 +222,53 @@ mod tests {
     #[test]
     fn repeated_key_is_a_duplicate_until_it_expires() {
         let store = MemoryDedup::new(None);
-        assert!(!store.seen("k", Some(Duration::from_millis(0))));
+        assert!(matches!(
+            store.seen("k", Some(Duration::from_millis(0))),
+            Seen::New { .. }
+        ));
         assert!(
-            !store.seen("k", Some(Duration::from_millis(0))),
+            matches!(
+                store.seen("k", Some(Duration::from_millis(0))),
+                Seen::New { .. }
+            ),
             "an expired key is new again"
         );
-        assert!(!store.seen("forever", None));
-        assert!(store.seen("forever", None));
+        assert_eq!(
+            store.seen("forever", None),
+            Seen::New {
+                expires_ms: 0,
+                evicted: vec![]
+            }
+        );
+        assert_eq!(store.seen("forever", None), Seen::Duplicate);
     }
 
     #[test]
     fn size_cap_evicts_oldest_first() {
         let store = MemoryDedup::new(Some(3 * entry_cost("k1")));
-        for key in ["k1", "k2", "k3", "k4"] {
-            assert!(!store.seen(key, None));
+        for key in ["k1", "k2", "k3"] {
+            assert!(matches!(store.seen(key, None), Seen::New { .. }));
         }
+        assert_eq!(
+            store.seen("k4", None),
+            Seen::New {
+                expires_ms: 0,
+                evicted: vec!["k1".to_string()]
+            }
+        );
         assert_eq!(store.len(), 3);
-        assert!(!store.seen("k1", None), "k1 was evicted");
-        assert!(store.seen("k4", None));
+        assert!(
+            matches!(store.seen("k1", None), Seen::New { .. }),
+            "k1 was evicted"
+        );
+        assert_eq!(store.seen("k4", None), Seen::Duplicate);
+    }
+
+    #[test]
+    fn restored_keys_are_duplicates_and_expired_ones_are_skipped() {
+        let store = MemoryDedup::new(None);
+        store.restore(vec![("old".into(), 1), ("kept".into(), 0)]);
+        assert_eq!(store.seen("kept", None), Seen::Duplicate);
+        assert!(matches!(store.seen("old", None), Seen::New { .. }));
     }
 }

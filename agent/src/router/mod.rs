@@ -1,11 +1,15 @@
 //! The router: for each event, which routes take it, and what message each renders.
 //!
 //! Intakes submit batches of events into one bounded queue ([`RouterHandle::try_submit`]); a full
-//! queue is refused at once (the intake answers 429), never buffered. Router workers are OS
-//! threads, each owning clones of the compiled engines, so evaluation takes no lock and never
-//! blocks the I/O runtime. Each event is converted for Rego once and evaluated against every
-//! route; matches pass dedup, are rendered, then go to aggregation or straight to dispatch.
-//! The submitter is answered once all its events are routed.
+//! queue (or a full outbox) is refused at once (the intake answers 429), never buffered. Router
+//! workers are OS threads, each owning clones of the compiled engines, so evaluation takes no
+//! lock and never blocks the I/O runtime. Each event is converted for Rego once and evaluated
+//! against every route; matches pass dedup and are rendered. A submission's deliveries, new dedup
+//! keys and aggregation entries are committed to the outbox together, and only then is the
+//! submitter answered.
+//!
+//! Config reloads swap the [`Generation`] (pipeline + aggregators) atomically; workers pick it up
+//! before their next submission.
 
 pub mod aggregate;
 pub mod dedup;
@@ -15,20 +19,20 @@ pub mod template;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 
-use crate::dispatch::Dispatch;
 use crate::event::Event;
 use crate::message::Message;
 use crate::metrics::{Metrics, RouteErrorLabels, RouteLabels};
+use crate::outbox::{Delivery, Op, Outbox};
 use crate::pipeline::{Pipeline, Route};
-use dedup::DedupStore;
+use dedup::{DedupStore, Seen};
 use template::Template;
 
-/// A batch of events from one request, and who to tell once they are routed.
+/// A batch of events from one request, and who to tell once they are routed and stored.
 pub struct Submission {
     pub events: Vec<Event>,
-    pub ack: Option<oneshot::Sender<Routed>>,
+    pub ack: Option<oneshot::Sender<Result<Routed, String>>>,
     _bytes: Option<OwnedSemaphorePermit>,
 }
 
@@ -50,24 +54,36 @@ pub enum SubmitError {
     Closed,
 }
 
+/// One config version at work: the compiled pipeline and its route aggregators.
+pub struct Generation {
+    pub pipeline: Arc<Pipeline>,
+    aggregators: HashMap<String, mpsc::Sender<(u64, Message)>>,
+}
+
 /// The intakes' way into the router. Cheap to clone.
 #[derive(Clone)]
 pub struct RouterHandle {
     tx: async_channel::Sender<Submission>,
     bytes: Arc<Semaphore>,
     max_bytes: u64,
+    outbox: Arc<Outbox>,
+    generation: watch::Receiver<Arc<Generation>>,
     metrics: Metrics,
 }
 
 impl RouterHandle {
-    /// Queues `events` (which took `body_bytes` on the wire) or refuses at once.
+    /// Queues `events` (which took `body_bytes` on the wire) or refuses at once. The receiver
+    /// resolves once the events are routed and their deliveries are on disk.
     pub fn try_submit(
         &self,
         events: Vec<Event>,
         body_bytes: usize,
-    ) -> Result<oneshot::Receiver<Routed>, SubmitError> {
+    ) -> Result<oneshot::Receiver<Result<Routed, String>>, SubmitError> {
         if body_bytes as u64 > self.max_bytes {
             return Err(SubmitError::TooLarge);
+        }
+        if self.outbox.is_full() {
+            return Err(SubmitError::Full);
         }
         let permits = u32::try_from(body_bytes.max(1)).map_err(|_| SubmitError::TooLarge)?;
         let permit = match self.bytes.clone().try_acquire_many_owned(permits) {
@@ -91,6 +107,20 @@ impl RouterHandle {
         }
     }
 
+    /// Whether the running config has a route of that name (for `POST /tenant/{route}`).
+    pub fn has_route(&self, name: &str) -> bool {
+        self.generation
+            .borrow()
+            .pipeline
+            .routes
+            .iter()
+            .any(|r| &*r.name == name)
+    }
+
+    pub fn route_count(&self) -> usize {
+        self.generation.borrow().pipeline.routes.len()
+    }
+
     /// Stops taking submissions; workers drain what is queued, then exit.
     pub fn close(&self) {
         self.tx.close();
@@ -105,37 +135,124 @@ pub struct RouterOptions {
     pub node_name: String,
 }
 
-/// The running router: its handle, its threads, and the aggregators it feeds.
-pub struct RunningRouter {
+/// The running router.
+pub struct Router {
     pub handle: RouterHandle,
-    workers: Vec<std::thread::JoinHandle<()>>,
+    workers: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>>,
+    generation: watch::Sender<Arc<Generation>>,
+    pipeline: watch::Sender<Arc<Pipeline>>,
+    outbox: Arc<Outbox>,
+    metrics: Metrics,
+    /// Every aggregator started, to wait for their last flush at shutdown.
+    aggregator_tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
-impl RunningRouter {
-    /// Waits (on a blocking thread) for the workers to drain and exit. Call after `handle.close()`.
-    pub async fn join(self) {
-        let workers = self.workers;
+impl Router {
+    /// Starts the workers and the route aggregators (seeded with `recovered` buffers). Must be
+    /// called inside a Tokio runtime.
+    pub fn start(
+        pipeline: Arc<Pipeline>,
+        options: RouterOptions,
+        outbox: Arc<Outbox>,
+        dedup: Arc<dyn DedupStore>,
+        recovered: Vec<(String, u64, Message)>,
+        metrics: Metrics,
+    ) -> std::io::Result<Router> {
+        let (generation, tasks) = new_generation(pipeline.clone(), recovered, &outbox, &metrics);
+        let (generation_tx, generation_rx) = watch::channel(Arc::new(generation));
+        let (pipeline_tx, _) = watch::channel(pipeline);
+        let (tx, rx) = async_channel::bounded(options.queue_capacity.max(1));
+        let max_bytes = options.queue_bytes.clamp(1, u64::from(u32::MAX));
+        let bytes = Arc::new(Semaphore::new(max_bytes as usize));
+        let shared = Arc::new(Shared {
+            dedup,
+            outbox: outbox.clone(),
+            metrics: metrics.clone(),
+            node: options.node_name,
+        });
+        let mut workers = Vec::new();
+        for index in 0..options.workers.max(1) {
+            let rx = rx.clone();
+            let shared = shared.clone();
+            let generation = generation_rx.clone();
+            let worker = std::thread::Builder::new()
+                .name(format!("hooker-router-{index}"))
+                .spawn(move || Worker::new(shared, generation).run(rx))?;
+            workers.push(worker);
+        }
+        let handle = RouterHandle {
+            tx,
+            bytes,
+            max_bytes,
+            outbox: outbox.clone(),
+            generation: generation_rx,
+            metrics: metrics.clone(),
+        };
+        Ok(Router {
+            handle,
+            workers: std::sync::Mutex::new(workers),
+            aggregator_tasks: std::sync::Mutex::new(tasks),
+            generation: generation_tx,
+            pipeline: pipeline_tx,
+            outbox,
+            metrics,
+        })
+    }
+
+    /// The pipeline in force, for the delivery engine (it resolves actions by name).
+    pub fn pipeline(&self) -> watch::Receiver<Arc<Pipeline>> {
+        self.pipeline.subscribe()
+    }
+
+    /// Swaps in a new pipeline. The old aggregators flush what they hold as they go.
+    pub fn reload(&self, pipeline: Arc<Pipeline>) {
+        let (generation, tasks) =
+            new_generation(pipeline.clone(), Vec::new(), &self.outbox, &self.metrics);
+        if let Ok(mut all) = self.aggregator_tasks.lock() {
+            all.retain(|task| !task.is_finished());
+            all.extend(tasks);
+        }
+        self.pipeline.send_replace(pipeline);
+        self.generation.send_replace(Arc::new(generation));
+    }
+
+    /// Closes intake, waits (on a blocking thread) for the workers to drain, then drops the last
+    /// generation so aggregators flush.
+    pub async fn shutdown(self) {
+        self.handle.close();
+        let workers = self.workers.into_inner().unwrap_or_default();
         let _ = tokio::task::spawn_blocking(move || {
             for worker in workers {
                 let _ = worker.join();
             }
         })
         .await;
+        // Intakes still hold receivers of the generation: replace it with one without
+        // aggregators, so theirs close, flush, and finish.
+        let pipeline = self.generation.borrow().pipeline.clone();
+        self.generation.send_replace(Arc::new(Generation {
+            pipeline,
+            aggregators: HashMap::new(),
+        }));
+        let tasks = self.aggregator_tasks.into_inner().unwrap_or_default();
+        for task in tasks {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(10), task).await;
+        }
     }
 }
 
-/// Starts the workers and the route aggregators. Must be called inside a Tokio runtime.
-pub fn start(
+fn new_generation(
     pipeline: Arc<Pipeline>,
-    options: RouterOptions,
-    dispatch: mpsc::Sender<Dispatch>,
-    dedup: Arc<dyn DedupStore>,
-    metrics: Metrics,
-) -> std::io::Result<RunningRouter> {
-    let (tx, rx) = async_channel::bounded(options.queue_capacity.max(1));
-    let max_bytes = options.queue_bytes.clamp(1, u64::from(u32::MAX));
-    let bytes = Arc::new(Semaphore::new(max_bytes as usize));
+    recovered: Vec<(String, u64, Message)>,
+    outbox: &Arc<Outbox>,
+    metrics: &Metrics,
+) -> (Generation, Vec<tokio::task::JoinHandle<()>>) {
+    let mut leftovers: HashMap<String, Vec<(u64, Message)>> = HashMap::new();
+    for (route, seq, message) in recovered {
+        leftovers.entry(route).or_default().push((seq, message));
+    }
     let mut aggregators = HashMap::new();
+    let mut tasks = Vec::new();
     for route in pipeline.routes.iter().filter(|r| r.aggregates()) {
         if let Some(template) = pipeline.templates.get(&route.template) {
             let aggregation = aggregate::Aggregation {
@@ -146,87 +263,121 @@ pub fn start(
                 actions: route.actions.clone(),
                 serialize: route.serialize,
             };
-            aggregators.insert(
-                route.name.to_string(),
-                aggregate::spawn(aggregation, dispatch.clone(), metrics.clone()),
-            );
+            let buffered = leftovers.remove(&*route.name).unwrap_or_default();
+            let (sender, task) =
+                aggregate::spawn(aggregation, buffered, outbox.clone(), metrics.clone());
+            aggregators.insert(route.name.to_string(), sender);
+            tasks.push(task);
         }
     }
-    let shared = Arc::new(Shared {
-        pipeline,
-        dedup,
-        aggregators,
-        metrics: metrics.clone(),
-        node: options.node_name,
-    });
-    let mut workers = Vec::new();
-    for index in 0..options.workers.max(1) {
-        let rx = rx.clone();
-        let dispatch = dispatch.clone();
-        let shared = shared.clone();
-        let worker = std::thread::Builder::new()
-            .name(format!("hooker-router-{index}"))
-            .spawn(move || Worker::new(shared).run(rx, dispatch))?;
-        workers.push(worker);
+    for (route, items) in leftovers {
+        tracing::warn!(%route, n = items.len(), "Buffered aggregation messages belong to a route that no longer aggregates; they stay in the state store.");
     }
-    Ok(RunningRouter {
-        handle: RouterHandle {
-            tx,
-            bytes,
-            max_bytes,
-            metrics,
+    (
+        Generation {
+            pipeline,
+            aggregators,
         },
-        workers,
-    })
+        tasks,
+    )
 }
 
-/// What all workers share, read-only (the dedup store and aggregator senders are thread-safe).
+/// What all workers share (thread-safe).
 struct Shared {
-    pipeline: Arc<Pipeline>,
     dedup: Arc<dyn DedupStore>,
-    aggregators: HashMap<String, mpsc::Sender<Message>>,
+    outbox: Arc<Outbox>,
     metrics: Metrics,
     node: String,
 }
 
-/// One worker's own engines: evaluation needs `&mut`, so each worker clones them once.
+/// One worker's own engines: evaluation needs `&mut`, so each worker clones them.
 struct Worker {
     shared: Arc<Shared>,
+    generation_rx: watch::Receiver<Arc<Generation>>,
+    generation: Arc<Generation>,
     routes: Vec<Route>,
     templates: BTreeMap<String, Template>,
 }
 
+/// What routing one submission produced, to commit together.
+#[derive(Default)]
+struct Output {
+    deliveries: Vec<Delivery>,
+    ops: Vec<Op>,
+    aggregated: Vec<(mpsc::Sender<(u64, Message)>, u64, Message)>,
+    new_keys: Vec<String>,
+}
+
 impl Worker {
-    fn new(shared: Arc<Shared>) -> Worker {
-        let routes = shared.pipeline.routes.clone();
-        let templates = shared.pipeline.templates.clone();
+    fn new(shared: Arc<Shared>, mut generation_rx: watch::Receiver<Arc<Generation>>) -> Worker {
+        let generation = generation_rx.borrow_and_update().clone();
+        let routes = generation.pipeline.routes.clone();
+        let templates = generation.pipeline.templates.clone();
         Worker {
             shared,
+            generation_rx,
+            generation,
             routes,
             templates,
         }
     }
 
-    fn run(mut self, rx: async_channel::Receiver<Submission>, dispatch: mpsc::Sender<Dispatch>) {
+    fn refresh(&mut self) {
+        if self.generation_rx.has_changed().unwrap_or(false) {
+            self.generation = self.generation_rx.borrow_and_update().clone();
+            self.routes = self.generation.pipeline.routes.clone();
+            self.templates = self.generation.pipeline.templates.clone();
+        }
+    }
+
+    fn run(mut self, rx: async_channel::Receiver<Submission>) {
         let depth = self.shared.metrics.queue("router");
         while let Ok(submission) = rx.recv_blocking() {
             depth.set(rx.len() as i64);
+            self.refresh();
             let mut routed = Routed {
                 events: submission.events.len(),
                 matches: 0,
             };
+            let mut output = Output::default();
             for event in &submission.events {
-                routed.matches += self.route(event, &dispatch);
+                routed.matches += self.route(event, &mut output);
             }
-            if let Some(ack) = submission.ack {
-                // The submitter may have given up waiting; the events are routed regardless.
-                let _ = ack.send(routed);
-            }
+            let ack = submission.ack;
+            let permit = submission._bytes;
+            let dedup = self.shared.dedup.clone();
+            let Output {
+                deliveries,
+                ops,
+                aggregated,
+                new_keys,
+            } = output;
+            self.shared.outbox.commit(deliveries, ops, move |result| {
+                drop(permit);
+                match &result {
+                    Ok(()) => {
+                        for (aggregator, seq, message) in aggregated {
+                            if aggregator.try_send((seq, message)).is_err() {
+                                tracing::warn!(seq, "Aggregator busy or stopped; the message stays buffered in the state store until the next start.");
+                            }
+                        }
+                    }
+                    Err(_) => {
+                        for key in &new_keys {
+                            dedup.forget(key);
+                        }
+                    }
+                }
+                if let Some(ack) = ack {
+                    // The submitter may have given up waiting; the events are stored regardless.
+                    let _ = ack.send(result.map(|()| routed));
+                }
+            });
         }
     }
 
     /// Evaluates every route for `event`; returns how many matched.
-    fn route(&mut self, event: &Event, dispatch: &mpsc::Sender<Dispatch>) -> usize {
+    fn route(&mut self, event: &Event, output: &mut Output) -> usize {
         let input = regorus::Value::from((*event.payload).clone());
         let mut template_input = None;
         let mut matches = 0;
@@ -260,23 +411,34 @@ impl Worker {
             if !route.unique_props.is_empty()
                 && let Some(key) =
                     dedup::dedup_key(&route.name, &route.unique_props, &event.payload)
-                && self.shared.dedup.seen(&key, route.unique_timeout)
             {
-                metrics
-                    .dedup_dropped
-                    .get_or_create(&RouteLabels {
-                        route: route.name.to_string(),
-                    })
-                    .inc();
-                tracing::debug!(route = %route.name, event = %event.id, "Duplicate dropped by unique-message-props.");
-                continue;
+                match self.shared.dedup.seen(&key, route.unique_timeout) {
+                    Seen::Duplicate => {
+                        metrics
+                            .dedup_dropped
+                            .get_or_create(&RouteLabels {
+                                route: route.name.to_string(),
+                            })
+                            .inc();
+                        tracing::debug!(route = %route.name, event = %event.id, "Duplicate dropped by unique-message-props.");
+                        continue;
+                    }
+                    Seen::New {
+                        expires_ms,
+                        evicted,
+                    } => {
+                        output.ops.extend(evicted.into_iter().map(Op::RemoveDedup));
+                        output.ops.push(Op::PutDedup {
+                            key: key.clone(),
+                            expires_ms,
+                        });
+                        output.new_keys.push(key);
+                    }
+                }
             }
+            let pipeline = &self.generation.pipeline;
             let input = template_input
-                .get_or_insert_with(|| {
-                    self.shared
-                        .pipeline
-                        .template_input(&event.payload, &self.shared.node)
-                })
+                .get_or_insert_with(|| pipeline.template_input(&event.payload, &self.shared.node))
                 .clone();
             let Some(template) = self.templates.get_mut(&route.template) else {
                 continue;
@@ -295,21 +457,22 @@ impl Worker {
                 }
             };
             let route = &self.routes[index];
-            if let Some(aggregator) = self.shared.aggregators.get(&*route.name) {
-                if aggregator.blocking_send(message).is_err() {
-                    tracing::error!(route = %route.name, "Aggregator stopped; message not delivered.");
-                }
+            if let Some(aggregator) = self.generation.aggregators.get(&*route.name) {
+                let seq = self.shared.outbox.next_id();
+                output.ops.push(Op::PushAggregate {
+                    route: route.name.to_string(),
+                    seq,
+                    message: message.clone(),
+                });
+                output.aggregated.push((aggregator.clone(), seq, message));
                 continue;
             }
-            let item = Dispatch {
-                route: route.name.clone(),
-                message: Arc::new(message),
-                actions: route.actions.clone(),
-                serialize: route.serialize,
-            };
-            if dispatch.blocking_send(item).is_err() {
-                tracing::error!(route = %route.name, "Dispatcher stopped; message not delivered.");
-            }
+            output.deliveries.extend(self.shared.outbox.deliveries_for(
+                &route.name,
+                &route.actions,
+                route.serialize,
+                &message,
+            ));
         }
         matches
     }

@@ -1,0 +1,553 @@
+//! The durable queue between the router and the actions.
+//!
+//! [`Outbox::commit`] writes deliveries to the store and only then hands them to the engine and
+//! lets the intake acknowledge. The engine runs due deliveries (bounded globally and per action,
+//! behind a circuit breaker per action), then deletes, reschedules with backoff, or dead-letters
+//! each one. Pending deliveries survive crashes and restarts; dead letters are kept until replayed
+//! or dropped. Read `store.rs` (what is on disk), then `retry.rs` (when to try again).
+//!
+//! - **Invariant:** nothing is acknowledged to an intake before its deliveries are on disk.
+//! - **Invariant:** a delivery leaves the store only after success or as a dead letter.
+//! - **Invariant:** the action's error decides *whether* to retry; only the outbox decides *when*.
+
+pub mod retry;
+pub mod store;
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{mpsc, watch};
+
+use crate::action::{Action, ErrorKind};
+use crate::message::Message;
+use crate::metrics::{ActionLabels, DeliveryLabels, Metrics};
+use crate::pipeline::Pipeline;
+use retry::Breaker;
+pub use retry::DeliveryPolicy;
+pub use store::{DeadLetter, Delivery, Op, Recovered, Store, StoreError};
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default()
+}
+
+/// Limits on what may wait on disk.
+#[derive(Debug, Clone)]
+pub struct OutboxOptions {
+    pub path: PathBuf,
+    /// Deliveries pending at once; beyond it intake answers 429.
+    pub max_pending: usize,
+    /// Size of the store file; beyond it intake answers 429.
+    pub max_bytes: u64,
+}
+
+/// The outbox: the store, the capacity accounting, and the way to the engine.
+pub struct Outbox {
+    store: Store,
+    options: OutboxOptions,
+    next_id: AtomicU64,
+    pending: AtomicUsize,
+    disk_bytes: AtomicU64,
+    dead: AtomicUsize,
+    engine: mpsc::UnboundedSender<Vec<Delivery>>,
+    metrics: Metrics,
+}
+
+/// What the engine starts with.
+pub struct EngineStart {
+    rx: mpsc::UnboundedReceiver<Vec<Delivery>>,
+    pending: Vec<Delivery>,
+}
+
+impl Outbox {
+    /// Opens the store; returns the outbox, what else was recovered (dedup keys, aggregation
+    /// buffers), and the engine's start state (the deliveries still pending from last time).
+    pub fn open(
+        options: OutboxOptions,
+        metrics: Metrics,
+    ) -> Result<(Arc<Outbox>, Recovered, EngineStart), StoreError> {
+        let (store, mut recovered) = Store::open(&options.path)?;
+        let pending = std::mem::take(&mut recovered.pending);
+        let (engine, rx) = mpsc::unbounded_channel();
+        let outbox = Arc::new(Outbox {
+            store,
+            next_id: AtomicU64::new(recovered.next_id),
+            pending: AtomicUsize::new(pending.len()),
+            disk_bytes: AtomicU64::new(Store::disk_bytes(&options.path)),
+            dead: AtomicUsize::new(recovered.dead),
+            engine,
+            metrics,
+            options,
+        });
+        outbox.publish_gauges();
+        if !pending.is_empty() || recovered.dead > 0 {
+            tracing::info!(
+                pending = pending.len(),
+                dead_letters = recovered.dead,
+                "Resuming deliveries from the state store."
+            );
+        }
+        Ok((outbox, recovered, EngineStart { rx, pending }))
+    }
+
+    pub fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// True when intake must refuse new events (429 / RESOURCE_EXHAUSTED).
+    pub fn is_full(&self) -> bool {
+        self.pending.load(Ordering::Relaxed) >= self.options.max_pending
+            || self.disk_bytes.load(Ordering::Relaxed) >= self.options.max_bytes
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Persists `deliveries` and `extra` in one commit, then hands the deliveries to the engine
+    /// and calls `done`. Runs on the caller's thread up to the hand-off to the writer.
+    pub fn commit(
+        self: &Arc<Self>,
+        deliveries: Vec<Delivery>,
+        extra: Vec<Op>,
+        done: impl FnOnce(Result<(), String>) + Send + 'static,
+    ) {
+        if deliveries.is_empty() && extra.is_empty() {
+            done(Ok(()));
+            return;
+        }
+        self.pending.fetch_add(deliveries.len(), Ordering::Relaxed);
+        let mut ops: Vec<Op> = deliveries.iter().cloned().map(Op::PutDelivery).collect();
+        ops.extend(extra);
+        let outbox = self.clone();
+        self.store.write(
+            ops,
+            Some(Box::new(move |result: Result<(), String>| {
+                match &result {
+                    Ok(()) => {
+                        if !deliveries.is_empty() && outbox.engine.send(deliveries).is_err() {
+                            tracing::warn!("Delivery engine stopped; committed deliveries resume at the next start.");
+                        }
+                    }
+                    Err(_) => {
+                        outbox.pending.fetch_sub(deliveries.len(), Ordering::Relaxed);
+                    }
+                }
+                outbox.publish_gauges();
+                done(result);
+            })),
+        );
+    }
+
+    fn publish_gauges(&self) {
+        self.metrics
+            .outbox_pending
+            .set(self.pending.load(Ordering::Relaxed) as i64);
+        self.metrics
+            .dead_letters
+            .set(self.dead.load(Ordering::Relaxed) as i64);
+    }
+
+    fn refresh_disk_bytes(&self) {
+        self.disk_bytes
+            .store(Store::disk_bytes(&self.options.path), Ordering::Relaxed);
+    }
+
+    /// A new delivery for each action of a route (or one chained delivery when serialized).
+    pub fn deliveries_for(
+        &self,
+        route: &str,
+        actions: &[String],
+        serialize: bool,
+        message: &Message,
+    ) -> Vec<Delivery> {
+        let now = now_ms();
+        let make = |actions: Vec<String>| Delivery {
+            id: self.next_id(),
+            route: route.to_string(),
+            actions,
+            message: message.clone(),
+            attempts: 0,
+            created_ms: now,
+            next_ms: now,
+            last_error: None,
+        };
+        if actions.is_empty() {
+            Vec::new()
+        } else if serialize {
+            vec![make(actions.to_vec())]
+        } else {
+            actions.iter().map(|a| make(vec![a.clone()])).collect()
+        }
+    }
+
+    pub fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {
+        self.store.dead_letters()
+    }
+
+    /// Moves dead letters (all, or the given ids) back into the outbox, due now.
+    pub async fn replay(self: &Arc<Self>, ids: Option<&[u64]>) -> Result<usize, String> {
+        let letters: Vec<DeadLetter> = self
+            .dead_letters()
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .filter(|l| ids.is_none_or(|ids| ids.contains(&l.delivery.id)))
+            .collect();
+        let now = now_ms();
+        let mut ops = Vec::new();
+        let mut revived = Vec::new();
+        for letter in letters {
+            let mut delivery = letter.delivery;
+            ops.push(Op::RemoveDead(delivery.id));
+            delivery.id = self.next_id();
+            delivery.attempts = 0;
+            delivery.created_ms = now;
+            delivery.next_ms = now;
+            revived.push(delivery);
+        }
+        let n = revived.len();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let outbox = self.clone();
+        tokio::task::spawn_blocking(move || {
+            outbox.commit(revived, ops, move |result| {
+                let _ = tx.send(result);
+            })
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+        rx.await
+            .map_err(|_| "state store writer stopped".to_string())??;
+        self.dead
+            .fetch_sub(n.min(self.dead.load(Ordering::Relaxed)), Ordering::Relaxed);
+        self.publish_gauges();
+        Ok(n)
+    }
+
+    /// Deletes dead letters (all, or the given ids).
+    pub async fn drop_dead(&self, ids: Option<&[u64]>) -> Result<usize, String> {
+        let doomed: Vec<u64> = self
+            .dead_letters()
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .map(|l| l.delivery.id)
+            .filter(|id| ids.is_none_or(|ids| ids.contains(id)))
+            .collect();
+        let n = doomed.len();
+        self.store
+            .write_and_wait(doomed.into_iter().map(Op::RemoveDead).collect())
+            .await?;
+        self.dead
+            .fetch_sub(n.min(self.dead.load(Ordering::Relaxed)), Ordering::Relaxed);
+        self.publish_gauges();
+        Ok(n)
+    }
+}
+
+/// Runs deliveries until `stop` turns true, then waits up to `deadline` for those in flight.
+/// Whatever is not finished stays in the store for the next start.
+pub async fn run_engine(
+    outbox: Arc<Outbox>,
+    start: EngineStart,
+    pipeline: watch::Receiver<Arc<Pipeline>>,
+    max_inflight: usize,
+    mut stop: watch::Receiver<bool>,
+    deadline: Duration,
+) {
+    let mut engine = Engine {
+        outbox: outbox.clone(),
+        pipeline,
+        queue: BinaryHeap::new(),
+        items: HashMap::new(),
+        running: HashMap::new(),
+        waiting: HashMap::new(),
+        breakers: HashMap::new(),
+        inflight: tokio::task::JoinSet::new(),
+        max_inflight: max_inflight.max(1),
+    };
+    let mut rx = start.rx;
+    engine.add(start.pending);
+    let mut disk_check = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        engine.start_due();
+        let sleep = engine
+            .next_due()
+            .map(|due| Duration::from_millis(due.saturating_sub(now_ms()).max(1)));
+        tokio::select! {
+            Some(batch) = rx.recv() => engine.add(batch),
+            Some(joined) = engine.inflight.join_next() => {
+                if let Ok((id, result)) = joined {
+                    engine.finished(id, result);
+                }
+            }
+            _ = tokio::time::sleep(sleep.unwrap_or(Duration::from_secs(3600))), if sleep.is_some() => {}
+            _ = disk_check.tick() => outbox.refresh_disk_bytes(),
+            _ = stop.wait_for(|s| *s) => break,
+        }
+    }
+    // Drain: finish what is in flight and what is due now (e.g. the last aggregations); anything
+    // scheduled for later, or still running at the deadline, stays in the store for next start.
+    let give_up = tokio::time::Instant::now() + deadline;
+    loop {
+        engine.start_due();
+        let due_now = engine.next_due().is_some_and(|due| due <= now_ms());
+        if engine.inflight.is_empty() && !due_now {
+            match rx.try_recv() {
+                Ok(batch) => {
+                    engine.add(batch);
+                    continue;
+                }
+                Err(_) => break,
+            }
+        }
+        tokio::select! {
+            Some(joined) = engine.inflight.join_next() => {
+                if let Ok((id, result)) = joined {
+                    engine.finished(id, result);
+                }
+            }
+            Some(batch) = rx.recv() => engine.add(batch),
+            _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+            _ = tokio::time::sleep_until(give_up) => {
+                tracing::warn!(?deadline, in_flight = engine.inflight.len(), "Deliveries still running at the deadline stay pending for the next start.");
+                break;
+            }
+        }
+    }
+    // Let the writer finish the removals and reschedules queued above.
+    let _ = outbox.store.write_and_wait(Vec::new()).await;
+}
+
+type SendResult = Result<crate::action::Report, crate::action::ActionError>;
+
+struct Engine {
+    outbox: Arc<Outbox>,
+    pipeline: watch::Receiver<Arc<Pipeline>>,
+    /// (due ms, id), earliest first.
+    queue: BinaryHeap<Reverse<(u64, u64)>>,
+    items: HashMap<u64, Delivery>,
+    /// Deliveries running, per action.
+    running: HashMap<String, usize>,
+    /// Due deliveries held back by their action's concurrency limit.
+    waiting: HashMap<String, VecDeque<u64>>,
+    breakers: HashMap<String, Breaker>,
+    inflight: tokio::task::JoinSet<(u64, SendResult)>,
+    max_inflight: usize,
+}
+
+impl Engine {
+    fn add(&mut self, deliveries: Vec<Delivery>) {
+        for delivery in deliveries {
+            self.queue.push(Reverse((delivery.next_ms, delivery.id)));
+            self.items.insert(delivery.id, delivery);
+        }
+    }
+
+    fn next_due(&self) -> Option<u64> {
+        self.queue.peek().map(|Reverse((due, _))| *due)
+    }
+
+    fn start_due(&mut self) {
+        let now = now_ms();
+        while self.inflight.len() < self.max_inflight {
+            let Some(&Reverse((due, id))) = self.queue.peek() else {
+                break;
+            };
+            if due > now {
+                break;
+            }
+            self.queue.pop();
+            self.try_start(id, now);
+        }
+    }
+
+    fn try_start(&mut self, id: u64, now: u64) {
+        let Some(delivery) = self.items.get(&id) else {
+            return;
+        };
+        let Some(name) = delivery.actions.first().cloned() else {
+            self.complete(id);
+            return;
+        };
+        let pipeline = self.pipeline.borrow().clone();
+        let Some(action) = pipeline.actions.get(&name).cloned() else {
+            self.kill(
+                id,
+                format!("action \"{name}\" is no longer configured (or not enabled)"),
+            );
+            return;
+        };
+        let policy = pipeline.policies.get(&name).cloned().unwrap_or_default();
+        let breaker = self.breakers.entry(name.clone()).or_default();
+        if let Err(retry_at) = breaker.admit(now) {
+            self.queue.push(Reverse((retry_at, id)));
+            return;
+        }
+        let running = self.running.entry(name.clone()).or_default();
+        if *running >= policy.max_concurrency.max(1) {
+            self.waiting.entry(name).or_default().push_back(id);
+            return;
+        }
+        *running += 1;
+        let message = delivery.message.clone();
+        let metrics = self.outbox.metrics.clone();
+        self.inflight.spawn(async move {
+            let result = send(action.as_ref(), &message, &metrics).await;
+            (id, result)
+        });
+    }
+
+    fn finished(&mut self, id: u64, result: SendResult) {
+        let Some(delivery) = self.items.get_mut(&id) else {
+            return;
+        };
+        let name = delivery.actions.first().cloned().unwrap_or_default();
+        if let Some(running) = self.running.get_mut(&name) {
+            *running = running.saturating_sub(1);
+        }
+        if let Some(next) = self.waiting.get_mut(&name).and_then(VecDeque::pop_front) {
+            self.queue.push(Reverse((now_ms(), next)));
+        }
+        let policy = self
+            .pipeline
+            .borrow()
+            .policies
+            .get(&name)
+            .cloned()
+            .unwrap_or_default();
+        let metrics = self.outbox.metrics.clone();
+        let breaker = self.breakers.entry(name.clone()).or_default();
+        match result {
+            Ok(_) => {
+                breaker.success();
+                metrics
+                    .circuit_open
+                    .get_or_create(&crate::metrics::ActionNameLabels {
+                        action: name.clone(),
+                    })
+                    .set(0);
+                delivery.actions.remove(0);
+                if delivery.actions.is_empty() {
+                    self.complete(id);
+                } else {
+                    // serialize-actions: the next action of the chain, now.
+                    delivery.attempts = 0;
+                    delivery.next_ms = now_ms();
+                    let updated = delivery.clone();
+                    self.queue.push(Reverse((updated.next_ms, id)));
+                    self.outbox
+                        .store
+                        .write(vec![Op::PutDelivery(updated)], None);
+                }
+            }
+            Err(error) if error.kind == ErrorKind::Permanent => self.kill(id, error.message),
+            Err(error) => {
+                let now = now_ms();
+                if breaker.failure(now, &policy) {
+                    tracing::warn!(action = %name, cooldown = ?policy.circuit_breaker_cooldown, "Circuit opened: deliveries to this action pause.");
+                    metrics
+                        .circuit_open
+                        .get_or_create(&crate::metrics::ActionNameLabels {
+                            action: name.clone(),
+                        })
+                        .set(1);
+                }
+                delivery.attempts += 1;
+                delivery.last_error = Some(error.message.clone());
+                let age = Duration::from_millis(now.saturating_sub(delivery.created_ms));
+                if delivery.attempts >= policy.retry_max_attempts || age >= policy.retry_max_age {
+                    let attempts = delivery.attempts;
+                    self.kill(
+                        id,
+                        format!("gave up after {attempts} attempts: {}", error.message),
+                    );
+                    return;
+                }
+                let delay = policy.backoff(delivery.attempts, error.retry_after);
+                delivery.next_ms = now + delay.as_millis() as u64;
+                metrics
+                    .delivery_retries
+                    .get_or_create(&crate::metrics::ActionNameLabels { action: name })
+                    .inc();
+                let updated = delivery.clone();
+                self.queue.push(Reverse((updated.next_ms, id)));
+                self.outbox
+                    .store
+                    .write(vec![Op::PutDelivery(updated)], None);
+            }
+        }
+    }
+
+    fn complete(&mut self, id: u64) {
+        self.items.remove(&id);
+        self.outbox.pending.fetch_sub(1, Ordering::Relaxed);
+        self.outbox.store.write(vec![Op::RemoveDelivery(id)], None);
+        self.outbox.publish_gauges();
+    }
+
+    fn kill(&mut self, id: u64, error: String) {
+        let Some(delivery) = self.items.remove(&id) else {
+            return;
+        };
+        let action = delivery.actions.first().cloned().unwrap_or_default();
+        tracing::error!(action = %action, route = %delivery.route, delivery = id, %error, "Delivery dead-lettered.");
+        self.outbox
+            .metrics
+            .dead_lettered
+            .get_or_create(&crate::metrics::ActionNameLabels { action })
+            .inc();
+        self.outbox.pending.fetch_sub(1, Ordering::Relaxed);
+        self.outbox.dead.fetch_add(1, Ordering::Relaxed);
+        self.outbox.store.write(
+            vec![Op::Kill(DeadLetter {
+                delivery,
+                error,
+                died_ms: now_ms(),
+            })],
+            None,
+        );
+        self.outbox.publish_gauges();
+    }
+}
+
+/// One attempt: send, measure, count, log.
+pub async fn send(action: &dyn Action, message: &Message, metrics: &Metrics) -> SendResult {
+    let started = Instant::now();
+    let result = action.send(message).await;
+    let elapsed = started.elapsed();
+    let kind = action.kind();
+    metrics
+        .delivery_duration
+        .get_or_create(&ActionLabels {
+            action: action.name().to_string(),
+            r#type: kind,
+        })
+        .observe(elapsed.as_secs_f64());
+    let outcome = match &result {
+        Ok(_) => "success",
+        Err(err) if err.kind == ErrorKind::Retryable => "retryable_error",
+        Err(_) => "permanent_error",
+    };
+    metrics
+        .deliveries
+        .get_or_create(&DeliveryLabels {
+            action: action.name().to_string(),
+            r#type: kind,
+            outcome,
+        })
+        .inc();
+    match &result {
+        Ok(report) => {
+            tracing::debug!(action = action.name(), r#type = kind, route = %message.route, event = %message.event_id, detail = report.detail.as_deref().unwrap_or(""), ms = elapsed.as_millis() as u64, "Delivered.");
+        }
+        Err(error) => {
+            tracing::warn!(action = action.name(), r#type = kind, route = %message.route, event = %message.event_id, %error, retryable = error.kind == ErrorKind::Retryable, "Delivery failed.");
+        }
+    }
+    result
+}
