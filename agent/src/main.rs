@@ -56,8 +56,75 @@ enum Command {
         #[arg(long)]
         tenant: Option<String>,
     },
+    /// Dead letters of a running agent: list, replay into the outbox, or drop.
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
+        /// Agent URL instead of the Unix socket, e.g. http://127.0.0.1:8082.
+        #[arg(long, global = true)]
+        url: Option<String>,
+        #[arg(long, global = true, env = "HOOKER_SOCKET")]
+        socket: Option<String>,
+        /// Bearer token, when the agent requires one on TCP.
+        #[arg(long, global = true, env = "HOOKER_AUTH_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+    },
+    /// Ask a running agent to reload its config (it validates first and keeps the old on error).
+    Reload {
+        #[arg(long)]
+        url: Option<String>,
+        #[arg(long, env = "HOOKER_SOCKET")]
+        socket: Option<String>,
+        #[arg(long, env = "HOOKER_AUTH_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+    },
     /// Print the version.
     Version,
+}
+
+#[derive(Subcommand)]
+enum DlqCommand {
+    /// List dead letters as JSON.
+    List,
+    /// Put dead letters back into the outbox for delivery.
+    Replay {
+        ids: Vec<u64>,
+        #[arg(long)]
+        all: bool,
+    },
+    /// Delete dead letters.
+    Drop {
+        ids: Vec<u64>,
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+/// Runs an operator call and prints its answer; false on a non-2xx answer.
+async fn admin_call(
+    target: hooker::send::Target,
+    method: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+    token: Option<&str>,
+) -> anyhow::Result<bool> {
+    let (status, answer) = hooker::send::admin(&target, method, path, body, token).await?;
+    println!("{}", answer.trim());
+    if !(200..300).contains(&status) {
+        eprintln!("error: the agent answered {status}");
+        return Ok(false);
+    }
+    Ok(true)
+}
+
+/// The request body naming which dead letters: some ids, or all of them.
+fn selection(ids: Vec<u64>, all: bool) -> anyhow::Result<serde_json::Value> {
+    match (ids.is_empty(), all) {
+        (true, true) => Ok(serde_json::json!({ "all": true })),
+        (false, false) => Ok(serde_json::json!({ "ids": ids })),
+        (true, false) => anyhow::bail!("give dead-letter ids or --all"),
+        (false, true) => anyhow::bail!("give either dead-letter ids or --all, not both"),
+    }
 }
 
 #[derive(clap::Args)]
@@ -128,6 +195,43 @@ fn main() -> ExitCode {
                 }
                 let target = hooker::send::Target::resolve(url, socket.as_deref())?;
                 hooker::send::send(&target, &files, tenant.as_deref()).await
+            }
+            Some(Command::Dlq {
+                command,
+                url,
+                socket,
+                token,
+            }) => {
+                let target = hooker::send::Target::resolve(url, socket.as_deref())?;
+                match command {
+                    DlqCommand::List => {
+                        admin_call(target, "GET", "/admin/dlq", None, token.as_deref()).await
+                    }
+                    DlqCommand::Replay { ids, all } => {
+                        admin_call(
+                            target,
+                            "POST",
+                            "/admin/dlq/replay",
+                            Some(selection(ids, all)?),
+                            token.as_deref(),
+                        )
+                        .await
+                    }
+                    DlqCommand::Drop { ids, all } => {
+                        admin_call(
+                            target,
+                            "POST",
+                            "/admin/dlq/drop",
+                            Some(selection(ids, all)?),
+                            token.as_deref(),
+                        )
+                        .await
+                    }
+                }
+            }
+            Some(Command::Reload { url, socket, token }) => {
+                let target = hooker::send::Target::resolve(url, socket.as_deref())?;
+                admin_call(target, "POST", "/reload", None, token.as_deref()).await
             }
             Some(Command::Version) => {
                 println!("hooker {}", env!("CARGO_PKG_VERSION"));

@@ -215,6 +215,36 @@ impl Metrics {
             self.connections.clone(),
         );
         r.register(
+            "outbox_pending",
+            "Deliveries waiting in the durable outbox",
+            self.outbox_pending.clone(),
+        );
+        r.register(
+            "dead_letters",
+            "Dead letters kept in the state store",
+            self.dead_letters.clone(),
+        );
+        r.register(
+            "dead_lettered",
+            "Deliveries given up on, by action",
+            self.dead_lettered.clone(),
+        );
+        r.register(
+            "delivery_retries",
+            "Deliveries rescheduled after a retryable failure, by action",
+            self.delivery_retries.clone(),
+        );
+        r.register(
+            "circuit_open",
+            "1 while an action's circuit breaker is open",
+            self.circuit_open.clone(),
+        );
+        r.register(
+            "auth_failures",
+            "Requests refused for a missing or wrong token, by listener",
+            self.auth_failures.clone(),
+        );
+        r.register(
             "build_info",
             "Hooker build information",
             self.build_info.clone(),

@@ -53,7 +53,49 @@ pub async fn send(
     Ok(all_ok)
 }
 
+/// Calls an operator endpoint (`/admin/dlq…`, `/reload`); returns the status and the JSON answer.
+pub async fn admin(
+    target: &Target,
+    method: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+    token: Option<&str>,
+) -> anyhow::Result<(u16, String)> {
+    let bytes = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
+    match target {
+        Target::Socket(socket) => request_unix(socket, method, path, bytes).await,
+        Target::Url(url) => {
+            let client = crate::action::http_client_builder(std::time::Duration::from_secs(60))
+                .danger_accept_invalid_certs(true)
+                .build()?;
+            let method = reqwest::Method::from_bytes(method.as_bytes())?;
+            let mut request = client
+                .request(method, format!("{url}{path}"))
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(bytes);
+            if let Some(token) = token {
+                request = request.bearer_auth(token);
+            }
+            let response = request
+                .send()
+                .await
+                .with_context(|| format!("cannot reach {url}"))?;
+            let status = response.status().as_u16();
+            Ok((status, response.text().await.unwrap_or_default()))
+        }
+    }
+}
+
 async fn post_unix(socket: &Path, path: &str, body: Vec<u8>) -> anyhow::Result<(u16, String)> {
+    request_unix(socket, "POST", path, body).await
+}
+
+async fn request_unix(
+    socket: &Path,
+    method: &str,
+    path: &str,
+    body: Vec<u8>,
+) -> anyhow::Result<(u16, String)> {
     let stream = tokio::net::UnixStream::connect(socket)
         .await
         .with_context(|| {
@@ -65,7 +107,9 @@ async fn post_unix(socket: &Path, path: &str, body: Vec<u8>) -> anyhow::Result<(
     let (mut sender, connection) =
         hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(connection);
-    let request = hyper::Request::post(path)
+    let request = hyper::Request::builder()
+        .method(method)
+        .uri(path)
         .header(hyper::header::HOST, "hooker")
         .header(hyper::header::CONTENT_TYPE, "application/json")
         .body(Full::new(bytes::Bytes::from(body)))?;

@@ -115,6 +115,11 @@ impl AgentBuilder {
         self
     }
 
+    /// Uses `dir` as the state directory, so a second agent can resume where the first stopped.
+    pub fn state_dir(self, dir: &Path) -> Self {
+        self.env("HOOKER_STATE_DIR", dir.display().to_string())
+    }
+
     pub fn arg(mut self, arg: impl Into<String>) -> Self {
         self.args.push(arg.into());
         self
@@ -334,6 +339,29 @@ impl Agent {
 
     pub fn logs(&self) -> Vec<serde_json::Value> {
         self.logs.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    /// `kill -9`: no chance to flush anything.
+    pub async fn kill9(mut self) -> Result<()> {
+        let mut child = self
+            .child
+            .take()
+            .ok_or_else(|| anyhow!("already stopped"))?;
+        child.kill().await?;
+        Ok(())
+    }
+
+    /// Sends a signal (e.g. SIGHUP).
+    pub fn signal(&self, signal: nix::sys::signal::Signal) -> Result<()> {
+        let pid = self.pid().ok_or_else(|| anyhow!("not running"))?;
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal)?;
+        Ok(())
+    }
+
+    /// Runs `hooker ARGS` against this agent's Unix socket.
+    pub async fn cli(&self, args: &[&str]) -> Result<(i32, String, String)> {
+        let socket = self.socket_path().display().to_string();
+        hooker(args, &[("HOOKER_SOCKET", socket.as_str())]).await
     }
 
     /// SIGTERM, then wait for the exit status.

@@ -1,0 +1,303 @@
+//! The delivery guarantee: an acknowledged event is delivered or visibly dead-lettered, across
+//! `kill -9`, restarts and outages.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::Duration;
+
+use hooker_tests::{Agent, Reply, Sink, TempDir, wait_until};
+
+/// One route, one webhook action with fast retries, pointed at `url`.
+fn config(url: &str, extra: &str) -> String {
+    format!(
+        r#"
+routes:
+  - name: r
+    input: input.n
+    template: raw
+    actions: [hook]
+templates:
+  - name: raw
+    rego-package: hooker.rawmessage.json
+actions:
+  - name: hook
+    type: webhook
+    enable: true
+    url: {url}
+    timeout: 2s
+    retry-initial-backoff: 50ms
+    retry-max-backoff: 200ms
+    circuit-breaker-cooldown: 100ms
+{extra}"#
+    )
+}
+
+fn numbers(sink: &Sink) -> BTreeSet<u64> {
+    sink.requests()
+        .iter()
+        .filter_map(|r| r.body_json()["n"].as_u64())
+        .collect()
+}
+
+#[tokio::test]
+async fn acknowledged_events_survive_kill_9() -> anyhow::Result<()> {
+    let state = TempDir::new("crash-state");
+    // Phase 1: the destination is failing, so everything acknowledged is still pending.
+    let down = Sink::scripted(vec![Reply::status(503)]).await?;
+    let agent = Agent::builder(&config(&down.url("/"), ""))
+        .state_dir(state.path())
+        .start()
+        .await?;
+    let url = format!("{}/", agent.http_url());
+    let acked = Arc::new(std::sync::Mutex::new(BTreeSet::new()));
+    let sent = Arc::new(AtomicU32::new(0));
+    let mut producers = tokio::task::JoinSet::new();
+    for worker in 0..4u64 {
+        let client = agent.client.clone();
+        let url = url.clone();
+        let acked = acked.clone();
+        let sent = sent.clone();
+        producers.spawn(async move {
+            for i in 0..100u64 {
+                let n = worker * 1000 + i;
+                sent.fetch_add(1, Ordering::Relaxed);
+                match client
+                    .post(&url)
+                    .body(format!(r#"{{"n":{n}}}"#))
+                    .send()
+                    .await
+                {
+                    Ok(r) if r.status().as_u16() == 200 => {
+                        acked.lock().expect("lock").insert(n);
+                    }
+                    // Refused or cut off by the kill: not acknowledged, not promised.
+                    _ => {}
+                }
+            }
+        });
+    }
+    wait_until(
+        "a good part of the load acknowledged",
+        Duration::from_secs(30),
+        async || (acked.lock().ok()?.len() >= 100).then_some(()),
+    )
+    .await?;
+    agent.kill9().await?;
+    while producers.join_next().await.is_some() {}
+    let acked: BTreeSet<u64> = acked.lock().expect("lock").clone();
+    assert!(acked.len() >= 100);
+
+    // Phase 2: same state directory, the destination works again.
+    let up = Sink::start().await?;
+    let agent = Agent::builder(&config(&up.url("/"), ""))
+        .state_dir(state.path())
+        .start()
+        .await?;
+    let delivered = wait_until(
+        "every acknowledged event delivered",
+        Duration::from_secs(60),
+        async || {
+            let got = numbers(&up);
+            acked.is_subset(&got).then_some(got)
+        },
+    )
+    .await?;
+    assert!(delivered.len() >= acked.len());
+    // Only events in flight at the kill may arrive twice; nothing is invented.
+    let total = up.requests().len();
+    assert!(
+        total <= sent.load(Ordering::Relaxed) as usize + 8,
+        "{total} deliveries for {} sent",
+        sent.load(Ordering::Relaxed)
+    );
+    wait_until("outbox drained", Duration::from_secs(20), async || {
+        (agent.metric("hooker_outbox_pending").await.ok()? == 0.0).then_some(())
+    })
+    .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_outage_is_ridden_out_with_retries() -> anyhow::Result<()> {
+    let mut replies = vec![Reply::status(503); 8];
+    replies.push(Reply::status(429).header("retry-after", "0"));
+    replies.push(Reply::status(200));
+    let sink = Sink::scripted(replies).await?;
+    let agent = Agent::start(&config(&sink.url("/"), "")).await?;
+    for n in 0..5 {
+        assert_eq!(agent.post("/", format!(r#"{{"n":{n}}}"#)).await?.0, 200);
+    }
+    wait_until("all five delivered", Duration::from_secs(30), async || {
+        (numbers(&sink).len() == 5 && sink.requests().iter().filter(|r| true).count() >= 14)
+            .then_some(())
+    })
+    .await?;
+    let retries = agent
+        .metric(r#"hooker_delivery_retries_total{action="hook"}"#)
+        .await?;
+    assert!(retries >= 9.0, "retries visible in metrics: {retries}");
+    wait_until("outbox empty", Duration::from_secs(10), async || {
+        (agent.metric("hooker_outbox_pending").await.ok()? == 0.0).then_some(())
+    })
+    .await?;
+    assert_eq!(agent.metric("hooker_dead_letters").await?, 0.0);
+    Ok(())
+}
+
+#[tokio::test]
+async fn permanent_failures_are_dead_lettered_and_replay_delivers_them() -> anyhow::Result<()> {
+    let fixed = Arc::new(AtomicBool::new(false));
+    let flag = fixed.clone();
+    let sink = Sink::with(move |_| {
+        if flag.load(Ordering::Relaxed) {
+            Reply::status(200)
+        } else {
+            Reply::status(400)
+        }
+    })
+    .await?;
+    let extra = "  - name: flaky\n    type: webhook\n    enable: true\n    url: URL\n    retry-max-attempts: 2\n    retry-initial-backoff: 10ms\n";
+    let agent = Agent::start(&config(
+        &sink.url("/"),
+        &extra.replace("URL", &sink.url("/flaky")),
+    ))
+    .await?;
+    assert_eq!(agent.post("/", r#"{"n":7}"#).await?.0, 200);
+    wait_until("dead-lettered", Duration::from_secs(20), async || {
+        (agent.metric("hooker_dead_letters").await.ok()? == 1.0).then_some(())
+    })
+    .await?;
+    assert_eq!(
+        agent
+            .metric(r#"hooker_dead_lettered_total{action="hook"}"#)
+            .await?,
+        1.0
+    );
+    let (code, listing, stderr) = agent.cli(&["dlq", "list"]).await?;
+    assert_eq!(code, 0, "{stderr}");
+    let listing: serde_json::Value = serde_json::from_str(&listing)?;
+    let letters = listing["dead_letters"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(letters.len(), 1, "{listing}");
+    assert_eq!(letters[0]["action"], "hook");
+    assert_eq!(letters[0]["route"], "r");
+    assert!(
+        letters[0]["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("HTTP 400"),
+        "{listing}"
+    );
+
+    fixed.store(true, Ordering::Relaxed);
+    let (code, answer, _) = agent.cli(&["dlq", "replay", "--all"]).await?;
+    assert_eq!(code, 0);
+    assert!(answer.contains("\"replayed\":1"), "{answer}");
+    wait_until(
+        "the replay delivered",
+        Duration::from_secs(20),
+        async || {
+            sink.requests()
+                .iter()
+                .any(|r| r.path == "/" && r.body_json()["n"] == 7 && true)
+                .then_some(())
+        },
+    )
+    .await?;
+    wait_until("dead letters gone", Duration::from_secs(10), async || {
+        (agent.metric("hooker_dead_letters").await.ok()? == 0.0).then_some(())
+    })
+    .await?;
+    let (_, listing, _) = agent.cli(&["dlq", "list"]).await?;
+    assert!(listing.contains("\"dead_letters\":[]"), "{listing}");
+    let (code, _, stderr) = agent.cli(&["dlq", "replay"]).await?;
+    assert_eq!(code, 1, "replay without ids or --all is refused");
+    assert!(stderr.contains("--all"), "{stderr}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn retryable_failures_give_up_after_max_attempts() -> anyhow::Result<()> {
+    let sink = Sink::scripted(vec![Reply::status(503)]).await?;
+    let agent = Agent::start(&config(&sink.url("/"), "").replace(
+        "    timeout: 2s\n",
+        "    timeout: 2s\n    retry-max-attempts: 3\n",
+    ))
+    .await?;
+    agent.post("/", r#"{"n":1}"#).await?;
+    wait_until(
+        "dead-lettered after three attempts",
+        Duration::from_secs(20),
+        async || (agent.metric("hooker_dead_letters").await.ok()? == 1.0).then_some(()),
+    )
+    .await?;
+    assert_eq!(sink.requests().len(), 3);
+    let (_, listing, _) = agent.cli(&["dlq", "list"]).await?;
+    assert!(listing.contains("gave up after 3 attempts"), "{listing}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_full_outbox_answers_429_and_pending_work_resumes_after_restart() -> anyhow::Result<()> {
+    let state = TempDir::new("full-state");
+    let down = Sink::scripted(vec![Reply::status(503)]).await?;
+    let agent = Agent::builder(&config(&down.url("/"), ""))
+        .state_dir(state.path())
+        .env("HOOKER_OUTBOX_MAX_PENDING", "2")
+        .start()
+        .await?;
+    assert_eq!(agent.post("/", r#"{"n":1}"#).await?.0, 200);
+    assert_eq!(agent.post("/", r#"{"n":2}"#).await?.0, 200);
+    let (status, answer) = agent.post("/", r#"{"n":3}"#).await?;
+    assert_eq!(status, 429, "{answer}");
+    assert!(
+        agent.stop().await?.success(),
+        "graceful stop with pending work"
+    );
+    let up = Sink::start().await?;
+    let _agent = Agent::builder(&config(&up.url("/"), ""))
+        .state_dir(state.path())
+        .start()
+        .await?;
+    wait_until(
+        "both pending events delivered after the restart",
+        Duration::from_secs(20),
+        async || (numbers(&up) == BTreeSet::from([1, 2])).then_some(()),
+    )
+    .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn dedup_state_survives_a_restart() -> anyhow::Result<()> {
+    let state = TempDir::new("dedup-state");
+    let sink = Sink::start().await?;
+    let cfg = config(&sink.url("/"), "").replace(
+        "    actions: [hook]\n",
+        "    actions: [hook]\n    plugins:\n      unique-message-props: [\"n\"]\n      unique-message-timeout: 1h\n",
+    );
+    let agent = Agent::builder(&cfg).state_dir(state.path()).start().await?;
+    agent.post("/", r#"{"n":42}"#).await?;
+    sink.wait_for(1).await?;
+    assert!(agent.stop().await?.success());
+    let agent = Agent::builder(&cfg).state_dir(state.path()).start().await?;
+    agent.post("/", r#"{"n":42}"#).await?;
+    agent.post("/", r#"{"n":43}"#).await?;
+    sink.wait_for(2).await?;
+    assert_eq!(numbers(&sink), BTreeSet::from([42, 43]));
+    assert_eq!(
+        sink.requests().len(),
+        2,
+        "the repeat of 42 after the restart was a duplicate"
+    );
+    assert_eq!(
+        agent
+            .metric(r#"hooker_dedup_dropped_total{route="r"}"#)
+            .await?,
+        1.0
+    );
+    Ok(())
+}
