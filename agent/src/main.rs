@@ -23,7 +23,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the agent (the default).
-    Run(RunSettings),
+    Run(Box<RunSettings>),
     /// Check a config: exit 0 when valid (warnings on stderr), 1 with every error otherwise.
     Validate {
         /// Config file (default: HOOKER_CFG, /config/cfg.yaml, or the embedded default).
@@ -165,7 +165,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             None => hooker::run::run(cli.run).await.map(|()| true),
-            Some(Command::Run(run)) => hooker::run::run(run).await.map(|()| true),
+            Some(Command::Run(run)) => hooker::run::run(*run).await.map(|()| true),
             Some(Command::Validate { cfg, rego }) => {
                 let cfg = cfg.or_else(|| std::env::var_os("HOOKER_CFG").map(PathBuf::from));
                 hooker::commands::validate(cfg.as_deref(), &rego.paths()).await

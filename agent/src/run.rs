@@ -309,12 +309,16 @@ pub async fn run(settings: RunSettings) -> anyhow::Result<()> {
     } else {
         None
     };
-    let sighup = tokio::spawn(forward_sighup(reload_tx.clone()));
+    // Registered before "ready": a SIGHUP's default action would end the process.
+    let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("cannot handle SIGHUP")?;
+    let sighup = tokio::spawn(forward_sighup(hangups, reload_tx.clone()));
 
+    let signals = ShutdownSignals::register().context("cannot handle SIGTERM")?;
     ready.store(true, Ordering::Relaxed);
     tracing::info!(version = env!("CARGO_PKG_VERSION"), "Hooker is ready.");
 
-    shutdown_signal().await;
+    signals.wait().await;
     tracing::info!("Shutting down: intake closed, draining.");
     ready.store(false, Ordering::Relaxed);
     let _ = stop_tx.send(true);
@@ -434,11 +438,10 @@ fn watch_config(
     }
 }
 
-async fn forward_sighup(reload: mpsc::Sender<ReloadRequest>) {
-    let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-    else {
-        return;
-    };
+async fn forward_sighup(
+    mut hangups: tokio::signal::unix::Signal,
+    reload: mpsc::Sender<ReloadRequest>,
+) {
     while hangups.recv().await.is_some() {
         let (tx, _) = tokio::sync::oneshot::channel();
         if reload.send(("sighup", tx)).await.is_err() {
@@ -447,17 +450,25 @@ async fn forward_sighup(reload: mpsc::Sender<ReloadRequest>) {
     }
 }
 
-async fn shutdown_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending().await,
+/// SIGTERM or SIGINT, registered up front so a signal right after "ready" is never lost.
+struct ShutdownSignals {
+    terminate: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignals {
+    fn register() -> std::io::Result<ShutdownSignals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(ShutdownSignals {
+            terminate: signal(SignalKind::terminate())?,
+            interrupt: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    async fn wait(mut self) {
+        tokio::select! {
+            _ = self.terminate.recv() => {}
+            _ = self.interrupt.recv() => {}
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminate => {}
     }
 }

@@ -10,7 +10,7 @@ use crate::config::{ActionConfig, Diagnostic};
 use crate::message::Message;
 
 #[derive(Debug, Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+#[serde(rename_all = "kebab-case")]
 struct StdoutConfig {}
 
 pub struct Stdout {

@@ -286,16 +286,21 @@ struct Selection {
 }
 
 impl Selection {
-    fn ids(&self) -> Result<Option<&[u64]>, Response> {
+    /// `Some(None)` = all, `Some(Some(ids))` = those, `None` = neither was given.
+    fn ids(&self) -> Option<Option<&[u64]>> {
         match (self.all, self.ids.is_empty()) {
-            (true, _) => Ok(None),
-            (false, false) => Ok(Some(&self.ids)),
-            (false, true) => Err(error(
-                StatusCode::BAD_REQUEST,
-                "give \"ids\": [..] or \"all\": true",
-            )),
+            (true, _) => Some(None),
+            (false, false) => Some(Some(&self.ids)),
+            (false, true) => None,
         }
     }
+}
+
+fn no_selection() -> Response {
+    error(
+        StatusCode::BAD_REQUEST,
+        "give \"ids\": [..] or \"all\": true",
+    )
 }
 
 async fn dlq_list(State(intake): State<HttpIntake>) -> Response {
@@ -326,9 +331,8 @@ async fn dlq_replay(
     State(intake): State<HttpIntake>,
     Json(selection): Json<Selection>,
 ) -> Response {
-    let ids = match selection.ids() {
-        Ok(ids) => ids,
-        Err(response) => return response,
+    let Some(ids) = selection.ids() else {
+        return no_selection();
     };
     match intake.outbox.replay(ids).await {
         Ok(n) => Json(json!({ "replayed": n })).into_response(),
@@ -337,9 +341,8 @@ async fn dlq_replay(
 }
 
 async fn dlq_drop(State(intake): State<HttpIntake>, Json(selection): Json<Selection>) -> Response {
-    let ids = match selection.ids() {
-        Ok(ids) => ids,
-        Err(response) => return response,
+    let Some(ids) = selection.ids() else {
+        return no_selection();
     };
     match intake.outbox.drop_dead(ids).await {
         Ok(n) => Json(json!({ "dropped": n })).into_response(),

@@ -156,10 +156,10 @@ impl Store {
     /// Queues changes; `done` runs once they are on disk (or failed). Blocks while the writer is
     /// far behind, which pushes back on the router.
     pub fn write(&self, ops: Vec<Op>, done: Option<Completion>) {
-        if let Err(mpsc::SendError(batch)) = self.tx.send(Batch { ops, done }) {
-            if let Some(done) = batch.done {
-                done(Err("state store writer stopped".into()));
-            }
+        if let Err(mpsc::SendError(batch)) = self.tx.send(Batch { ops, done })
+            && let Some(done) = batch.done
+        {
+            done(Err("state store writer stopped".into()));
         }
     }
 

@@ -299,12 +299,15 @@ struct Worker {
     templates: BTreeMap<String, Template>,
 }
 
+/// Where a route's aggregator takes `(store key, message)`.
+type AggregatorInbox = mpsc::Sender<(u64, Message)>;
+
 /// What routing one submission produced, to commit together.
 #[derive(Default)]
 struct Output {
     deliveries: Vec<Delivery>,
     ops: Vec<Op>,
-    aggregated: Vec<(mpsc::Sender<(u64, Message)>, u64, Message)>,
+    aggregated: Vec<(AggregatorInbox, u64, Message)>,
     new_keys: Vec<String>,
 }
 
