@@ -344,3 +344,83 @@ actions:
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn url_templates_exec_input_files_and_body_files_work() -> anyhow::Result<()> {
+    let work = TempDir::new("files");
+    let template = "package remote.tmpl\nimport rego.v1\ntitle := \"remote\"\nresult := sprintf(\"image=%s\", [input.image])\n";
+    let templates = Sink::with(move |_| Reply {
+        status: 200,
+        body: template.to_string(),
+        headers: vec![],
+        delay: None,
+    })
+    .await?;
+    let sink = Sink::start().await?;
+    std::fs::write(
+        work.join("script.sh"),
+        "printf '%s' \"$HOOKER_EVENT\" > \"$OUT\"\n",
+    )?;
+    std::fs::write(work.join("body.json"), r#"{"static":"body"}"#)?;
+    let config = format!(
+        r#"
+routes:
+  - name: r
+    input: input.image
+    template: remote
+    actions: [script, post-file]
+templates:
+  - name: remote
+    url: {template_url}
+actions:
+  - name: script
+    type: exec
+    enable: true
+    input-file: {script}
+    env: ["OUT={out}"]
+  - name: post-file
+    type: http
+    enable: true
+    url: {sink_url}
+    body-file: {body}
+"#,
+        template_url = templates.url("/templates/remote.rego"),
+        script = work.join("script.sh").display(),
+        out = work.join("out.txt").display(),
+        sink_url = sink.url("/file"),
+        body = work.join("body.json").display(),
+    );
+    let agent = Agent::start(&config).await?;
+    assert_eq!(
+        templates.requests().len(),
+        1,
+        "the template is fetched once, at load"
+    );
+    agent.post("/", r#"{"image":"alpine:3.10"}"#).await?;
+    let request = sink.wait_for(1).await?.remove(0);
+    assert_eq!(request.body_text(), r#"{"static":"body"}"#);
+    let out = wait_until("the script ran", Duration::from_secs(10), async || {
+        std::fs::read_to_string(work.join("out.txt")).ok()
+    })
+    .await?;
+    assert_eq!(out, "image=alpine:3.10");
+    Ok(())
+}
+
+#[tokio::test]
+async fn hooker_send_posts_over_http_too() -> anyhow::Result<()> {
+    let sink = Sink::start().await?;
+    let config = format!(
+        "routes:\n  - name: r\n    input: input\n    template: raw\n    actions: [hook]\ntemplates:\n  - name: raw\n    rego-package: hooker.rawmessage.json\nactions:\n  - name: hook\n    type: webhook\n    enable: true\n    url: {}\n",
+        sink.url("/")
+    );
+    let agent = Agent::start(&config).await?;
+    let event = hooker_tests::fixture("postee/simple-input.json")
+        .display()
+        .to_string();
+    let (code, stdout, stderr) =
+        hooker_tests::hooker(&["send", "--url", &agent.http_url(), &event], &[]).await?;
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    sink.wait_for(1).await?;
+    Ok(())
+}
