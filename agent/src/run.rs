@@ -44,10 +44,19 @@ pub fn load_config(path: Option<&Path>) -> Result<Config, ConfigError> {
 
 /// `HOOKER_LOG_DIR`, else `/var/log/hooker` when writable, else a per-user directory (announced).
 fn forensic_log_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("HOOKER_LOG_DIR").filter(|d| !d.is_empty()) {
-        return PathBuf::from(dir);
+    let setting = std::env::var_os("HOOKER_LOG_DIR")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from);
+    system_or_user_dir(setting, DEFAULT_LOG_DIR, "log", "forensic log")
+}
+
+/// The configured directory; else `system` when it can be written; else `<user state>/hooker/<leaf>`
+/// (`$XDG_STATE_HOME`, `~/.local/state`), announced, so `hooker run` works without root.
+fn system_or_user_dir(setting: Option<PathBuf>, system: &str, leaf: &str, what: &str) -> PathBuf {
+    if let Some(dir) = setting {
+        return dir;
     }
-    let system = PathBuf::from(DEFAULT_LOG_DIR);
+    let system = PathBuf::from(system);
     if std::fs::create_dir_all(&system).is_ok() && writable(&system) {
         return system;
     }
@@ -55,8 +64,9 @@ fn forensic_log_dir() -> PathBuf {
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
         .map(|d| d.join("hooker"))
-        .unwrap_or_else(|| unix::user_runtime_dir().join("log"));
-    tracing::warn!(default = %system.display(), fallback = %user.display(), "Cannot write the default forensic log directory; using a per-user one.");
+        .unwrap_or_else(unix::user_runtime_dir)
+        .join(leaf);
+    tracing::warn!(default = %system.display(), fallback = %user.display(), "Cannot write the default {what} directory; using a per-user one.");
     user
 }
 
@@ -88,20 +98,12 @@ pub fn paths(settings: &RunSettings) -> Paths {
 
 /// `HOOKER_STATE_DIR`, else `/var/lib/hooker` when writable, else a per-user directory (announced).
 fn state_dir(settings: &RunSettings) -> PathBuf {
-    if let Some(dir) = &settings.state_dir {
-        return dir.clone();
-    }
-    let system = PathBuf::from(DEFAULT_STATE_DIR);
-    if std::fs::create_dir_all(&system).is_ok() && writable(&system) {
-        return system;
-    }
-    let user = std::env::var_os("XDG_STATE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
-        .map(|d| d.join("hooker"))
-        .unwrap_or_else(|| unix::user_runtime_dir().join("state"));
-    tracing::warn!(default = %system.display(), fallback = %user.display(), "Cannot write the default state directory; using a per-user one.");
-    user
+    system_or_user_dir(
+        settings.state_dir.clone(),
+        DEFAULT_STATE_DIR,
+        "state",
+        "state",
+    )
 }
 
 /// Loads and compiles the config; `Err` is the full report of what is wrong.

@@ -665,6 +665,14 @@ impl Drop for Sink {
     }
 }
 
+/// The config most tests need: one route `r` taking events that have `input.n` (or anything,
+/// with `input`), the raw-JSON template, and one webhook action `hook` posting to `url`.
+pub fn webhook_config(url: &str) -> String {
+    format!(
+        "routes:\n  - name: r\n    input: input.n\n    template: raw\n    actions: [hook]\ntemplates:\n  - name: raw\n    rego-package: hooker.rawmessage.json\nactions:\n  - name: hook\n    type: webhook\n    enable: true\n    url: {url}\n"
+    )
+}
+
 /// Runs the `hooker` binary with `args`; returns (exit code, stdout, stderr).
 pub async fn hooker(args: &[&str], env: &[(&str, &str)]) -> Result<(i32, String, String)> {
     let mut command = Command::new(hooker_bin());

@@ -1,20 +1,14 @@
 //! Intake authentication: bearer tokens on TCP (the Unix socket relies on its file mode), and
 //! mutual TLS on HTTPS. A refused request changes nothing.
 
-use hooker_tests::{Agent, Sink, TempDir};
-
-fn config(url: &str) -> String {
-    format!(
-        "routes:\n  - name: r\n    input: input.n\n    template: raw\n    actions: [hook]\ntemplates:\n  - name: raw\n    rego-package: hooker.rawmessage.json\nactions:\n  - name: hook\n    type: webhook\n    enable: true\n    url: {url}\n"
-    )
-}
+use hooker_tests::{Agent, Sink, TempDir, webhook_config};
 
 #[tokio::test]
 async fn tokens_are_required_on_tcp_and_refusals_change_nothing() -> anyhow::Result<()> {
     let sink = Sink::start().await?;
     let dir = TempDir::new("tokens");
     std::fs::write(dir.join("tokens"), "# accepted tokens\nfrom-file\n")?;
-    let agent = Agent::builder(&config(&sink.url("/")))
+    let agent = Agent::builder(&webhook_config(&sink.url("/")))
         .env("HOOKER_AUTH_TOKEN", "inline-token")
         .env(
             "HOOKER_AUTH_TOKEN_FILE",
@@ -103,7 +97,7 @@ async fn https_can_require_client_certificates() -> anyhow::Result<()> {
         .signed_by(&client_key, &issuer)?;
     std::fs::write(dir.join("ca.pem"), ca_cert.pem())?;
 
-    let agent = Agent::builder(&config(&sink.url("/")))
+    let agent = Agent::builder(&webhook_config(&sink.url("/")))
         .env("HOOKER_HTTPS", "127.0.0.1:0")
         .env(
             "HOOKER_TLS_CLIENT_CA",

@@ -4,13 +4,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use hooker_tests::{Agent, Sink, TempDir, wait_until};
-
-fn config(url: &str) -> String {
-    format!(
-        "routes:\n  - name: r\n    input: input.n\n    template: raw\n    actions: [hook]\ntemplates:\n  - name: raw\n    rego-package: hooker.rawmessage.json\nactions:\n  - name: hook\n    type: webhook\n    enable: true\n    url: {url}\n"
-    )
-}
+use hooker_tests::{Agent, Sink, TempDir, wait_until, webhook_config};
 
 async fn reloads(agent: &Agent, outcome: &str) -> f64 {
     agent
@@ -45,7 +39,7 @@ async fn editing_the_file_reloads_and_a_broken_file_keeps_the_running_config() -
     let second = Sink::start().await?;
     let dir = TempDir::new("reload-file");
     let path = dir.join("cfg.yaml");
-    std::fs::write(&path, config(&first.url("/")))?;
+    std::fs::write(&path, webhook_config(&first.url("/")))?;
     let agent = Agent::default_config()
         .env("HOOKER_CFG", path.display().to_string())
         .start()
@@ -53,7 +47,7 @@ async fn editing_the_file_reloads_and_a_broken_file_keeps_the_running_config() -
     agent.post("/", r#"{"n":1}"#).await?;
     first.wait_for(1).await?;
 
-    replace(&path, &config(&second.url("/")))?;
+    replace(&path, &webhook_config(&second.url("/")))?;
     wait_reloads(&agent, "success", 2.0).await?;
     agent.post("/", r#"{"n":2}"#).await?;
     second.wait_for(1).await?;
@@ -86,7 +80,7 @@ async fn configmap_symlink_swap_reloads() -> anyhow::Result<()> {
     // What the kubelet builds: ..<timestamp>/cfg.yaml, ..data -> ..<timestamp>, cfg.yaml -> ..data/cfg.yaml.
     let v1 = dir.join("..2026_11_22_v1");
     std::fs::create_dir(&v1)?;
-    std::fs::write(v1.join("cfg.yaml"), config(&first.url("/")))?;
+    std::fs::write(v1.join("cfg.yaml"), webhook_config(&first.url("/")))?;
     std::os::unix::fs::symlink("..2026_11_22_v1", dir.join("..data"))?;
     std::os::unix::fs::symlink("..data/cfg.yaml", dir.join("cfg.yaml"))?;
     let agent = Agent::default_config()
@@ -98,7 +92,7 @@ async fn configmap_symlink_swap_reloads() -> anyhow::Result<()> {
 
     let v2 = dir.join("..2026_11_22_v2");
     std::fs::create_dir(&v2)?;
-    std::fs::write(v2.join("cfg.yaml"), config(&second.url("/")))?;
+    std::fs::write(v2.join("cfg.yaml"), webhook_config(&second.url("/")))?;
     std::os::unix::fs::symlink("..2026_11_22_v2", dir.join("..data_tmp"))?;
     std::fs::rename(dir.join("..data_tmp"), dir.join("..data"))?;
     std::fs::remove_dir_all(&v1)?;
@@ -115,19 +109,19 @@ async fn sighup_and_post_reload_apply_a_changed_file() -> anyhow::Result<()> {
     let third = Sink::start().await?;
     let dir = TempDir::new("reload-signal");
     let path = dir.join("cfg.yaml");
-    std::fs::write(&path, config(&first.url("/")))?;
+    std::fs::write(&path, webhook_config(&first.url("/")))?;
     let agent = Agent::default_config()
         .env("HOOKER_CFG", path.display().to_string())
         .env("HOOKER_WATCH_CONFIG", "false")
         .start()
         .await?;
-    std::fs::write(&path, config(&second.url("/")))?;
+    std::fs::write(&path, webhook_config(&second.url("/")))?;
     agent.signal(nix::sys::signal::Signal::SIGHUP)?;
     wait_reloads(&agent, "success", 2.0).await?;
     agent.post("/", r#"{"n":1}"#).await?;
     second.wait_for(1).await?;
 
-    std::fs::write(&path, config(&third.url("/")))?;
+    std::fs::write(&path, webhook_config(&third.url("/")))?;
     let (code, answer, stderr) = agent.cli(&["reload"]).await?;
     assert_eq!(code, 0, "{answer}{stderr}");
     assert!(answer.contains("reloaded"), "{answer}");
@@ -147,7 +141,8 @@ async fn deliveries_of_a_removed_action_are_dead_lettered_not_lost() -> anyhow::
     let down = Sink::scripted(vec![hooker_tests::Reply::status(503)]).await?;
     let dir = TempDir::new("reload-removed");
     let path = dir.join("cfg.yaml");
-    let cfg = config(&down.url("/")).replace("    url:", "    retry-initial-backoff: 1s\n    url:");
+    let cfg = webhook_config(&down.url("/"))
+        .replace("    url:", "    retry-initial-backoff: 1s\n    url:");
     std::fs::write(&path, &cfg)?;
     let agent = Agent::default_config()
         .env("HOOKER_CFG", path.display().to_string())
