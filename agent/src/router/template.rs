@@ -14,24 +14,23 @@ use regorus::{Engine, Value};
 use super::rego::{add_module, new_engine};
 use crate::message::Message;
 
+/// Embeds `agent/templates/<file>` for each file named: `(file, source)` pairs.
+macro_rules! builtin {
+    ($($file:literal),* $(,)?) => {
+        &[$(($file, include_str!(concat!("../../templates/", $file)))),*]
+    };
+}
+
 /// Built-in templates, compiled into the binary.
-pub const BUILTIN: &[(&str, &str)] = &[
-    (
-        "tracee-text.rego",
-        include_str!("../../templates/tracee-text.rego"),
-    ),
-    (
-        "raw-json.rego",
-        include_str!("../../templates/raw-json.rego"),
-    ),
-    (
-        "raw-html.rego",
-        include_str!("../../templates/raw-html.rego"),
-    ),
-    (
-        "aggregate-text.rego",
-        include_str!("../../templates/aggregate-text.rego"),
-    ),
+pub const BUILTIN: &[(&str, &str)] = builtin![
+    "tracee-text.rego",
+    "raw-json.rego",
+    "raw-html.rego",
+    "aggregate-text.rego",
+    "vuls-html.rego",
+    "vuls-html-aggregation.rego",
+    "vuls-slack.rego",
+    "vuls-slack-aggregation.rego",
 ];
 
 /// One template module: where it came from and the package it declares.
@@ -427,6 +426,41 @@ mod tests {
         assert_eq!(m.body, r#"{"x":1}"#);
         assert_eq!(m.fields.get("severity"), Some(&json!(2)));
         assert_eq!(m.owners, vec!["a@x", "b@x"]);
+    }
+
+    fn fixture(name: &str) -> serde_json::Value {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../shared/fixtures")
+            .join(name);
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn aqua_scan_renders_for_postee_html_and_slack_users() {
+        let catalog = Catalog::load(None).unwrap();
+        let mut event = fixture("postee/aqua-input.json");
+        event["postee"] = json!({"AquaServer": "https://aqua.example/#/images/"});
+        let mut html =
+            Template::compile("h", TemplateText::Package("postee.vuls.html"), &catalog).unwrap();
+        let m = render(&mut html, event.clone());
+        assert_eq!(m.title, "all-in-one:3.5.19223 vulnerability scan report");
+        assert!(m.body.contains("<td>critical</td><td>1</td>"), "{}", m.body);
+        assert!(m.body.contains("CVE-2019-12904"), "{}", m.body);
+        assert_eq!(
+            m.url.as_deref(),
+            Some("https://aqua.example/#/images/Aqua/all-in-one%3A3.5.19223")
+        );
+        assert_eq!(m.fields.get("severity"), Some(&json!("critical")));
+        let mut slack =
+            Template::compile("s", TemplateText::Package("postee.vuls.slack"), &catalog).unwrap();
+        let m = render(&mut slack, event);
+        let blocks: Vec<serde_json::Value> = serde_json::from_str(&m.body).unwrap();
+        assert!(blocks.iter().all(|b| b["type"].is_string()));
+        assert!(m.body.contains("CVE-2019-12904"));
+        let both = slack.render_aggregate(&[m.clone(), m]).unwrap();
+        let blocks: Vec<serde_json::Value> = serde_json::from_str(&both.body).unwrap();
+        assert_eq!(both.title, "2 vulnerability scan reports");
+        assert!(blocks.len() > 4);
     }
 
     #[test]
