@@ -100,7 +100,7 @@ pub struct RunSettings {
     pub state_dir: Option<PathBuf>,
 
     /// Deliveries that may wait in the outbox; beyond it intake answers 429.
-    #[arg(long, env = "HOOKER_OUTBOX_MAX_PENDING", default_value_t = 100_000)]
+    #[arg(long, env = "HOOKER_OUTBOX_MAX_PENDING", default_value_t = 20_000)]
     pub outbox_max_pending: usize,
 
     /// Size cap of the state store file; beyond it intake answers 429.
