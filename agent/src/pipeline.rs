@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use crate::action::{self, Action, BuildContext};
 use crate::config::{Config, Diagnostic, Diagnostics, TemplateSource};
+use crate::router::prefilter::RouteIndex;
 use crate::router::rego::RouteRule;
 use crate::router::template::{Catalog, Template, TemplateText};
 
@@ -53,6 +54,8 @@ pub struct Pipeline {
     pub max_db_size: Option<u64>,
     pub db_verify_interval: Duration,
     pub warnings: Vec<Diagnostic>,
+    /// Routes by the literal values they require: an event visits only its candidates.
+    pub index: RouteIndex,
 }
 
 impl Pipeline {
@@ -214,7 +217,9 @@ impl Pipeline {
         if diags.has_errors() {
             return Err(diags);
         }
+        let index = RouteIndex::build(routes.iter().map(|r| r.rule.checks()));
         Ok(Pipeline {
+            index,
             routes,
             templates,
             actions,

@@ -13,6 +13,7 @@
 
 pub mod aggregate;
 pub mod dedup;
+pub mod prefilter;
 pub mod rego;
 pub mod template;
 
@@ -297,6 +298,8 @@ struct Worker {
     generation: Arc<Generation>,
     routes: Vec<Route>,
     templates: BTreeMap<String, Template>,
+    /// Scratch list of candidate routes, reused across events.
+    candidates: Vec<usize>,
 }
 
 /// Where a route's aggregator takes `(store key, message)`.
@@ -322,6 +325,7 @@ impl Worker {
             generation,
             routes,
             templates,
+            candidates: Vec::new(),
         }
     }
 
@@ -381,19 +385,26 @@ impl Worker {
 
     /// Evaluates every route for `event`; returns how many matched.
     fn route(&mut self, event: &Event, output: &mut Output) -> usize {
-        let input = regorus::Value::from((*event.payload).clone());
+        let mut input = None;
         let mut template_input = None;
         let mut matches = 0;
-        for index in 0..self.routes.len() {
+        let mut candidates = std::mem::take(&mut self.candidates);
+        self.generation
+            .pipeline
+            .index
+            .candidates(&event.payload, &mut candidates);
+        for &index in &candidates {
             let route = &mut self.routes[index];
             if event
                 .only_route
                 .as_deref()
                 .is_some_and(|only| only != &*route.name)
+                || !route.rule.may_match(&event.payload)
             {
                 continue;
             }
-            match route.rule.evaluate(&input) {
+            let input = input.get_or_insert_with(|| rego::to_rego(&event.payload));
+            match route.rule.evaluate(input) {
                 Ok(true) => {}
                 Ok(false) => continue,
                 Err(error) => {
@@ -477,6 +488,7 @@ impl Worker {
                 &message,
             ));
         }
+        self.candidates = candidates;
         matches
     }
 

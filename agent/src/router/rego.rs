@@ -6,8 +6,12 @@
 //! rules never merge. Rego v1 and v0 (what Postee users have) are both accepted, per module.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use regorus::{Engine, Value};
+use serde::Deserialize;
+
+use super::prefilter::{self, Check};
 
 /// Modules loaded into every engine: helpers routes and templates may call.
 pub const LIBRARY: &[(&str, &str)] = &[
@@ -27,6 +31,13 @@ pub struct RouteRule {
     engine: Engine,
     /// `data.<package>.allow` for each package the route's modules declare; empty = match all.
     rules: Vec<String>,
+    /// Conditions the rule certainly requires, checked natively before Rego runs.
+    checks: Arc<[Check]>,
+}
+
+/// The event as a Rego value, converted without copying the JSON tree first.
+pub fn to_rego(event: &serde_json::Value) -> Value {
+    Value::deserialize(event).unwrap_or(Value::Undefined)
 }
 
 impl RouteRule {
@@ -39,6 +50,7 @@ impl RouteRule {
     ) -> Result<RouteRule, RuleError> {
         let mut engine = new_engine()?;
         let mut rules = Vec::new();
+        let mut checks = Vec::new();
         if !files.is_empty() {
             for file in files {
                 let path = if Path::new(file).is_absolute() {
@@ -74,8 +86,13 @@ impl RouteRule {
                 }
             })?;
             rules.push("data.hooker.allow".to_string());
+            checks = prefilter::checks(body);
         }
-        let mut rule = RouteRule { engine, rules };
+        let mut rule = RouteRule {
+            engine,
+            rules,
+            checks: checks.into(),
+        };
         // Evaluate once on an empty input so errors that only show at evaluation surface at load.
         rule.evaluate(&Value::new_object())
             .map_err(|message| RuleError::Compile {
@@ -83,6 +100,16 @@ impl RouteRule {
                 message,
             })?;
         Ok(rule)
+    }
+
+    /// The conditions checked before Rego (see [`prefilter`]).
+    pub fn checks(&self) -> &[Check] {
+        &self.checks
+    }
+
+    /// False when the event certainly fails the rule; true means "ask Rego".
+    pub fn may_match(&self, event: &serde_json::Value) -> bool {
+        self.checks.iter().all(|check| check.may_hold(event))
     }
 
     pub fn matches_everything(&self) -> bool {

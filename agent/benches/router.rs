@@ -1,0 +1,159 @@
+//! Router micro-benchmark: the cost of each step for one event, on the benchmark route sets.
+//!
+//! - `parse`: JSON bytes → `serde_json::Value` (every intake does this);
+//! - `convert`: event → Rego input (`to_rego`, and the naive clone-then-convert it replaced);
+//! - `route/<name>`: one route's Rego rule alone, on an already converted event;
+//! - `bound`: parse + convert + the Rego rules of the routes that match — work no router can skip;
+//! - `naive`: parse + convert + every route's rule (what one engine per route costs unindexed);
+//! - `router`: what a router worker does (index, native pre-checks, Rego, template render).
+//!
+//! Run with `cargo bench -p hooker --bench router` (`bench/run.sh` runs it and records the table).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use hooker::action::BuildContext;
+use hooker::config::Config;
+use hooker::pipeline::{Paths, Pipeline};
+use hooker::router::rego::to_rego;
+use hooker::router::template::Template;
+
+const EVENT: &str = "tracee/v0.12-era-signature-dropped-executable-TRC-1022.json";
+const MISS: &str = "tracee/v0.13-security_file_open.json";
+
+fn fixture(name: &str) -> Vec<u8> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/fixtures")
+        .join(name);
+    std::fs::read(&path).unwrap_or_else(|err| panic!("{}: {err}", path.display()))
+}
+
+fn pipeline(set: &str) -> Pipeline {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../bench/configs/{set}.yaml"));
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|err| panic!("{}: {err}", path.display()))
+        .replace("@LOG@", "/dev/null");
+    let config = Config::parse(&text, Some(&path)).unwrap_or_else(|err| panic!("{err}"));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|err| panic!("{err}"));
+    let cx = BuildContext::new("bench".into()).unwrap_or_else(|err| panic!("{err}"));
+    runtime
+        .block_on(Pipeline::build(&config, &Paths::default(), &cx))
+        .unwrap_or_else(|err| panic!("{err}"))
+}
+
+/// A router worker's steps, as `router::Worker::route` takes them (without dedup and storage).
+struct Worker<'a> {
+    pipeline: &'a Pipeline,
+    routes: Vec<hooker::pipeline::Route>,
+    templates: BTreeMap<String, Template>,
+    candidates: Vec<usize>,
+}
+
+impl Worker<'_> {
+    fn route(&mut self, bytes: &[u8]) -> usize {
+        let payload: Arc<serde_json::Value> =
+            Arc::new(serde_json::from_slice(bytes).unwrap_or_default());
+        self.pipeline
+            .index
+            .candidates(&payload, &mut self.candidates);
+        let mut input = None;
+        let mut rendered = 0;
+        for &index in &self.candidates {
+            let route = &mut self.routes[index];
+            if !route.rule.may_match(&payload) {
+                continue;
+            }
+            let input = input.get_or_insert_with(|| to_rego(&payload));
+            if route.rule.evaluate(input) != Ok(true) {
+                continue;
+            }
+            let template_input = self.pipeline.template_input(&payload, "bench");
+            if let Some(template) = self.templates.get_mut(&route.template)
+                && template
+                    .render(template_input, &route.name, "id", payload.clone())
+                    .is_ok()
+            {
+                rendered += 1;
+            }
+        }
+        rendered
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let event = fixture(EVENT);
+    let miss = fixture(MISS);
+    let value: serde_json::Value = serde_json::from_slice(&event).unwrap_or_default();
+    let input = to_rego(&value);
+
+    c.bench_function("parse", |b| {
+        b.iter(|| serde_json::from_slice::<serde_json::Value>(&event).map(|v| v.is_object()))
+    });
+    c.bench_function("convert/to_rego", |b| b.iter(|| to_rego(&value)));
+    c.bench_function("convert/clone_then_from", |b| {
+        b.iter(|| regorus::Value::from(value.clone()))
+    });
+
+    for set in ["routes-10", "routes-100"] {
+        let pipeline = pipeline(set);
+        let mut routes = pipeline.routes.clone();
+        let matching: Vec<usize> = (0..routes.len())
+            .filter(|&i| routes[i].rule.evaluate(&input) == Ok(true))
+            .collect();
+        assert!(!matching.is_empty(), "the bench event matches no route");
+        if set == "routes-10" {
+            for route in routes.iter_mut() {
+                let name = format!("route/{}", route.name);
+                c.bench_function(&name, |b| b.iter(|| route.rule.evaluate(&input)));
+            }
+        }
+        c.bench_function(&format!("bound/{set}"), |b| {
+            b.iter(|| {
+                let value: serde_json::Value = serde_json::from_slice(&event).unwrap_or_default();
+                let input = to_rego(&value);
+                matching
+                    .iter()
+                    .filter(|&&i| routes[i].rule.evaluate(&input) == Ok(true))
+                    .count()
+            })
+        });
+        c.bench_function(&format!("naive/{set}"), |b| {
+            b.iter(|| {
+                let value: serde_json::Value = serde_json::from_slice(&event).unwrap_or_default();
+                let input = regorus::Value::from(value);
+                routes
+                    .iter_mut()
+                    .filter(|r| r.rule.evaluate(&input) == Ok(true))
+                    .count()
+            })
+        });
+        let mut worker = Worker {
+            pipeline: &pipeline,
+            routes: pipeline.routes.clone(),
+            templates: pipeline.templates.clone(),
+            candidates: Vec::new(),
+        };
+        assert_eq!(worker.route(&event), matching.len());
+        c.bench_function(&format!("router/{set}/match"), |b| {
+            b.iter(|| worker.route(&event))
+        });
+        c.bench_function(&format!("router/{set}/miss"), |b| {
+            b.iter(|| worker.route(&miss))
+        });
+    }
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .sample_size(30)
+        .warm_up_time(std::time::Duration::from_millis(500))
+        .measurement_time(std::time::Duration::from_secs(2));
+    targets = bench
+}
+criterion_main!(benches);

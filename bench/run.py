@@ -1,0 +1,244 @@
+#!/usr/bin/env python3
+"""Runs Hooker's whole benchmark harness and writes bench/results/latest.md.
+
+Called by bench/run.sh after the release build. Steps:
+  1. the router micro-benchmark (criterion) — parse, convert, each route, bound, naive, router;
+  2. resource figures: binary size, start-up time to ready, idle RSS;
+  3. end-to-end load over each intake (max rate and fixed rate) with the forensic `log` action,
+     on the 10-route set and the 100-route set, reading the agent's CPU and RSS from /proc.
+
+Environment: BENCH_SECONDS (load duration per run, default 10), BENCH_SKIP_CRITERION=1.
+"""
+
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+TARGET = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "release"
+AGENT = TARGET / "hooker"
+LOAD = TARGET / "hooker-load"
+FIXTURES = ROOT.parent / "shared" / "fixtures"
+EVENT = FIXTURES / "tracee" / "v0.12-era-signature-dropped-executable-TRC-1022.json"
+SECONDS = float(os.environ.get("BENCH_SECONDS", "10"))
+RESULTS = ROOT / "bench" / "results"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Agent:
+    """A release agent on a route set, in a temp dir, with every intake on."""
+
+    def __init__(self, route_set, work):
+        self.work = Path(tempfile.mkdtemp(prefix=f"hooker-bench-{route_set}-", dir=work))
+        self.log = self.work / "forensic.jsonl"
+        config = (ROOT / "bench" / "configs" / f"{route_set}.yaml").read_text()
+        (self.work / "cfg.yaml").write_text(config.replace("@LOG@", str(self.log)))
+        self.http = free_port()
+        self.grpc = free_port()
+        self.forward = free_port()
+        self.socket = self.work / "hooker.sock"
+        self.env = dict(
+            os.environ,
+            HOOKER_CFG=str(self.work / "cfg.yaml"),
+            HOOKER_HTTP=f"127.0.0.1:{self.http}",
+            HOOKER_HTTPS="off",
+            HOOKER_SOCKET=str(self.socket),
+            HOOKER_STATE_DIR=str(self.work / "state"),
+            HOOKER_LOG_DIR=str(self.work),
+            HOOKER_GRPC=f"127.0.0.1:{self.grpc}",
+            HOOKER_FORWARD=f"127.0.0.1:{self.forward}",
+            HOOKER_LOG="warn",
+        )
+        self.proc = None
+
+    def start(self):
+        begin = time.perf_counter()
+        self.proc = subprocess.Popen([str(AGENT), "run"], env=self.env, stdout=subprocess.DEVNULL,
+                                     stderr=open(self.work / "agent.log", "w"))
+        url = f"http://127.0.0.1:{self.http}/readyz"
+        while True:
+            if self.proc.poll() is not None:
+                sys.exit(f"agent exited: see {self.work / 'agent.log'}")
+            try:
+                with urllib.request.urlopen(url, timeout=1) as r:
+                    if r.status == 200:
+                        return time.perf_counter() - begin
+            except OSError:
+                time.sleep(0.001)
+
+    def rss_mb(self):
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return 0.0
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        shutil.rmtree(self.work, ignore_errors=True)
+
+
+def load(agent, target, label, expect, rate=None, batch=1, connections=4, seconds=SECONDS):
+    args = [str(LOAD), "--target", target, "--event", str(EVENT), "--log", str(agent.log),
+            "--expect", str(expect), "--duration", str(seconds), "--connections", str(connections),
+            "--batch", str(batch), "--pid", str(agent.proc.pid), "--label", label, "--quiet"]
+    if rate:
+        args += ["--rate", str(rate)]
+    out = subprocess.run(args, capture_output=True, text=True)
+    sys.stdout.write(out.stdout)
+    sys.stderr.write(out.stderr)
+    for line in out.stdout.splitlines():
+        if line.startswith("RESULT "):
+            result = json.loads(line[len("RESULT "):])
+            result["ok"] = out.returncode == 0
+            return result
+    return {"label": label, "ok": False, "error": out.stderr.strip()[-300:]}
+
+
+def criterion():
+    out = subprocess.run(["cargo", "bench", "-p", "hooker", "--bench", "router", "--", "--noplot"],
+                         cwd=ROOT, capture_output=True, text=True)
+    sys.stdout.write(out.stdout[-4000:])
+    if out.returncode != 0:
+        sys.exit(out.stderr[-3000:])
+    figures = {}
+    name = None
+    for line in out.stdout.splitlines():
+        m = re.match(r"^(\S+)\s+time:\s+\[\S+ \S+ (\S+) (\S+) \S+ \S+\]", line.strip())
+        if not m:
+            m2 = re.match(r"^(\S+)$", line.strip())
+            if m2:
+                name = m2.group(1)
+            m = re.match(r"^time:\s+\[\S+ \S+ (\S+) (\S+) \S+ \S+\]", line.strip())
+            if m and name:
+                figures[name] = to_us(m.group(1), m.group(2))
+            continue
+        figures[m.group(1)] = to_us(m.group(2), m.group(3))
+    return figures
+
+
+def to_us(value, unit):
+    scale = {"ns": 1e-3, "µs": 1.0, "us": 1.0, "ms": 1e3, "s": 1e6}[unit]
+    return float(value) * scale
+
+
+def machine():
+    cpu = "unknown"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    mem = Path("/proc/meminfo").read_text().splitlines()[0].split()[1]
+    return f"{cpu}, {os.cpu_count()} cores, {int(mem) // 1024 // 1024} GiB RAM, {platform.system()} {platform.release()}"
+
+
+def main():
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    work = tempfile.mkdtemp(prefix="hooker-bench-")
+    lines = [f"# Benchmark results", "", f"- machine: {machine()}",
+             f"- date: {time.strftime('%Y-%m-%d %H:%M:%S')}", f"- command: `bench/run.sh`",
+             f"- load duration per run: {SECONDS:g} s; event: {EVENT.name} ({EVENT.stat().st_size} bytes)", ""]
+    try:
+        if os.environ.get("BENCH_SKIP_CRITERION") != "1":
+            figures = criterion()
+            lines += ["## Router micro-benchmark (criterion, µs per event, one core)", "",
+                      "| step | µs | vs bound |", "|---|---:|---:|"]
+            for set_name in ["routes-10", "routes-100"]:
+                bound = figures.get(f"bound/{set_name}")
+                for key in [f"bound/{set_name}", f"naive/{set_name}", f"router/{set_name}/match",
+                            f"router/{set_name}/miss"]:
+                    if key in figures:
+                        ratio = f"{figures[key] / bound:.2f}×" if bound else "-"
+                        lines.append(f"| {key} | {figures[key]:.2f} | {ratio} |")
+            for key, value in figures.items():
+                if key.startswith(("parse", "convert", "route/")):
+                    lines.append(f"| {key} | {value:.2f} | |")
+            lines.append("")
+
+        # Resource figures.
+        size = AGENT.stat().st_size / 1024 / 1024
+        agent = Agent("routes-10", work)
+        startups = []
+        for _ in range(5):
+            startups.append(agent.start() * 1000)
+            agent.proc.send_signal(signal.SIGTERM)
+            agent.proc.wait()
+        agent.start()
+        time.sleep(2)
+        idle = agent.rss_mb()
+        agent.stop()
+        lines += ["## Resources", "", "| figure | value |", "|---|---:|",
+                  f"| binary size (release, stripped) | {size:.1f} MB |",
+                  f"| start-up to ready (/readyz 200), 10 routes, median of 5 | {sorted(startups)[2]:.1f} ms |",
+                  f"| RSS idle (10 routes, after start-up) | {idle:.1f} MB |", ""]
+
+        # End-to-end load.
+        results = []
+        for set_name, expect in [("routes-10", 2), ("routes-100", 1)]:
+            targets = [("http", lambda a: f"http://127.0.0.1:{a.http}", {}),
+                       ("http batch 100", lambda a: f"http://127.0.0.1:{a.http}", {"batch": 100}),
+                       ("unix", lambda a: f"unix:{a.socket}", {}),
+                       ("forward", lambda a: f"forward://127.0.0.1:{a.forward}", {"batch": 100}),
+                       ("grpc stream", lambda a: f"grpc://127.0.0.1:{a.grpc}", {"batch": 100})]
+            if set_name == "routes-100":
+                targets = targets[:2]
+            for name, url, extra in targets:
+                agent = Agent(set_name, work)
+                agent.start()
+                results.append(load(agent, url(agent), f"{name}, {set_name}", expect, **extra))
+                agent.stop()
+            agent = Agent(set_name, work)
+            agent.start()
+            results.append(load(agent, f"http://127.0.0.1:{agent.http}", f"http, {set_name}", expect,
+                                rate=5000, connections=16))
+            agent.stop()
+            if set_name == "routes-10":
+                agent = Agent(set_name, work)
+                agent.start()
+                results.append(load(agent, f"grpc://127.0.0.1:{agent.grpc}", f"grpc stream, {set_name}",
+                                    expect, rate=5000, connections=4))
+                agent.stop()
+        lines += ["## End to end (durable outbox on, forensic `log` action)", "",
+                  "| run | mode | batch | accepted/s | completed/s | p50 ms | p99 ms | p99.9 ms | CPU ms per 1k events | peak RSS MB | ok |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+
+        def f(v):
+            return "-" if v is None else f"{v:.2f}"
+
+        for r in results:
+            if "accepted_per_s" not in r:
+                lines.append(f"| {r['label']} | failed: {r.get('error', '')[:120]} | | | | | | | | | no |")
+                continue
+            lines.append(f"| {r['label']} | {r['mode']} | {r['batch']} | {r['accepted_per_s']:.0f} | "
+                         f"{r['completed_per_s']:.0f} | {f(r['p50_ms'])} | {f(r['p99_ms'])} | {f(r['p999_ms'])} | "
+                         f"{f(r['cpu_ms_per_1k'])} | {f(r['rss_peak_mb'])} | {'yes' if r['ok'] else 'no'} |")
+        lines.append("")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    text = "\n".join(lines) + "\n"
+    (RESULTS / "latest.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
