@@ -28,6 +28,15 @@ pub enum HeaderValues {
     Many(Vec<String>),
 }
 
+/// Which region of a SaaS that has one API host per region (PagerDuty, OpsGenie).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Region {
+    #[default]
+    Us,
+    Eu,
+}
+
 /// The keys every API action shares, as read from its block.
 pub struct RemoteKeys<'a> {
     pub timeout: Option<Duration>,

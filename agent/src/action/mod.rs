@@ -10,6 +10,8 @@ mod api_client;
 mod exec;
 mod http;
 mod log;
+mod opsgenie;
+mod pagerduty;
 mod slack;
 mod splunk;
 mod stdout;
@@ -54,6 +56,8 @@ const REGISTRY: &[(&str, BuildFn)] = &[
     ("exec", exec::build),
     ("http", http::build),
     ("log", log::build),
+    ("opsgenie", opsgenie::build),
+    ("pagerduty", pagerduty::build),
     ("slack", slack::build),
     ("splunk", splunk::build),
     ("stdout", stdout::build),
