@@ -5,10 +5,17 @@
 //! file; they get a typed config at build and a [`Message`] at send. The error an action returns
 //! says whether trying again could help ([`ErrorKind`]); when to retry is decided elsewhere.
 
+mod alert;
+mod api_client;
 mod exec;
 mod http;
 mod log;
+mod opsgenie;
+mod pagerduty;
+mod slack;
+mod splunk;
 mod stdout;
+mod teams;
 mod webhook;
 
 use std::sync::Arc;
@@ -49,7 +56,12 @@ const REGISTRY: &[(&str, BuildFn)] = &[
     ("exec", exec::build),
     ("http", http::build),
     ("log", log::build),
+    ("opsgenie", opsgenie::build),
+    ("pagerduty", pagerduty::build),
+    ("slack", slack::build),
+    ("splunk", splunk::build),
     ("stdout", stdout::build),
+    ("teams", teams::build),
     ("webhook", webhook::build),
 ];
 

@@ -1,0 +1,239 @@
+//! Shared plumbing for the actions that call an HTTP API (Slack, Teams, Splunk, OpsGenie, PagerDuty,
+//! ServiceNow, Security Hub): the keys they all take (`timeout`, `tls-verify`, `ca-file`,
+//! `headers`), the client those keys build, and one planned [`ApiRequest`] that `send` executes and
+//! `preview` shows, so `hooker test-route` prints exactly the body that would go out.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::ActionError;
+use crate::config::{ActionConfig, Diagnostic};
+
+/// Default limit for one attempt of an API call.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Serde default for `tls-verify`: verification is on unless turned off.
+pub const fn yes() -> bool {
+    true
+}
+
+/// A `headers:` value: `name: value` or `name: [values]` (Postee's http style).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum HeaderValues {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// Which region of a SaaS that has one API host per region (PagerDuty, OpsGenie).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Region {
+    #[default]
+    Us,
+    Eu,
+}
+
+/// The keys every API action shares, as read from its block.
+pub struct RemoteKeys<'a> {
+    pub timeout: Option<Duration>,
+    pub tls_verify: bool,
+    pub ca_file: Option<&'a Path>,
+    pub headers: &'a BTreeMap<String, HeaderValues>,
+}
+
+/// One action's HTTP client (its timeout and TLS settings) and its extra headers.
+pub struct Remote {
+    http: reqwest::Client,
+    headers: reqwest::header::HeaderMap,
+}
+
+/// One request an action will make. Built by a pure function of the message, so `send` and
+/// `preview` cannot disagree.
+#[derive(Debug, Clone)]
+pub struct ApiRequest {
+    pub method: reqwest::Method,
+    pub url: reqwest::Url,
+    /// The action's own headers (auth, signing); they override custom `headers` of the same name.
+    pub headers: reqwest::header::HeaderMap,
+    pub body: serde_json::Value,
+    /// The URL path or query carries a token (webhook URLs): previews show only the host.
+    pub secret_url: bool,
+}
+
+// === impl Remote ===
+
+impl Remote {
+    /// Builds the client from the shared keys. A `tls-verify: false` is allowed but warned about.
+    pub fn build(
+        config: &ActionConfig,
+        keys: RemoteKeys<'_>,
+        warnings: &mut Vec<Diagnostic>,
+    ) -> Result<Remote, Diagnostic> {
+        let http = super::remote_client(
+            keys.timeout.unwrap_or(DEFAULT_TIMEOUT),
+            keys.tls_verify,
+            keys.ca_file,
+        )
+        .map_err(|message| {
+            Diagnostic::new(config.place(), message)
+                .key("ca-file")
+                .line(config.item.line_of("ca-file"))
+        })?;
+        if !keys.tls_verify {
+            warnings.push(
+                Diagnostic::new(
+                    config.place(),
+                    "TLS certificate verification is off; anyone on the path can read and change what this action sends",
+                )
+                .key("tls-verify")
+                .line(config.item.line_of("tls-verify")),
+            );
+        }
+        let headers = super::http::header_map(
+            config,
+            keys.headers.iter().map(|(name, values)| match values {
+                HeaderValues::One(one) => (name, std::slice::from_ref(one)),
+                HeaderValues::Many(many) => (name, many.as_slice()),
+            }),
+        )?;
+        Ok(Remote { http, headers })
+    }
+
+    /// Sends one request; the reply is the caller's to judge (usually with `check_response`).
+    pub async fn send(&self, request: &ApiRequest) -> Result<reqwest::Response, ActionError> {
+        let body = serde_json::to_vec(&request.body)
+            .map_err(|err| ActionError::permanent(format!("cannot encode the request: {err}")))?;
+        self.http
+            .request(request.method.clone(), request.url.clone())
+            .headers(self.headers.clone())
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .headers(request.headers.clone())
+            .body(body)
+            .send()
+            .await
+            .map_err(ActionError::transport)
+    }
+}
+
+// === impl ApiRequest ===
+
+impl ApiRequest {
+    pub fn post(url: reqwest::Url, body: serde_json::Value) -> ApiRequest {
+        ApiRequest {
+            method: reqwest::Method::POST,
+            url,
+            headers: reqwest::header::HeaderMap::new(),
+            body,
+            secret_url: false,
+        }
+    }
+
+    /// Adds a header the action owns; `sensitive` ones show as `***` in previews.
+    pub fn header(mut self, name: &'static str, value: &str, sensitive: bool) -> ApiRequest {
+        if let Ok(mut value) = reqwest::header::HeaderValue::from_str(value) {
+            value.set_sensitive(sensitive);
+            self.headers.insert(name, value);
+        }
+        self
+    }
+
+    pub fn with_secret_url(mut self) -> ApiRequest {
+        self.secret_url = true;
+        self
+    }
+
+    /// What `hooker test-route` shows: method, where (without secrets), headers, exact body.
+    pub fn preview(&self) -> serde_json::Value {
+        let mut headers = serde_json::Map::new();
+        headers.insert("content-type".into(), "application/json".into());
+        for (name, value) in &self.headers {
+            let shown = if value.is_sensitive() {
+                "***".to_string()
+            } else {
+                value.to_str().unwrap_or("<binary>").to_string()
+            };
+            headers.insert(name.as_str().to_string(), shown.into());
+        }
+        let location = if self.secret_url {
+            format!(
+                "{}://{}/***",
+                self.url.scheme(),
+                self.url.host_str().unwrap_or_default()
+            )
+        } else {
+            let mut shown = self.url.clone();
+            let _ = shown.set_username("");
+            let _ = shown.set_password(None);
+            shown.to_string()
+        };
+        serde_json::json!({
+            "method": self.method.as_str(),
+            "url": location,
+            "headers": headers,
+            "body": self.body,
+        })
+    }
+}
+
+/// The preview of an action that may make several requests (split messages, batches).
+pub fn preview_all(requests: &[ApiRequest]) -> serde_json::Value {
+    match requests {
+        [one] => one.preview(),
+        many => {
+            serde_json::json!({ "requests": many.iter().map(ApiRequest::preview).collect::<Vec<_>>() })
+        }
+    }
+}
+
+/// Sends requests in order, stopping at the first failure; reports how many went out.
+pub async fn send_all(
+    remote: &Remote,
+    requests: &[ApiRequest],
+) -> Result<super::Report, ActionError> {
+    let mut last = super::Report::none();
+    for (index, request) in requests.iter().enumerate() {
+        let response = remote.send(request).await?;
+        last = super::check_response(response).await.map_err(|mut err| {
+            if requests.len() > 1 {
+                err.message = format!("part {} of {}: {}", index + 1, requests.len(), err.message);
+            }
+            err
+        })?;
+    }
+    if requests.len() > 1 {
+        let detail = last.detail.unwrap_or_default();
+        return Ok(super::Report::detail(format!(
+            "{detail} ({} requests)",
+            requests.len()
+        )));
+    }
+    Ok(last)
+}
+
+/// Cuts `text` to at most `limit` bytes on a character boundary.
+pub fn truncate(text: &str, limit: usize) -> &str {
+    if text.len() <= limit {
+        return text;
+    }
+    let mut end = limit;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+/// Joins a path onto a base URL, keeping the base's own path (`https://x/splunk` + `services/…`).
+pub fn join_path(base: &reqwest::Url, path: &str) -> reqwest::Url {
+    let mut url = base.clone();
+    let joined = format!(
+        "{}/{}",
+        base.path().trim_end_matches('/'),
+        path.trim_start_matches('/')
+    );
+    url.set_path(&joined);
+    url
+}
