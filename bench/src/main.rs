@@ -12,6 +12,7 @@
 
 mod agent;
 mod forward;
+mod grpc;
 mod http;
 mod tail;
 
@@ -180,6 +181,10 @@ async fn main() -> Result<()> {
                 }
                 Some("forward") | Some("forward+unix") => {
                     let sender = forward::ForwardSender::connect(&target, events).await?;
+                    drive(sender, &args, &stats, &next, start, deadline).await
+                }
+                Some("grpc") => {
+                    let sender = grpc::GrpcSender::connect(&target, events).await?;
                     drive(sender, &args, &stats, &next, start, deadline).await
                 }
                 _ => bail!("unsupported target {target}"),
