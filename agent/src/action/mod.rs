@@ -5,6 +5,7 @@
 //! file; they get a typed config at build and a [`Message`] at send. The error an action returns
 //! says whether trying again could help ([`ErrorKind`]); when to retry is decided elsewhere.
 
+mod docker;
 mod exec;
 mod http;
 mod log;
@@ -46,6 +47,7 @@ type BuildFn = fn(&ActionConfig, &BuildContext) -> Result<Built, Diagnostic>;
 
 /// `type` → builder. Adding an action type is one file plus one line here.
 const REGISTRY: &[(&str, BuildFn)] = &[
+    ("docker", docker::build),
     ("exec", exec::build),
     ("http", http::build),
     ("log", log::build),
