@@ -8,6 +8,7 @@
 mod docker;
 mod exec;
 mod http;
+mod kubernetes;
 mod log;
 mod stdout;
 mod webhook;
@@ -50,6 +51,7 @@ const REGISTRY: &[(&str, BuildFn)] = &[
     ("docker", docker::build),
     ("exec", exec::build),
     ("http", http::build),
+    ("kubernetes", kubernetes::build),
     ("log", log::build),
     ("stdout", stdout::build),
     ("webhook", webhook::build),
