@@ -262,6 +262,58 @@ async fn kubernetes_labels_the_deployments_running_the_image_a_trivy_operator_re
 }
 
 #[tokio::test]
+async fn kubernetes_workloads_target_patches_statefulsets_and_daemonsets() -> anyhow::Result<()> {
+    let api = fake_api(vec![
+        (
+            "GET /api/v1/namespaces/data/pods",
+            list(vec![
+                pod("data", "db-0", "redis:7", Some(("StatefulSet", "db"))),
+                pod("data", "db-1", "redis:7", Some(("StatefulSet", "db"))),
+                pod("data", "agent-x", "redis:7", Some(("DaemonSet", "agent"))),
+                pod("data", "bare", "redis:7", None),
+            ]),
+        ),
+        (
+            "PATCH /apis/apps/v1/namespaces/data/daemonsets/agent",
+            Reply::json(200, json!({})),
+        ),
+        (
+            "PATCH /apis/apps/v1/namespaces/data/statefulsets/db",
+            Reply::json(200, json!({})),
+        ),
+    ])
+    .await?;
+    let dir = TempDir::new("kube-workloads");
+    let keys = "    kube-namespace: data\n    kube-image: redis:7\n    kube-target: workloads\n    kube-dry-run: true\n    kube-actions:\n      labels:\n        checked: \"yes\"";
+    let agent = Agent::start(&config(&kubeconfig(&dir, &api.url("")), keys)).await?;
+    agent.post("/", r#"{"x":1}"#).await?;
+    let done = outcome(&agent).await?;
+    assert_eq!(
+        done["detail"],
+        "dry run; 4 pod(s) running docker.io/library/redis:7; patched daemonset data/agent, statefulset data/db; skipped pod data/bare (no workload owns it)",
+        "{done}"
+    );
+    let requests = api.requests();
+    assert_eq!(requests.len(), 3, "{requests:?}");
+    for (request, path) in requests[1..].iter().zip([
+        "/apis/apps/v1/namespaces/data/daemonsets/agent",
+        "/apis/apps/v1/namespaces/data/statefulsets/db",
+    ]) {
+        assert_request(
+            request,
+            "PATCH",
+            path,
+            Some("dryRun=All&fieldManager=hooker"),
+        );
+        assert_eq!(
+            request.body_json(),
+            json!({"metadata": {"labels": {"checked": "yes"}}})
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test]
 async fn kubernetes_deletes_pods_of_a_vulnerable_image_but_spares_daemonset_and_static_pods()
 -> anyhow::Result<()> {
     // trivy/trivy-image-alpine-310.json names ghcr.io/aquasecurity/trivy-test-images:alpine-310.
