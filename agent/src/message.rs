@@ -51,6 +51,19 @@ impl Message {
 
     /// Replaces every `event.input.<path>` in `text` with the value found (strings unquoted).
     pub fn substitute(&self, text: &str) -> String {
+        match self.substitute_checked(text, |_| Ok::<(), std::convert::Infallible>(())) {
+            Ok(out) => out,
+            Err(never) => match never {},
+        }
+    }
+
+    /// Like [`Message::substitute`], but every value taken from the event must pass `check`
+    /// before it is inserted (e.g. a Kubernetes label value inside a label selector).
+    pub fn substitute_checked<E>(
+        &self,
+        text: &str,
+        mut check: impl FnMut(&str) -> Result<(), E>,
+    ) -> Result<String, E> {
         const MARK: &str = "event.input";
         let mut out = String::with_capacity(text.len());
         let mut rest = text;
@@ -69,15 +82,17 @@ impl Message {
             let path = after[..path_len]
                 .trim_start_matches('.')
                 .trim_end_matches('.');
-            match self.lookup_input(path) {
-                Some(serde_json::Value::String(s)) => out.push_str(&s),
-                Some(serde_json::Value::Null) | None => {}
-                Some(other) => out.push_str(&other.to_string()),
-            }
+            let value = match self.lookup_input(path) {
+                Some(serde_json::Value::String(s)) => s,
+                Some(serde_json::Value::Null) | None => String::new(),
+                Some(other) => other.to_string(),
+            };
+            check(&value)?;
+            out.push_str(&value);
             rest = &after[path_len..];
         }
         out.push_str(rest);
-        out
+        Ok(out)
     }
 }
 

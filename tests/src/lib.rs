@@ -540,6 +540,22 @@ impl Sink {
     pub async fn tls_with(
         responder: impl Fn(&Recorded) -> Reply + Send + Sync + 'static,
     ) -> Result<Sink> {
+        Sink::tls_serve(Arc::new(responder), None).await
+    }
+
+    /// Like [`Sink::tls_with`], and every client must present a certificate signed by
+    /// `client_ca` (mutual TLS); handshakes without one fail.
+    pub async fn mtls_with(
+        responder: impl Fn(&Recorded) -> Reply + Send + Sync + 'static,
+        client_ca: rustls::pki_types::CertificateDer<'static>,
+    ) -> Result<Sink> {
+        Sink::tls_serve(Arc::new(responder), Some(client_ca)).await
+    }
+
+    async fn tls_serve(
+        responder: Responder,
+        client_ca: Option<rustls::pki_types::CertificateDer<'static>>,
+    ) -> Result<Sink> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let certified = rcgen::generate_simple_self_signed(vec![
             "127.0.0.1".to_string(),
@@ -548,9 +564,18 @@ impl Sink {
         let ca_pem = certified.cert.pem();
         let key = rustls::pki_types::PrivateKeyDer::try_from(certified.signing_key.serialize_der())
             .map_err(|e| anyhow!(e))?;
-        let config = rustls::ServerConfig::builder()
-            .with_no_client_auth()
-            .with_single_cert(vec![certified.cert.der().clone()], key)?;
+        let builder = rustls::ServerConfig::builder();
+        let builder = match client_ca {
+            Some(client_ca) => {
+                let mut roots = rustls::RootCertStore::empty();
+                roots.add(client_ca)?;
+                let verifier =
+                    rustls::server::WebPkiClientVerifier::builder(Arc::new(roots)).build()?;
+                builder.with_client_cert_verifier(verifier)
+            }
+            None => builder.with_no_client_auth(),
+        };
+        let config = builder.with_single_cert(vec![certified.cert.der().clone()], key)?;
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let mut sink = Sink::serve(
@@ -558,7 +583,7 @@ impl Sink {
                 inner: listener,
                 acceptor,
             },
-            Arc::new(responder),
+            responder,
         )
         .await?;
         sink.scheme = "https";

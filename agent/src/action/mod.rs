@@ -7,8 +7,10 @@
 
 mod alert;
 mod api_client;
+mod docker;
 mod exec;
 mod http;
+mod kubernetes;
 mod log;
 mod opsgenie;
 mod pagerduty;
@@ -53,8 +55,10 @@ type BuildFn = fn(&ActionConfig, &BuildContext) -> Result<Built, Diagnostic>;
 
 /// `type` → builder. Adding an action type is one file plus one line here.
 const REGISTRY: &[(&str, BuildFn)] = &[
+    ("docker", docker::build),
     ("exec", exec::build),
     ("http", http::build),
+    ("kubernetes", kubernetes::build),
     ("log", log::build),
     ("opsgenie", opsgenie::build),
     ("pagerduty", pagerduty::build),
