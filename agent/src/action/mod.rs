@@ -7,11 +7,13 @@
 
 mod alert;
 mod api_client;
+mod awssecurityhub;
 mod exec;
 mod http;
 mod log;
 mod opsgenie;
 mod pagerduty;
+mod servicenow;
 mod slack;
 mod splunk;
 mod stdout;
@@ -53,11 +55,13 @@ type BuildFn = fn(&ActionConfig, &BuildContext) -> Result<Built, Diagnostic>;
 
 /// `type` → builder. Adding an action type is one file plus one line here.
 const REGISTRY: &[(&str, BuildFn)] = &[
+    ("awssecurityhub", awssecurityhub::build),
     ("exec", exec::build),
     ("http", http::build),
     ("log", log::build),
     ("opsgenie", opsgenie::build),
     ("pagerduty", pagerduty::build),
+    ("servicenow", servicenow::build),
     ("slack", slack::build),
     ("splunk", splunk::build),
     ("stdout", stdout::build),
