@@ -49,7 +49,7 @@ struct SplunkConfig {
     /// Verify the server's certificate (default true).
     #[serde(
         default = "api_client::yes",
-        deserialize_with = "units::de_lenient_bool"
+        deserialize_with = "api_client::de_tls_verify"
     )]
     tls_verify: bool,
     /// Extra CA bundle (PEM) to trust, e.g. Splunk's own CA.
