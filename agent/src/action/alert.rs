@@ -60,16 +60,6 @@ impl Severity {
             _ => None,
         }
     }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Severity::Info => "info",
-            Severity::Low => "low",
-            Severity::Medium => "medium",
-            Severity::High => "high",
-            Severity::Critical => "critical",
-        }
-    }
 }
 
 /// The message's severity: the template's `result_severity` when it says one, else the event's.

@@ -20,6 +20,17 @@ pub const fn yes() -> bool {
     true
 }
 
+/// Reads `tls-verify` like any boolean (`yes`, `"false"`, …), except that an empty value keeps
+/// verification on: only an explicit false turns it off.
+pub fn de_tls_verify<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<bool, D::Error> {
+    match Option::<serde_json::Value>::deserialize(deserializer)? {
+        None | Some(serde_json::Value::Null) => Ok(true),
+        Some(value) => {
+            crate::config::units::de_lenient_bool(value).map_err(serde::de::Error::custom)
+        }
+    }
+}
+
 /// A `headers:` value: `name: value` or `name: [values]` (Postee's http style).
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
@@ -236,4 +247,41 @@ pub fn join_path(base: &reqwest::Url, path: &str) -> reqwest::Url {
     );
     url.set_path(&joined);
     url
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Deserialize)]
+    #[serde(rename_all = "kebab-case")]
+    struct Keys {
+        #[serde(default = "yes", deserialize_with = "de_tls_verify")]
+        tls_verify: bool,
+    }
+
+    #[test]
+    fn only_an_explicit_false_turns_tls_verification_off() {
+        let read = |text: &str| {
+            serde_json::from_str::<Keys>(text)
+                .map(|k| k.tls_verify)
+                .ok()
+        };
+        assert_eq!(read("{}"), Some(true));
+        assert_eq!(read(r#"{"tls-verify": null}"#), Some(true));
+        assert_eq!(read(r#"{"tls-verify": "yes"}"#), Some(true));
+        assert_eq!(read(r#"{"tls-verify": false}"#), Some(false));
+        assert_eq!(read(r#"{"tls-verify": "off"}"#), Some(false));
+        assert_eq!(read(r#"{"tls-verify": "maybe"}"#), None);
+    }
+
+    #[test]
+    fn paths_join_under_the_base() {
+        let base = reqwest::Url::parse("https://x.io/proxy/").unwrap();
+        assert_eq!(
+            join_path(&base, "/v2/alerts").as_str(),
+            "https://x.io/proxy/v2/alerts"
+        );
+        assert_eq!(truncate("éé", 3), "é");
+    }
 }

@@ -8,12 +8,14 @@
 mod alert;
 mod api_client;
 mod docker;
+mod awssecurityhub;
 mod exec;
 mod http;
 mod kubernetes;
 mod log;
 mod opsgenie;
 mod pagerduty;
+mod servicenow;
 mod slack;
 mod splunk;
 mod stdout;
@@ -56,12 +58,14 @@ type BuildFn = fn(&ActionConfig, &BuildContext) -> Result<Built, Diagnostic>;
 /// `type` → builder. Adding an action type is one file plus one line here.
 const REGISTRY: &[(&str, BuildFn)] = &[
     ("docker", docker::build),
+    ("awssecurityhub", awssecurityhub::build),
     ("exec", exec::build),
     ("http", http::build),
     ("kubernetes", kubernetes::build),
     ("log", log::build),
     ("opsgenie", opsgenie::build),
     ("pagerduty", pagerduty::build),
+    ("servicenow", servicenow::build),
     ("slack", slack::build),
     ("splunk", splunk::build),
     ("stdout", stdout::build),

@@ -29,6 +29,15 @@ const ALIAS_LIMIT: usize = 512;
 const TAG_LIMIT: usize = 50;
 const MAX_TAGS: usize = 20;
 const PRIORITIES: &[&str] = &["P1", "P2", "P3", "P4", "P5"];
+/// The keys of a template body written for OpsGenie (Postee's contract, plus `details`).
+const OVERRIDES: &[&str] = &[
+    "description",
+    "alias",
+    "entity",
+    "priority",
+    "tags",
+    "details",
+];
 
 /// One `type: opsgenie` block of cfg.yaml.
 #[derive(Debug, Deserialize)]
@@ -73,7 +82,7 @@ struct OpsGenieConfig {
     /// Verify the server's certificate (default true).
     #[serde(
         default = "api_client::yes",
-        deserialize_with = "units::de_lenient_bool"
+        deserialize_with = "api_client::de_tls_verify"
     )]
     tls_verify: bool,
     /// Extra CA bundle (PEM) to trust.
@@ -185,8 +194,11 @@ pub fn build(config: &ActionConfig, _cx: &BuildContext) -> Result<Built, Diagnos
 
 impl OpsGenie {
     fn request(&self, message: &Message) -> ApiRequest {
+        // Only an object written for OpsGenie overrides; any other JSON is the description.
         let overrides = match message.body_json() {
-            Some(Value::Object(map)) => Some(map),
+            Some(Value::Object(map)) if OVERRIDES.iter().any(|key| map.contains_key(*key)) => {
+                Some(map)
+            }
             _ => None,
         };
         let from_body = |key: &str| {

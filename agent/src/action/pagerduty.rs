@@ -60,7 +60,7 @@ struct PagerDutyConfig {
     /// Verify the server's certificate (default true).
     #[serde(
         default = "api_client::yes",
-        deserialize_with = "units::de_lenient_bool"
+        deserialize_with = "api_client::de_tls_verify"
     )]
     tls_verify: bool,
     /// Extra CA bundle (PEM) to trust.

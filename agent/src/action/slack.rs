@@ -35,7 +35,7 @@ struct SlackConfig {
     /// Verify the server's certificate (default true).
     #[serde(
         default = "api_client::yes",
-        deserialize_with = "units::de_lenient_bool"
+        deserialize_with = "api_client::de_tls_verify"
     )]
     tls_verify: bool,
     /// Extra CA bundle (PEM) to trust, e.g. for a proxy.
@@ -263,14 +263,14 @@ pub(super) fn escape(text: &str) -> String {
     while let Some(at) = rest.find(['&', '<', '>']) {
         out.push_str(&rest[..at]);
         let tail = &rest[at..];
-        if tail.starts_with('&') {
-            if is_entity(&tail[1..]) {
+        if let Some(after) = tail.strip_prefix('&') {
+            if is_entity(after) {
                 out.push('&');
             } else {
                 out.push_str("&amp;");
             }
-            rest = &tail[1..];
-        } else if tail.starts_with('<') {
+            rest = after;
+        } else if let Some(after) = tail.strip_prefix('<') {
             match slack_sequence(tail) {
                 Some(len) => {
                     out.push_str(&tail[..len]);
@@ -278,7 +278,7 @@ pub(super) fn escape(text: &str) -> String {
                 }
                 None => {
                     out.push_str("&lt;");
-                    rest = &tail[1..];
+                    rest = after;
                 }
             }
         } else {

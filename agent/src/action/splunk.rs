@@ -49,7 +49,7 @@ struct SplunkConfig {
     /// Verify the server's certificate (default true).
     #[serde(
         default = "api_client::yes",
-        deserialize_with = "units::de_lenient_bool"
+        deserialize_with = "api_client::de_tls_verify"
     )]
     tls_verify: bool,
     /// Extra CA bundle (PEM) to trust, e.g. Splunk's own CA.
@@ -156,7 +156,7 @@ impl Splunk {
     fn request(&self, message: &Message) -> (ApiRequest, Option<usize>) {
         let (event, truncated) = event_value(&message.body, self.size_limit);
         let mut envelope = self.envelope.clone();
-        envelope.insert("time".into(), event_time(&message.event).into());
+        envelope.insert("time".into(), event_time(&message.event));
         envelope.insert("event".into(), event);
         let request = ApiRequest::post(self.url.clone(), Value::Object(envelope)).header(
             "authorization",
