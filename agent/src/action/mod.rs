@@ -5,9 +5,14 @@
 //! file; they get a typed config at build and a [`Message`] at send. The error an action returns
 //! says whether trying again could help ([`ErrorKind`]); when to retry is decided elsewhere.
 
+mod dependencytrack;
+mod email;
 mod exec;
 mod http;
+mod jira;
 mod log;
+mod nexusiq;
+mod remote_keys;
 mod stdout;
 mod webhook;
 
@@ -46,9 +51,13 @@ type BuildFn = fn(&ActionConfig, &BuildContext) -> Result<Built, Diagnostic>;
 
 /// `type` → builder. Adding an action type is one file plus one line here.
 const REGISTRY: &[(&str, BuildFn)] = &[
+    ("dependencytrack", dependencytrack::build),
+    ("email", email::build),
     ("exec", exec::build),
     ("http", http::build),
+    ("jira", jira::build),
     ("log", log::build),
+    ("nexusiq", nexusiq::build),
     ("stdout", stdout::build),
     ("webhook", webhook::build),
 ];
