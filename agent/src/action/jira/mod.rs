@@ -340,11 +340,12 @@ impl Jira {
             out.insert("priority".into(), priority);
         }
         if let Some(who) = self.assignee_name(message) {
-            match self.user(&who).await? {
-                Some(user) => {
+            match self.optional(self.user(&who).await)? {
+                Some(Some(user)) => {
                     out.insert("assignee".into(), user);
                 }
-                None => self.warn("assignee", &format!("no Jira user matches `{who}`")),
+                Some(None) => self.warn("assignee", &format!("no Jira user matches `{who}`")),
+                None => {}
             }
         }
         let mut labels: Vec<String> = self.labels.iter().map(|l| l.replace(' ', "_")).collect();
@@ -424,17 +425,31 @@ impl Jira {
             self.warn("sprint", "the create screen has no Sprint field");
             return Ok(());
         };
-        match self.sprint_id().await? {
-            Some(id) => {
+        match self.optional(self.sprint_id().await)? {
+            Some(Some(id)) => {
                 out.insert(field.key.clone(), id.into());
             }
-            None => self.warn("sprint", "no matching board or sprint found"),
+            Some(None) => self.warn("sprint", "no matching board or sprint found"),
+            None => {}
         }
         Ok(())
     }
 
     fn warn(&self, key: &str, problem: &str) {
         tracing::warn!(action = %self.name, key, problem, "Jira field left out.");
+    }
+
+    /// A look-up that should not cost the ticket: a permanent failure (no permission to browse
+    /// users, no agile API) is logged and gives `None`; anything that may pass stays an error.
+    fn optional<T>(&self, result: Result<T, ActionError>) -> Result<Option<T>, ActionError> {
+        match result {
+            Ok(value) => Ok(Some(value)),
+            Err(err) if err.kind == super::ErrorKind::Permanent => {
+                tracing::warn!(action = %self.name, error = %err, "Jira look-up failed; the field is left out.");
+                Ok(None)
+            }
+            Err(err) => Err(err),
+        }
     }
 }
 
