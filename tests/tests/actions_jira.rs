@@ -46,10 +46,13 @@ fn task_fields() -> serde_json::Value {
     ])
 }
 
+/// An issue the fake Jira created: its key and labels.
+type Created = (String, Vec<String>);
+
 /// A fake Jira with project `SEC`. Created issues are `SEC-1`, `SEC-2`…; a search finds an
 /// issue when the JQL names a label the issue was created with.
 async fn fake_jira(flavour: Flavour) -> anyhow::Result<Sink> {
-    let created: Arc<Mutex<Vec<(String, Vec<String>)>>> = Arc::default();
+    let created: Arc<Mutex<Vec<Created>>> = Arc::default();
     Sink::with(move |request: &Recorded| {
         let query = request.query.clone().unwrap_or_default();
         match (request.method.as_str(), request.path.as_str()) {

@@ -97,7 +97,7 @@ enum Delivery {
         mode: TlsMode,
         user: Option<String>,
     },
-    Mx(mx::Mx),
+    Mx(Box<mx::Mx>),
 }
 
 pub struct Email {
@@ -166,13 +166,13 @@ pub fn build(config: &ActionConfig, _cx: &BuildContext) -> Result<Built, Diagnos
             None => None,
             Some(text) => Some(parse_resolver(text).map_err(|why| located("mx-resolver", why))?),
         };
-        Delivery::Mx(mx::Mx::new(
+        Delivery::Mx(Box::new(mx::Mx::new(
             resolver,
             port.unwrap_or(25),
             trust,
             hello,
             timeout,
-        ))
+        )))
     } else {
         let host = settings
             .host

@@ -77,11 +77,7 @@ pub fn html_to_text(html: &str) -> String {
                 newline(&mut out);
                 out.push_str("- ");
             }
-            "td" | "th" => {
-                if !out.ends_with('\n') && !out.is_empty() {
-                    out.push_str(" | ");
-                }
-            }
+            "td" | "th" if !out.ends_with('\n') && !out.is_empty() => out.push_str(" | "),
             "a" => pending_href = attribute(tag, "href"),
             "/a" => {
                 if let Some(href) = pending_href.take()
