@@ -18,6 +18,11 @@ mod pagerduty;
 mod servicenow;
 mod slack;
 mod splunk;
+mod dependencytrack;
+mod email;
+mod jira;
+mod nexusiq;
+mod remote_keys;
 mod stdout;
 mod teams;
 mod webhook;
@@ -68,6 +73,10 @@ const REGISTRY: &[(&str, BuildFn)] = &[
     ("servicenow", servicenow::build),
     ("slack", slack::build),
     ("splunk", splunk::build),
+    ("dependencytrack", dependencytrack::build),
+    ("email", email::build),
+    ("jira", jira::build),
+    ("nexusiq", nexusiq::build),
     ("stdout", stdout::build),
     ("teams", teams::build),
     ("webhook", webhook::build),
