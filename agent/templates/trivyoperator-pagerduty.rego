@@ -1,0 +1,19 @@
+# Renders a trivy-operator VulnerabilityReport (bare, or in its {verb, operatorObject} wrapper)
+# as a JSON object for the PagerDuty and OpsGenie actions (summary, severity, dedup_key, ...).
+package hooker.trivyoperator.pagerduty
+
+import data.hooker.lib.render
+import data.hooker.lib.trivyoperator
+import rego.v1
+
+title := trivyoperator.title
+
+result := render.alert(trivyoperator.card, 20)
+
+result_severity := trivyoperator.level
+
+result_finding := trivyoperator.finding
+
+result_owners := input.application_scope_owners if is_array(input.application_scope_owners)
+
+aggregation_pkg := "hooker.aggregate.alert"
