@@ -38,3 +38,6 @@ result := render.alert(
 )
 
 result_severity := level
+
+# The key the paging actions de-duplicate on: the findings covered.
+result_dedup_key := render.clip(concat(",", findings), 255) if count(findings) > 0

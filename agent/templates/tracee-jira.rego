@@ -14,6 +14,9 @@ result_severity := tracee.level
 
 result_finding := tracee.finding
 
+# The key the paging and ticketing actions de-duplicate on.
+result_dedup_key := tracee.finding
+
 result_owners := input.application_scope_owners if is_array(input.application_scope_owners)
 
 aggregation_pkg := "hooker.aggregate.jira"

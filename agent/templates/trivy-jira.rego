@@ -16,6 +16,9 @@ result_severity := trivy.level
 
 result_finding := trivy.finding
 
+# The key the paging and ticketing actions de-duplicate on.
+result_dedup_key := trivy.finding
+
 result_owners := input.application_scope_owners if is_array(input.application_scope_owners)
 
 aggregation_pkg := "hooker.aggregate.jira"

@@ -14,6 +14,9 @@ result_severity := trivyoperator.level
 
 result_finding := trivyoperator.finding
 
+# The key the paging and ticketing actions de-duplicate on.
+result_dedup_key := trivyoperator.finding
+
 result_owners := input.application_scope_owners if is_array(input.application_scope_owners)
 
 aggregation_pkg := "hooker.aggregate.html"

@@ -14,6 +14,30 @@ result_severity := trivyoperator.level
 
 result_finding := trivyoperator.finding
 
+# The key the paging and ticketing actions de-duplicate on.
+result_dedup_key := trivyoperator.finding
+
+# PagerDuty's payload fields, when the event says them.
+result_source := v if {
+	v := trivyoperator.card.source
+	v != ""
+}
+
+result_component := v if {
+	v := trivyoperator.card.component
+	v != ""
+}
+
+result_group := v if {
+	v := trivyoperator.card.group
+	v != ""
+}
+
+result_class := v if {
+	v := trivyoperator.card.class
+	v != ""
+}
+
 result_owners := input.application_scope_owners if is_array(input.application_scope_owners)
 
 aggregation_pkg := "hooker.aggregate.alert"

@@ -308,6 +308,10 @@ fn check_shape(channel: &str, route: &Value) -> Result<()> {
         !finding.is_empty() && !finding.contains(char::is_whitespace),
         "result_finding {finding:?} is empty or has spaces"
     );
+    ensure!(
+        fields["dedup_key"] == finding,
+        "result_dedup_key differs from result_finding"
+    );
     let body = route["deliveries"][0]["would_send"]["body"]
         .as_str()
         .unwrap_or_default();
