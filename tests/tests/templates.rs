@@ -473,3 +473,91 @@ fn many_vulnerabilities(n: usize) -> Value {
         "Results": [{"Target": "registry.example/big:1.0 (debian 12)", "Class": "os-pkgs", "Type": "debian", "Vulnerabilities": vulnerabilities}],
     })
 }
+
+/// The README's example: a template of one's own that reuses a library card and renderer, and
+/// routes that use the libraries.
+#[tokio::test]
+async fn a_custom_template_reuses_the_card_renderers() -> Result<()> {
+    let dir = TempDir::new("custom-template");
+    let templates = dir.join("templates");
+    std::fs::create_dir_all(&templates)?;
+    std::fs::write(
+        templates.join("mine.rego"),
+        r#"package mycompany.tracee.slack
+
+import data.hooker.lib.render
+import data.hooker.lib.tracee
+import rego.v1
+
+title := sprintf("[prod] %s", [tracee.title])
+
+result := render.slack_blocks(object.union(tracee.card, {"lead": "Runbook: https://wiki.example/tracee"}), 20)
+
+result_severity := tracee.level
+"#,
+    )?;
+    let cfg = dir.join("cfg.yaml");
+    std::fs::write(
+        &cfg,
+        r#"routes:
+  - name: tracee-to-slack
+    input: data.hooker.lib.tracee.is_detection
+    template: mine
+    actions: [out]
+  - name: critical-images
+    input: |
+      data.hooker.lib.trivy.is_report
+      data.hooker.lib.trivy.level == "critical"
+    template: mine
+    actions: [out]
+templates:
+  - name: mine
+    rego-package: mycompany.tracee.slack
+actions:
+  - name: out
+    type: stdout
+    enable: true
+"#,
+    )?;
+    let events = dir.join("events.json");
+    std::fs::write(
+        &events,
+        serde_json::to_vec(&json!([
+            fixture_json("tracee/v0.12-era-signature-dropped-executable-TRC-1022.json"),
+            fixture_json("trivy/trivy-image-alpine-310.json"),
+            fixture_json("postee/trivy-input.json"),
+        ]))?,
+    )?;
+    let (code, stdout, stderr) = hooker(
+        &[
+            "test-route",
+            "--cfgfile",
+            &cfg.display().to_string(),
+            "--event",
+            &events.display().to_string(),
+            "--rego-templates",
+            &templates.display().to_string(),
+        ],
+        &[],
+    )
+    .await?;
+    ensure!(code == 0, "{stderr}");
+    let report: Value = serde_json::from_str(&stdout)?;
+    let tracee = &report[0]["routes"][0];
+    ensure!(
+        tracee["title"] == "[prod] Tracee Detection - New executable dropped",
+        "{tracee}"
+    );
+    let body = tracee["deliveries"][0]["would_send"]["body"]
+        .as_str()
+        .unwrap_or_default();
+    check_slack_blocks(body)?;
+    ensure!(
+        body.contains("Runbook: https://wiki.example/tracee") && body.contains("TRC-1022"),
+        "{body}"
+    );
+    // Only the report with a critical vulnerability matches the second route.
+    ensure!(report[1]["routes"][1]["matched"] == false, "{}", report[1]);
+    ensure!(report[2]["routes"][1]["matched"] == true, "{}", report[2]);
+    Ok(())
+}
