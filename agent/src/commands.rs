@@ -122,6 +122,7 @@ pub async fn test_route(
                         "template": route.template,
                         "title": message.title,
                         "url": message.url,
+                        "fields": message.fields,
                         "aggregated": route.aggregates(),
                         "deduplicated_by": route.unique_props,
                         "deliveries": deliveries,

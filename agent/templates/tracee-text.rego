@@ -1,36 +1,22 @@
-# Plain-text message for a Tracee detection or event (any of the three JSON shapes).
+# Renders a Tracee detection or event (any of the three JSON shapes)
+# as plain text: the title, then one fact per line.
 package hooker.tracee.text
 
+import data.hooker.lib.render
 import data.hooker.lib.tracee
 import rego.v1
 
-title := sprintf("Tracee Detection - %s", [tracee.signature_name]) if tracee.is_detection
-else := sprintf("Tracee Event - %s", [tracee.event_name])
+title := tracee.title
 
-lines := [line |
-	some pair in [
-		["Signature", tracee.signature_id],
-		["Severity", sev],
-		["Description", tracee.description],
-		["MITRE", mitre],
-		["Process", tracee.process_name],
-		["Host", tracee.host_name],
-		["Pod", pod],
-		["Container", tracee.container_id],
-		["Image", tracee.container_image],
-	]
-	pair[1] != ""
-	line := sprintf("%s: %s", pair)
-]
+result := render.plain(tracee.card, 50)
 
-sev := "" if tracee.severity < 0
-else := sprintf("%s (%d)", [tracee.severity_name, tracee.severity])
+result_severity := tracee.level
 
-mitre := trim(concat(" / ", [x | some x in [tracee.mitre_category, tracee.mitre_technique]; x != ""]), " /")
+result_finding := tracee.finding
 
-pod := "" if tracee.pod_name == ""
-else := sprintf("%s/%s", [tracee.pod_namespace, tracee.pod_name])
+# The key the paging and ticketing actions de-duplicate on.
+result_dedup_key := tracee.finding
 
-result := concat("\n", array.concat([title], lines))
+result_owners := input.application_scope_owners if is_array(input.application_scope_owners)
 
 aggregation_pkg := "hooker.aggregate.text"

@@ -23,6 +23,18 @@ pub const LIBRARY: &[(&str, &str)] = &[
         "hooker/lib/common.rego",
         include_str!("../../templates/lib/common.rego"),
     ),
+    (
+        "hooker/lib/render.rego",
+        include_str!("../../templates/lib/render.rego"),
+    ),
+    (
+        "hooker/lib/trivy.rego",
+        include_str!("../../templates/lib/trivy.rego"),
+    ),
+    (
+        "hooker/lib/trivyoperator.rego",
+        include_str!("../../templates/lib/trivyoperator.rego"),
+    ),
 ];
 
 /// A route's compiled rule: an engine holding its modules and the rule paths to OR.

@@ -31,6 +31,33 @@ pub const BUILTIN: &[(&str, &str)] = builtin![
     "vuls-html-aggregation.rego",
     "vuls-slack.rego",
     "vuls-slack-aggregation.rego",
+    "aggregate-slack.rego",
+    "aggregate-html.rego",
+    "aggregate-jira.rego",
+    "aggregate-alert.rego",
+    "tracee-slack.rego",
+    "tracee-teams.rego",
+    "tracee-jira.rego",
+    "tracee-html.rego",
+    "tracee-email.rego",
+    "tracee-pagerduty.rego",
+    "tracee-opsgenie.rego",
+    "trivy-text.rego",
+    "trivy-slack.rego",
+    "trivy-teams.rego",
+    "trivy-jira.rego",
+    "trivy-html.rego",
+    "trivy-email.rego",
+    "trivy-pagerduty.rego",
+    "trivy-opsgenie.rego",
+    "trivyoperator-text.rego",
+    "trivyoperator-slack.rego",
+    "trivyoperator-teams.rego",
+    "trivyoperator-jira.rego",
+    "trivyoperator-html.rego",
+    "trivyoperator-email.rego",
+    "trivyoperator-pagerduty.rego",
+    "trivyoperator-opsgenie.rego",
 ];
 
 /// One template module: where it came from and the package it declares.
@@ -100,6 +127,9 @@ impl Catalog {
             let renamed = match rest {
                 // Postee spelled its CycloneDX package without the "e".
                 "vuls.cyclondx" => "vuls.cyclonedx".to_string(),
+                // Postee's Trivy-report Slack template and its aggregation.
+                "vuls.trivy.slack" => "trivy.slack".to_string(),
+                "vuls.slack.trivy.aggregation" => "aggregate.slack".to_string(),
                 other => other.to_string(),
             };
             self.entries.get(&format!("hooker.{renamed}"))
@@ -472,3 +502,6 @@ mod tests {
         assert!(err.contains("hooker.rawmessage.json"), "{err}");
     }
 }
+
+#[cfg(test)]
+mod golden;

@@ -1,0 +1,232 @@
+//! The built-in Tracee, Trivy and trivy-operator templates through the library: aggregation
+//! results against golden files (`tests/golden/aggregate/`, rewritten with `HOOKER_BLESS=1`), and
+//! odd or hostile inputs that must render without an error. Single-event golden files are checked
+//! through `hooker test-route` in `tests/tests/templates.rs`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use regorus::Value;
+use serde_json::json;
+
+use super::{Catalog, Template, TemplateText};
+use crate::message::Message;
+
+const FAMILIES: &[&str] = &["tracee", "trivy", "trivyoperator"];
+
+const CHANNELS: &[&str] = &[
+    "text",
+    "slack",
+    "teams",
+    "jira",
+    "html",
+    "email",
+    "pagerduty",
+    "opsgenie",
+];
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn fixture(relative: &str) -> serde_json::Value {
+    let base = std::env::var_os("HOOKER_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("../shared/fixtures"));
+    let path = base.join(relative);
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("fixture {} is missing: {e}", path.display()));
+    serde_json::from_str(&text).expect("fixture is JSON")
+}
+
+fn compile(package: &str) -> Template {
+    let catalog = Catalog::load(None).expect("built-in catalog compiles");
+    Template::compile(package, TemplateText::Package(package), &catalog)
+        .unwrap_or_else(|e| panic!("{package}: {e}"))
+}
+
+fn render(template: &mut Template, event: &serde_json::Value) -> Result<Message, String> {
+    let mut input = event.clone();
+    if let serde_json::Value::Object(map) = &mut input {
+        map.insert("postee".into(), json!({"AquaServer": ""}));
+    }
+    template.render(Value::from(input), "r", "e", Arc::new(event.clone()))
+}
+
+/// Two events of each family, different enough that the aggregate shows both.
+fn pair(family: &str) -> [serde_json::Value; 2] {
+    match family {
+        "tracee" => [
+            fixture("tracee/v0.12-era-signature-dropped-executable-TRC-1022.json"),
+            fixture("tracee/v0.12-era-signature-anti-debugging-TRC-102.json"),
+        ],
+        "trivy" => [
+            fixture("trivy/trivy-image-alpine-310.json"),
+            fixture("postee/trivy-input.json"),
+        ],
+        _ => [
+            fixture("postee/trivy-operator-input.json"),
+            fixture("trivy/trivy-operator-VulnerabilityReport-cr.json"),
+        ],
+    }
+}
+
+fn golden_text(message: &Message) -> String {
+    let mut text = format!(
+        "title: {}\nurl: {}\n",
+        message.title,
+        message.url.as_deref().unwrap_or("-")
+    );
+    for (key, value) in &message.fields {
+        let value = value
+            .as_str()
+            .map_or_else(|| value.to_string(), str::to_string);
+        text += &format!("{key}: {value}\n");
+    }
+    text += "--- body\n";
+    match message.body_json() {
+        Some(json) if json.is_object() || json.is_array() => {
+            text += &serde_json::to_string_pretty(&json).unwrap_or_default();
+        }
+        _ => text += &message.body,
+    }
+    text.push('\n');
+    text
+}
+
+#[test]
+fn aggregated_messages_match_golden_files() {
+    let bless = std::env::var_os("HOOKER_BLESS").is_some_and(|v| v != "0" && !v.is_empty());
+    let mut problems = Vec::new();
+    for family in FAMILIES {
+        let events = pair(family);
+        for channel in CHANNELS {
+            let package = format!("hooker.{family}.{channel}");
+            let mut template = compile(&package);
+            assert!(
+                template.aggregates(),
+                "{package} names no aggregation package"
+            );
+            let messages: Vec<Message> = events
+                .iter()
+                .map(|e| render(&mut template, e).unwrap_or_else(|err| panic!("{package}: {err}")))
+                .collect();
+            let merged = template
+                .render_aggregate(&messages)
+                .unwrap_or_else(|err| panic!("{package} aggregation: {err}"));
+            check_shape(channel, &merged)
+                .unwrap_or_else(|err| panic!("{package} aggregation: {err}"));
+            let rendered = golden_text(&merged);
+            let file = repo()
+                .join("tests/golden/aggregate")
+                .join(format!("{family}.{channel}.txt"));
+            let current = std::fs::read_to_string(&file).ok();
+            if current.as_deref() == Some(rendered.as_str()) {
+                continue;
+            }
+            if bless {
+                std::fs::create_dir_all(file.parent().expect("golden dir"))
+                    .expect("create golden dir");
+                std::fs::write(&file, &rendered).expect("write golden file");
+            } else {
+                problems.push(format!("{} differs (or is missing)", file.display()));
+            }
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "{}\n(HOOKER_BLESS=1 rewrites them)",
+        problems.join("\n")
+    );
+}
+
+fn check_shape(channel: &str, message: &Message) -> Result<(), String> {
+    let level = message.field_str("severity").unwrap_or_default();
+    if !["critical", "high", "medium", "low", "info"].contains(&level.as_str()) {
+        return Err(format!("result_severity {level:?}"));
+    }
+    match channel {
+        "slack" => match message.body_json() {
+            Some(serde_json::Value::Array(blocks))
+                if blocks.iter().all(|b| b["type"].is_string()) =>
+            {
+                Ok(())
+            }
+            _ => Err(format!("not a block array: {}", message.body)),
+        },
+        "pagerduty" | "opsgenie" => match message.body_json() {
+            Some(alert @ serde_json::Value::Object(_))
+                if alert["summary"].is_string() && alert["priority"].is_string() =>
+            {
+                Ok(())
+            }
+            _ => Err(format!("not an alert object: {}", message.body)),
+        },
+        _ => Ok(()),
+    }
+}
+
+/// Inputs no template expects: wrong types, nulls, empty objects, other families' events.
+fn odd_inputs() -> Vec<serde_json::Value> {
+    let mut inputs = vec![
+        json!({}),
+        json!({"SigMetadata": null, "Context": null}),
+        json!({"SigMetadata": {"ID": 7, "Name": ["x"], "Properties": {"Severity": "high"}}, "Context": {"args": "none", "timestamp": "yesterday"}}),
+        json!({"eventName": 5, "args": [null, 1, {"name": 2}, {"name": "a"}], "metadata": {"Properties": {"Severity": 9, "signatureID": ""}}}),
+        json!({"name": "x", "threat": {"severity": "x", "mitre": null}, "data": [{"name": 1}, {"name": "a", "int32": 1, "str": "b"}, null], "detected_from": {"data": "x"}}),
+        json!({"Results": null}),
+        json!({"ArtifactName": 3, "Results": [null, 1, "x", {"Vulnerabilities": "x"}, {"Vulnerabilities": [null, {"Severity": 4, "VulnerabilityID": null}]}], "Metadata": {"OS": "linux"}}),
+        json!({"report": null}),
+        json!({"kind": "VulnerabilityReport", "metadata": {"labels": null}, "report": {"summary": {"criticalCount": "1"}, "vulnerabilities": [null, {"severity": 5}], "artifact": "x"}}),
+        json!({"verb": 1, "operatorObject": []}),
+        json!({"verb": "delete", "operatorObject": {"report": {}}}),
+        json!({"application_scope_owners": ["a@example.com"], "image": "x"}),
+    ];
+    for path in [
+        "postee/aqua-input.json",
+        "postee/aqua-incident-input.json",
+        "postee/simple-input.json",
+        "postee/collection-of-interfaces.json",
+        "postee/trivy-aws-securityhub-findings.json",
+        "tracee/v0.20-net_packet_dns_request.json",
+        "trivy/trivy-image-alpine-310.json",
+        "trivy/trivy-operator-VulnerabilityReport-cr.json",
+    ] {
+        inputs.push(fixture(path));
+    }
+    inputs
+}
+
+#[test]
+fn every_builtin_template_renders_odd_inputs_without_error() {
+    let mut packages: Vec<String> = FAMILIES
+        .iter()
+        .flat_map(|f| CHANNELS.iter().map(move |c| format!("hooker.{f}.{c}")))
+        .collect();
+    packages.extend(["hooker.rawmessage.json", "hooker.rawmessage.html"].map(String::from));
+    for package in &packages {
+        let mut template = compile(package);
+        let channel = package.rsplit('.').next().unwrap_or_default();
+        let mut messages = Vec::new();
+        for input in odd_inputs() {
+            let message = render(&mut template, &input)
+                .unwrap_or_else(|err| panic!("{package} on {input}: {err}"));
+            assert!(
+                !message.title.is_empty(),
+                "{package} on {input}: empty title"
+            );
+            if template.aggregates() {
+                check_shape(channel, &message)
+                    .unwrap_or_else(|err| panic!("{package} on {input}: {err}"));
+            }
+            messages.push(message);
+        }
+        if template.aggregates() {
+            let merged = template
+                .render_aggregate(&messages)
+                .unwrap_or_else(|err| panic!("{package} aggregation: {err}"));
+            check_shape(channel, &merged)
+                .unwrap_or_else(|err| panic!("{package} aggregation: {err}"));
+        }
+    }
+}

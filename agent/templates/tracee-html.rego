@@ -1,0 +1,22 @@
+# Renders a Tracee detection or event (any of the three JSON shapes)
+# as HTML for e-mail and other HTML readers. Postee's `postee.tracee.html`.
+package hooker.tracee.html
+
+import data.hooker.lib.render
+import data.hooker.lib.tracee
+import rego.v1
+
+title := tracee.title
+
+result := render.html_body(tracee.card, 100)
+
+result_severity := tracee.level
+
+result_finding := tracee.finding
+
+# The key the paging and ticketing actions de-duplicate on.
+result_dedup_key := tracee.finding
+
+result_owners := input.application_scope_owners if is_array(input.application_scope_owners)
+
+aggregation_pkg := "hooker.aggregate.html"
