@@ -94,7 +94,7 @@ async fn tracee_templates_match_golden_files() -> Result<()> {
         .into_iter()
         .map(Input::ours),
     );
-    check_family("tracee", &inputs).await
+    check_family("tracee", CHANNELS, &inputs).await
 }
 
 #[tokio::test]
@@ -115,7 +115,7 @@ async fn trivy_templates_match_golden_files() -> Result<()> {
         "generated-no-vulnerabilities",
         json!({"SchemaVersion": 2, "ArtifactName": "scratch", "ArtifactType": "container_image", "Results": null}),
     ));
-    check_family("trivy", &inputs).await
+    check_family("trivy", CHANNELS, &inputs).await
 }
 
 #[tokio::test]
@@ -133,7 +133,18 @@ async fn trivyoperator_templates_match_golden_files() -> Result<()> {
             json!({"verb": "delete", "operatorObject": report}),
         ),
     ];
-    check_family("trivyoperator", &inputs).await
+    check_family("trivyoperator", CHANNELS, &inputs).await
+}
+
+/// An SbomReport becomes the CycloneDX BOM the dependencytrack action uploads, titled `repo:tag`.
+#[tokio::test]
+async fn trivyoperator_sbom_report_renders_for_dependency_track() -> Result<()> {
+    let sbom = Input::ours("trivyoperator-sbomreport.json");
+    let wrapped = Input::generated(
+        "generated-wrapped-sbomreport",
+        json!({"verb": "update", "operatorObject": sbom.event.clone()}),
+    );
+    check_family("trivyoperator", &["dependencytrack"], &[sbom, wrapped]).await
 }
 
 /// Postee's package names keep working: each renders exactly what its Hooker template renders.
@@ -146,15 +157,20 @@ async fn postee_package_names_render_the_built_in_templates() -> Result<()> {
         ("postee.trivy.jira", "hooker.trivy.jira"),
         ("postee.trivyoperator.slack", "hooker.trivyoperator.slack"),
         ("postee.trivyoperator.jira", "hooker.trivyoperator.jira"),
+        (
+            "postee.trivyoperator.dependencytrack",
+            "hooker.trivyoperator.dependencytrack",
+        ),
     ];
     let events = json!([
         fixture_json("tracee/v0.12-era-signature-dropped-executable-TRC-1022.json"),
         fixture_json("postee/trivy-input.json"),
         fixture_json("postee/trivy-operator-input.json"),
+        Input::ours("trivyoperator-sbomreport.json").event,
     ]);
     let packages: Vec<&str> = pairs.iter().flat_map(|(a, b)| [*a, *b]).collect();
     let report = test_route(&packages, &events).await?;
-    for (event, (postee, ours)) in [0, 0, 1, 1, 2, 2].into_iter().zip(pairs) {
+    for (event, (postee, ours)) in [0, 0, 1, 1, 2, 2, 3].into_iter().zip(pairs) {
         let routes = &report[event]["routes"];
         let find = |package: &str| {
             routes
@@ -181,8 +197,8 @@ async fn postee_package_names_render_the_built_in_templates() -> Result<()> {
 }
 
 /// Renders every channel of `family` over `inputs` and compares each result with its golden file.
-async fn check_family(family: &str, inputs: &[Input]) -> Result<()> {
-    let packages: Vec<String> = CHANNELS
+async fn check_family(family: &str, channels: &[&str], inputs: &[Input]) -> Result<()> {
+    let packages: Vec<String> = channels
         .iter()
         .map(|c| format!("hooker.{family}.{c}"))
         .collect();
@@ -192,7 +208,7 @@ async fn check_family(family: &str, inputs: &[Input]) -> Result<()> {
     let mut problems = Vec::new();
     let mut expected_files = BTreeSet::new();
     for (index, input) in inputs.iter().enumerate() {
-        for channel in CHANNELS {
+        for channel in channels {
             let package = format!("hooker.{family}.{channel}");
             let route = report[index]["routes"]
                 .as_array()
@@ -217,7 +233,7 @@ async fn check_family(family: &str, inputs: &[Input]) -> Result<()> {
             }
         }
     }
-    problems.extend(stale_files(family, &expected_files)?);
+    problems.extend(stale_files(family, channels, &expected_files)?);
     if !problems.is_empty() {
         bail!(
             "{} problem(s):\n{}\n(HOOKER_BLESS=1 rewrites the golden files)",
@@ -318,6 +334,14 @@ fn check_shape(channel: &str, route: &Value) -> Result<()> {
     match channel {
         "slack" => check_slack_blocks(body),
         "pagerduty" | "opsgenie" => check_alert(body, finding),
+        "dependencytrack" => {
+            let bom: Value = serde_json::from_str(body).context("BOM is not JSON")?;
+            ensure!(
+                bom["bomFormat"] == "CycloneDX",
+                "not a CycloneDX BOM: {bom}"
+            );
+            Ok(())
+        }
         "html" | "email" | "teams" => {
             ensure!(!body.contains("<script"), "unescaped markup in {body}");
             Ok(())
@@ -428,9 +452,13 @@ fn compare(file: &Path, rendered: &str) -> Result<()> {
 }
 
 /// Golden files of `family` that no input produced any more.
-fn stale_files(family: &str, expected: &BTreeSet<PathBuf>) -> Result<Vec<String>> {
+fn stale_files(
+    family: &str,
+    channels: &[&str],
+    expected: &BTreeSet<PathBuf>,
+) -> Result<Vec<String>> {
     let mut problems = Vec::new();
-    for channel in CHANNELS {
+    for channel in channels {
         let dir = golden_dir().join(format!("{family}.{channel}"));
         let Ok(entries) = std::fs::read_dir(&dir) else {
             continue;

@@ -58,6 +58,7 @@ pub const BUILTIN: &[(&str, &str)] = builtin![
     "trivyoperator-email.rego",
     "trivyoperator-pagerduty.rego",
     "trivyoperator-opsgenie.rego",
+    "trivyoperator-dependencytrack.rego",
 ];
 
 /// One template module: where it came from and the package it declares.

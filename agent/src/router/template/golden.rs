@@ -203,7 +203,14 @@ fn every_builtin_template_renders_odd_inputs_without_error() {
         .iter()
         .flat_map(|f| CHANNELS.iter().map(move |c| format!("hooker.{f}.{c}")))
         .collect();
-    packages.extend(["hooker.rawmessage.json", "hooker.rawmessage.html"].map(String::from));
+    packages.extend(
+        [
+            "hooker.trivyoperator.dependencytrack",
+            "hooker.rawmessage.json",
+            "hooker.rawmessage.html",
+        ]
+        .map(String::from),
+    );
     for package in &packages {
         let mut template = compile(package);
         let channel = package.rsplit('.').next().unwrap_or_default();
