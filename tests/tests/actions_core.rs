@@ -243,7 +243,7 @@ actions:
     type: exec
     enable: true
     timeout: 300ms
-    exec-script: sleep 30
+    exec-script: sleep 3137
 "#;
     let agent = Agent::start(config).await?;
     agent.post("/", r#"{"a":1}"#).await?;
@@ -277,7 +277,7 @@ actions:
         "{hangs}"
     );
     let no_sleep_left = std::process::Command::new("pgrep")
-        .args(["-f", "sleep 30"])
+        .args(["-f", "^sleep 3137$"])
         .output()?;
     assert!(
         no_sleep_left.stdout.is_empty(),

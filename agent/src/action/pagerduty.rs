@@ -165,9 +165,15 @@ impl PagerDuty {
             }
         }
         let dedup_key = alert::finding_key(message);
+        // A template may close what it opened (trivy-operator's `delete` → "resolve").
+        let event_action = message
+            .body_json()
+            .and_then(|body| body.get("event_action")?.as_str().map(str::to_owned))
+            .filter(|a| matches!(a.as_str(), "trigger" | "acknowledge" | "resolve"))
+            .unwrap_or_else(|| "trigger".to_string());
         let mut body = json!({
             "routing_key": routing_key,
-            "event_action": "trigger",
+            "event_action": event_action,
             "dedup_key": api_client::truncate(&dedup_key, DEDUP_KEY_LIMIT),
             "client": "Hooker",
             "payload": payload,
