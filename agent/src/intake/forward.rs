@@ -116,6 +116,10 @@ impl ForwardIntake {
         loop {
             while !buf.is_empty() && buf.len() >= needed {
                 match msgpack::decode(&buf) {
+                    Ok((_, used)) if used > self.max_frame => {
+                        self.metrics.received(INTAKE, "too_large", 1);
+                        return Err(ConnectionError::TooLarge(self.max_frame));
+                    }
                     Ok((value, used)) => {
                         buf.advance(used);
                         needed = 0;
