@@ -55,6 +55,15 @@ enum Command {
         /// Only this route (POST /tenant/{route}).
         #[arg(long)]
         tenant: Option<String>,
+        /// Publish over gRPC instead (host:port or unix:/path), streaming batches.
+        #[arg(long, conflicts_with = "url")]
+        grpc: Option<String>,
+        /// Send the files this many times (a quick load test; with --grpc).
+        #[arg(long, default_value_t = 1, requires = "grpc")]
+        repeat: usize,
+        /// Bearer token, when the agent requires one on TCP.
+        #[arg(long, env = "HOOKER_AUTH_TOKEN", hide_env_values = true)]
+        token: Option<String>,
     },
     /// Dead letters of a running agent: list, replay into the outbox, or drop.
     Dlq {
@@ -189,9 +198,22 @@ fn main() -> ExitCode {
                 url,
                 socket,
                 tenant,
+                grpc,
+                repeat,
+                token,
             }) => {
                 if files.is_empty() {
                     return Err(anyhow::anyhow!("give at least one event file"));
+                }
+                if let Some(address) = grpc {
+                    return hooker::send::send_grpc(
+                        &address,
+                        &files,
+                        tenant.as_deref(),
+                        repeat,
+                        token.as_deref(),
+                    )
+                    .await;
                 }
                 let target = hooker::send::Target::resolve(url, socket.as_deref())?;
                 hooker::send::send(&target, &files, tenant.as_deref()).await

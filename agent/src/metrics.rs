@@ -92,6 +92,11 @@ pub struct ActionNameLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct IntakeNameLabels {
+    pub intake: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BuildLabels {
     pub version: &'static str,
 }
@@ -122,6 +127,9 @@ pub struct Metrics {
     pub delivery_retries: Family<ActionNameLabels, Counter>,
     pub circuit_open: Family<ActionNameLabels, Gauge>,
     pub auth_failures: Family<ListenerLabels, Counter>,
+    pub intake_connected: Family<IntakeNameLabels, Gauge>,
+    pub intake_reconnects: Family<IntakeNameLabels, Counter>,
+    pub intake_shed: Family<IntakeNameLabels, Counter>,
     build_info: Family<BuildLabels, Gauge>,
 }
 
@@ -150,6 +158,9 @@ impl Metrics {
             delivery_retries: Family::default(),
             circuit_open: Family::default(),
             auth_failures: Family::default(),
+            intake_connected: Family::default(),
+            intake_reconnects: Family::default(),
+            intake_shed: Family::default(),
             build_info: Family::default(),
         };
         metrics
@@ -243,6 +254,21 @@ impl Metrics {
             "auth_failures",
             "Requests refused for a missing or wrong token, by listener",
             self.auth_failures.clone(),
+        );
+        r.register(
+            "intake_connected",
+            "1 while an intake that dials its source (tracee) is connected and subscribed",
+            self.intake_connected.clone(),
+        );
+        r.register(
+            "intake_reconnects",
+            "Connection attempts after the first, by intake (tracee)",
+            self.intake_reconnects.clone(),
+        );
+        r.register(
+            "intake_events_shed",
+            "Events dropped because the queue or outbox was full and the producer cannot be told to retry, by intake",
+            self.intake_shed.clone(),
         );
         r.register(
             "build_info",

@@ -15,7 +15,10 @@ use crate::config::settings::{
     DEFAULT_CONFIG_PATH, DEFAULT_LOG_DIR, DEFAULT_STATE_DIR, Listen, RunSettings,
 };
 use crate::config::{Config, ConfigError, DEFAULT_CONFIG};
+use crate::intake::forward::ForwardIntake;
+use crate::intake::grpc::{self, GrpcIntake};
 use crate::intake::http::{HttpIntake, ReloadRequest};
+use crate::intake::tracee::{Backoff, TraceeAddress, TraceeSubscriber};
 use crate::intake::{serve, unix};
 use crate::metrics::{Metrics, OutcomeLabels};
 use crate::outbox::{Op, Outbox, OutboxOptions};
@@ -228,7 +231,7 @@ pub async fn run(settings: RunSettings) -> anyhow::Result<()> {
         max_body: usize::try_from(settings.max_body).unwrap_or(usize::MAX),
         ready: ready.clone(),
         status: status.clone(),
-        tokens,
+        tokens: tokens.clone(),
         outbox: outbox.clone(),
         reload: reload_tx.clone(),
     }
@@ -294,6 +297,18 @@ pub async fn run(settings: RunSettings) -> anyhow::Result<()> {
         ));
     }
 
+    let mut socket_guards = Vec::new();
+    let grpc_intake = GrpcIntake {
+        router: router.handle.clone(),
+        metrics: metrics.clone(),
+        ready: ready.clone(),
+    };
+    socket_guards
+        .extend(start_grpc(&settings, grpc_intake, tokens, &mut listeners, &stop_rx).await?);
+    socket_guards
+        .extend(start_forward(&settings, &router, &metrics, &mut listeners, &stop_rx).await?);
+    start_tracee(&settings, &router, &metrics, &mut listeners, &stop_rx)?;
+
     let router = Arc::new(router);
     let reloader = tokio::spawn(reload_loop(
         settings.clone(),
@@ -326,6 +341,7 @@ pub async fn run(settings: RunSettings) -> anyhow::Result<()> {
     let _ = stop_tx.send(true);
     while listeners.join_next().await.is_some() {}
     drop(socket_guard);
+    drop(socket_guards);
     sighup.abort();
     reloader.abort();
     let _ = reloader.await;
@@ -473,4 +489,140 @@ impl ShutdownSignals {
             _ = self.interrupt.recv() => {}
         }
     }
+}
+
+/// The gRPC intake on TCP (`HOOKER_GRPC`, TLS with `HOOKER_GRPC_TLS`) and on a Unix socket
+/// (`HOOKER_GRPC_SOCKET`); returns the socket file to remove at shutdown.
+async fn start_grpc(
+    settings: &RunSettings,
+    intake: GrpcIntake,
+    tokens: Option<Arc<crate::auth::Tokens>>,
+    listeners: &mut tokio::task::JoinSet<()>,
+    stop: &watch::Receiver<bool>,
+) -> anyhow::Result<Option<unix::SocketFile>> {
+    let metrics = intake.metrics.clone();
+    let max_message = usize::try_from(settings.max_body).unwrap_or(usize::MAX);
+    let app = intake
+        .app(grpc::AppOptions {
+            max_message,
+            tokens,
+        })
+        .context("cannot build the gRPC reflection service")?;
+    if let Listen::On(addr) = settings.grpc {
+        let tls = if settings.grpc_tls {
+            let config = crate::tls::server_config(
+                settings.tls_cert.as_deref(),
+                settings.tls_key.as_deref(),
+                settings.tls_client_ca.as_deref(),
+            )?;
+            Some(tokio_rustls::TlsAcceptor::from(config))
+        } else {
+            None
+        };
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr} (HOOKER_GRPC)"))?;
+        let client_certificates = settings.grpc_tls && settings.tls_client_ca.is_some();
+        tracing::info!(intake = grpc::TCP_LISTENER, address = %listener.local_addr()?, tls = settings.grpc_tls, client_certificates, "Listening.");
+        listeners.spawn(serve::serve(
+            listener,
+            grpc::TCP_LISTENER,
+            app.clone(),
+            tls,
+            settings.max_connections,
+            metrics.clone(),
+            stop.clone(),
+        ));
+    }
+    let Some((path, _)) = unix::socket_path(Some(settings.grpc_socket.as_deref().unwrap_or("off")))
+    else {
+        return Ok(None);
+    };
+    let socket = unix::bind(&path, true)?;
+    tracing::info!(intake = grpc::UNIX_LISTENER, path = %socket.path.display(), "Listening.");
+    listeners.spawn(serve::serve(
+        socket.listener,
+        grpc::UNIX_LISTENER,
+        app,
+        None,
+        settings.max_connections,
+        metrics,
+        stop.clone(),
+    ));
+    Ok(Some(unix::SocketFile(socket.path)))
+}
+
+/// The Fluent Forward intake on TCP (`HOOKER_FORWARD`) and a Unix socket
+/// (`HOOKER_FORWARD_SOCKET`); returns the socket file to remove at shutdown.
+async fn start_forward(
+    settings: &RunSettings,
+    router: &Router,
+    metrics: &Metrics,
+    listeners: &mut tokio::task::JoinSet<()>,
+    stop: &watch::Receiver<bool>,
+) -> anyhow::Result<Option<unix::SocketFile>> {
+    let intake = Arc::new(ForwardIntake {
+        router: router.handle.clone(),
+        metrics: metrics.clone(),
+        max_frame: usize::try_from(settings.max_body).unwrap_or(usize::MAX),
+        shed_log: Default::default(),
+    });
+    if let Listen::On(addr) = settings.forward {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr} (HOOKER_FORWARD)"))?;
+        tracing::info!(intake = "forward", address = %listener.local_addr()?, "Listening.");
+        listeners.spawn(intake.clone().serve(
+            listener,
+            "forward",
+            settings.max_connections,
+            stop.clone(),
+        ));
+    }
+    let Some((path, _)) =
+        unix::socket_path(Some(settings.forward_socket.as_deref().unwrap_or("off")))
+    else {
+        return Ok(None);
+    };
+    let socket = unix::bind(&path, true)?;
+    tracing::info!(intake = "forward_unix", path = %socket.path.display(), "Listening.");
+    listeners.spawn(intake.serve(
+        socket.listener,
+        "forward_unix",
+        settings.max_connections,
+        stop.clone(),
+    ));
+    Ok(Some(unix::SocketFile(socket.path)))
+}
+
+/// The Tracee subscriber (`HOOKER_TRACEE`), when configured.
+fn start_tracee(
+    settings: &RunSettings,
+    router: &Router,
+    metrics: &Metrics,
+    listeners: &mut tokio::task::JoinSet<()>,
+    stop: &watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let Some(address) = TraceeAddress::parse(settings.tracee.as_deref().unwrap_or("off"))
+        .map_err(|e| anyhow::anyhow!("HOOKER_TRACEE: {e}"))?
+    else {
+        return Ok(());
+    };
+    let policies: Vec<String> = settings
+        .tracee_policies
+        .iter()
+        .map(|p| p.trim().to_string())
+        .filter(|p| !p.is_empty())
+        .collect();
+    tracing::info!(intake = "tracee", %address, ?policies, "Subscribing to Tracee.");
+    let subscriber = TraceeSubscriber {
+        address,
+        policies,
+        router: router.handle.clone(),
+        metrics: metrics.clone(),
+        max_message: usize::try_from(settings.max_body).unwrap_or(usize::MAX),
+        backoff: Backoff::new(Duration::from_millis(250), Duration::from_secs(30)),
+    };
+    listeners.spawn(subscriber.run(stop.clone()));
+    Ok(())
 }

@@ -134,3 +134,130 @@ async fn post_http(url: &str, body: Vec<u8>) -> anyhow::Result<(u16, String)> {
     let status = response.status().as_u16();
     Ok((status, response.text().await.unwrap_or_default()))
 }
+
+/// Events per streamed batch, and bytes, at most.
+const GRPC_BATCH_EVENTS: usize = 1000;
+const GRPC_BATCH_BYTES: usize = 4 << 20;
+
+/// `hooker send --grpc ADDR`: streams every event of `files` (`repeat` times) over
+/// `PublishStream` and reports what the agent accepted; false when anything was refused.
+/// `address` is `host:port`, `http://host:port` or `unix:/path`.
+pub async fn send_grpc(
+    address: &str,
+    files: &[PathBuf],
+    tenant: Option<&str>,
+    repeat: usize,
+    token: Option<&str>,
+) -> anyhow::Result<bool> {
+    use hooker_grpc::hooker::v1 as pb;
+    let mut events = Vec::new();
+    for file in files {
+        let body =
+            std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+        let payloads = crate::event::parse_payloads(&body)
+            .map_err(|err| anyhow!("{}: {err}", file.display()))?;
+        for payload in payloads {
+            events.push(pb::Event {
+                payload: serde_json::to_vec(&payload)?,
+                source: "hooker send".into(),
+                metadata: Default::default(),
+                route: tenant.unwrap_or_default().to_string(),
+            });
+        }
+    }
+    let mut batches: Vec<Vec<pb::Event>> = Vec::new();
+    let mut size = 0;
+    for event in events.iter().cycle().take(events.len() * repeat) {
+        let fits = batches.last().is_some_and(|last| {
+            last.len() < GRPC_BATCH_EVENTS && size + event.payload.len() <= GRPC_BATCH_BYTES
+        });
+        if !fits {
+            batches.push(Vec::new());
+            size = 0;
+        }
+        size += event.payload.len();
+        if let Some(last) = batches.last_mut() {
+            last.push(event.clone());
+        }
+    }
+    let total = events.len() * repeat;
+    let n_batches = batches.len();
+
+    let uri = if address.starts_with("unix:") || address.contains("://") {
+        address.to_string()
+    } else {
+        format!("http://{address}")
+    };
+    let channel = tonic::transport::Endpoint::from_shared(uri)
+        .with_context(|| format!("`{address}` is not host:port or unix:/path"))?
+        .connect_timeout(std::time::Duration::from_secs(10))
+        .connect()
+        .await
+        .with_context(|| format!("cannot connect to {address} (is `hooker run` serving gRPC?)"))?;
+    let authorization = token
+        .map(|t| format!("Bearer {t}").parse::<tonic::metadata::MetadataValue<_>>())
+        .transpose()
+        .context("the token is not a valid header value")?;
+    let mut client = pb::intake_client::IntakeClient::with_interceptor(
+        channel,
+        move |mut request: tonic::Request<()>| {
+            if let Some(value) = &authorization {
+                request
+                    .metadata_mut()
+                    .insert("authorization", value.clone());
+            }
+            Ok(request)
+        },
+    )
+    .max_encoding_message_size(usize::MAX)
+    .max_decoding_message_size(64 << 20);
+
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    tokio::spawn(async move {
+        for (index, events) in batches.into_iter().enumerate() {
+            let batch = pb::PublishBatch {
+                seq: index as u64 + 1,
+                events,
+            };
+            if tx.send(batch).await.is_err() {
+                return;
+            }
+        }
+    });
+    let started = std::time::Instant::now();
+    let refused = |status: tonic::Status| {
+        anyhow!(
+            "the agent refused the stream: {:?}: {}",
+            status.code(),
+            status.message()
+        )
+    };
+    let mut acks = client
+        .publish_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .map_err(refused)?
+        .into_inner();
+    let (mut accepted, mut rejected) = (0u64, 0u64);
+    let mut reasons: std::collections::BTreeMap<(i32, String), u64> = Default::default();
+    while let Some(ack) = acks.message().await.map_err(refused)? {
+        accepted += ack.accepted;
+        rejected += ack.rejected;
+        for rejection in ack.rejections {
+            *reasons
+                .entry((rejection.code, rejection.reason))
+                .or_default() += 1;
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    println!(
+        "{total} events in {n_batches} batches over gRPC in {seconds:.2}s ({:.0} events/s): accepted {accepted}, rejected {rejected}",
+        total as f64 / seconds.max(1e-9)
+    );
+    for ((code, reason), n) in &reasons {
+        println!(
+            "  {n} rejection(s) {:?}: {reason}",
+            tonic::Code::from_i32(*code)
+        );
+    }
+    Ok(rejected == 0 && accepted == total as u64)
+}

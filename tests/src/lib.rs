@@ -136,6 +136,7 @@ impl AgentBuilder {
             .env_remove("HOOKER_CFG")
             .env("HOOKER_HTTP", "127.0.0.1:0")
             .env("HOOKER_HTTPS", "off")
+            .env("HOOKER_GRPC", "127.0.0.1:0")
             .env("HOOKER_SOCKET", &socket)
             .env("HOOKER_LOG_FORMAT", "json")
             .env("HOOKER_LOG_DIR", dir.join("log"))
@@ -696,6 +697,36 @@ pub fn webhook_config(url: &str) -> String {
     format!(
         "routes:\n  - name: r\n    input: input.n\n    template: raw\n    actions: [hook]\ntemplates:\n  - name: raw\n    rego-package: hooker.rawmessage.json\nactions:\n  - name: hook\n    type: webhook\n    enable: true\n    url: {url}\n"
     )
+}
+
+/// Runs `python3 tests/python/<script> ARGS`; returns (exit code, stdout, stderr). The scripts
+/// exit 3 naming the module when a Python package they need is missing.
+pub async fn python(script: &str, args: &[&str]) -> Result<(i32, String, String)> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("python")
+        .join(script);
+    let output = tokio::time::timeout(
+        Duration::from_secs(120),
+        Command::new("python3")
+            .arg(&path)
+            .args(args)
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .context("python script timed out")?
+    .context("cannot run python3 (needed by this test; tests/run.sh installs what it needs)")?;
+    let code = output.status.code().unwrap_or(-1);
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    if code == 3 {
+        bail!("{script} cannot run: {stderr}");
+    }
+    Ok((
+        code,
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr,
+    ))
 }
 
 /// Runs the `hooker` binary with `args`; returns (exit code, stdout, stderr).

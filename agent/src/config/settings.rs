@@ -124,6 +124,36 @@ pub struct RunSettings {
     #[arg(long, env = "HOOKER_WATCH_CONFIG", value_parser = parse_flag, default_value = "true")]
     pub watch_config: bool,
 
+    /// gRPC intake (`hooker.v1.Intake`) on TCP; `off` to disable. Keep it on loopback.
+    #[arg(long = "grpc", env = "HOOKER_GRPC", default_value = "127.0.0.1:50051")]
+    pub grpc: Listen,
+
+    /// gRPC intake on a Unix socket (mode 0660, no token needed); off unless set.
+    #[arg(long, env = "HOOKER_GRPC_SOCKET")]
+    pub grpc_socket: Option<String>,
+
+    /// TLS on the gRPC TCP listener: HOOKER_TLS_CERT/KEY (else a self-signed certificate), and
+    /// HOOKER_TLS_CLIENT_CA to require client certificates (mutual TLS).
+    #[arg(long, env = "HOOKER_GRPC_TLS", value_parser = parse_flag, default_value = "false", num_args = 0..=1, default_missing_value = "true")]
+    pub grpc_tls: bool,
+
+    /// Tracee gRPC server to subscribe to: `unix:/var/run/tracee.sock`, `tcp:127.0.0.1:4466`,
+    /// or `on` for Tracee's default socket. Off unless set.
+    #[arg(long, env = "HOOKER_TRACEE")]
+    pub tracee: Option<String>,
+
+    /// Tracee policies to subscribe to (comma-separated); empty means every event.
+    #[arg(long, env = "HOOKER_TRACEE_POLICIES", value_delimiter = ',')]
+    pub tracee_policies: Vec<String>,
+
+    /// Fluent Forward intake on TCP (Tracee's `--output forward:tcp://…`); off unless set.
+    #[arg(long, env = "HOOKER_FORWARD", default_value = "off")]
+    pub forward: Listen,
+
+    /// Fluent Forward intake on a Unix socket (mode 0660); off unless set.
+    #[arg(long, env = "HOOKER_FORWARD_SOCKET")]
+    pub forward_socket: Option<String>,
+
     /// Node name recorded in forensic logs (Kubernetes: set from spec.nodeName).
     #[arg(long, env = "NODE_NAME")]
     pub node_name: Option<String>,

@@ -1,5 +1,11 @@
 //! Intakes: the ways events get in. One file per way; all of them hand batches to the router.
 
+pub mod forward;
+pub mod grpc;
 pub mod http;
+pub mod msgpack;
 pub mod serve;
+pub mod submit;
+pub mod tracee;
+pub mod tracee_event;
 pub mod unix;

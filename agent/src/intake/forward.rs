@@ -1,0 +1,359 @@
+//! The Fluent Forward intake (`HOOKER_FORWARD`, `HOOKER_FORWARD_SOCKET`), for Tracee's
+//! `--output forward:tcp://…` and other Forward producers. Message, Forward and (uncompressed)
+//! PackedForward modes; a record `{"event": "<JSON text>"}` (Tracee) is that event, any other
+//! record map is routed as it is.
+//!
+//! An entry sent with the `chunk` option is acknowledged (`{"ack": chunk}`) only once the router
+//! has stored it; when the queue is full it is not acknowledged and the producer resends. Entries
+//! without `chunk` are never waited for: a full queue sheds them (counted). No shared-key
+//! handshake: listen on loopback or a Unix socket.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{Semaphore, watch};
+
+use super::msgpack::{self, DecodeError, Value};
+use super::serve::Accept;
+use super::submit::{ShedLog, submit_or_shed};
+use crate::event::{Event, IntakeKind};
+use crate::metrics::{ListenerLabels, Metrics};
+use crate::router::RouterHandle;
+
+/// How long an acknowledged entry may wait to be routed and stored.
+const ROUTE_TIMEOUT: Duration = Duration::from_secs(30);
+
+const INTAKE: &str = "forward";
+
+/// What the connections share.
+pub struct ForwardIntake {
+    pub router: RouterHandle,
+    pub metrics: Metrics,
+    /// Largest accepted Forward message (bytes).
+    pub max_frame: usize,
+    pub shed_log: ShedLog,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ConnectionError {
+    #[error("a Forward message is larger than the limit of {0} bytes")]
+    TooLarge(usize),
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// The entries of one Forward message and its options.
+struct Message {
+    tag: String,
+    records: Vec<Value>,
+    chunk: Option<String>,
+}
+
+impl ForwardIntake {
+    /// Accepts connections on `listener` until `shutdown`; at most `max_connections` at once.
+    pub async fn serve<L: Accept>(
+        self: Arc<Self>,
+        mut listener: L,
+        name: &'static str,
+        max_connections: usize,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let permits = Arc::new(Semaphore::new(max_connections.max(1)));
+        let open = self
+            .metrics
+            .connections
+            .get_or_create(&ListenerLabels { listener: name })
+            .clone();
+        let mut connections = tokio::task::JoinSet::new();
+        loop {
+            let permit = tokio::select! {
+                permit = permits.clone().acquire_owned() => match permit { Ok(p) => p, Err(_) => break },
+                _ = stopped(&mut shutdown) => break,
+            };
+            let (io, peer) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(error) => {
+                        tracing::warn!(listener = name, %error, "Accept failed.");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                _ = stopped(&mut shutdown) => break,
+            };
+            let intake = self.clone();
+            let open = open.clone();
+            let shutdown = shutdown.clone();
+            connections.spawn(async move {
+                open.inc();
+                if let Err(error) = intake.connection(io, peer.clone(), shutdown).await {
+                    tracing::warn!(listener = name, peer = peer.as_deref().unwrap_or("-"), %error, "Forward connection closed.");
+                }
+                open.dec();
+                drop(permit);
+            });
+        }
+        // Connections stop at their next message boundary once shutdown is signalled.
+        while connections.join_next().await.is_some() {}
+    }
+
+    async fn connection<S>(
+        &self,
+        mut io: S,
+        peer: Option<String>,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> Result<(), ConnectionError>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let mut buf = BytesMut::with_capacity(64 * 1024);
+        // Bytes the value at the front needs before decoding is worth trying again.
+        let mut needed = 0usize;
+        loop {
+            while !buf.is_empty() && buf.len() >= needed {
+                match msgpack::decode(&buf) {
+                    Ok((_, used)) if used > self.max_frame => {
+                        self.metrics.received(INTAKE, "too_large", 1);
+                        return Err(ConnectionError::TooLarge(self.max_frame));
+                    }
+                    Ok((value, used)) => {
+                        buf.advance(used);
+                        needed = 0;
+                        self.message(value, &mut io, &peer).await?;
+                    }
+                    Err(DecodeError::Incomplete { needed: n }) => {
+                        if n > self.max_frame {
+                            self.metrics.received(INTAKE, "too_large", 1);
+                            return Err(ConnectionError::TooLarge(self.max_frame));
+                        }
+                        needed = n;
+                    }
+                    Err(other) => {
+                        self.metrics.received(INTAKE, "invalid", 1);
+                        return Err(other.into());
+                    }
+                }
+            }
+            let read = tokio::select! {
+                read = io.read_buf(&mut buf) => read?,
+                _ = stopped(&mut shutdown) => return Ok(()),
+            };
+            if read == 0 {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Routes one Forward message; acknowledges it when asked to and it was stored.
+    async fn message<S>(
+        &self,
+        value: Value,
+        io: &mut S,
+        peer: &Option<String>,
+    ) -> Result<(), ConnectionError>
+    where
+        S: AsyncWrite + Unpin,
+    {
+        let Some(message) = parse_message(value) else {
+            self.metrics.received(INTAKE, "invalid", 1);
+            tracing::debug!(
+                "Ignored a Forward value that is not [tag, time, record] / [tag, entries]."
+            );
+            return Ok(());
+        };
+        let mut events = Vec::with_capacity(message.records.len());
+        let mut bytes = 0;
+        for record in message.records {
+            match record_to_event(record) {
+                Ok(payload) => {
+                    bytes += payload.to_string().len();
+                    events.push(Event::new(payload, IntakeKind::Forward, peer.clone()));
+                }
+                Err(reason) => {
+                    self.metrics.received(INTAKE, "invalid", 1);
+                    tracing::debug!(tag = %message.tag, %reason, "Ignored a Forward record.");
+                }
+            }
+        }
+        let Some(chunk) = message.chunk else {
+            submit_or_shed(
+                &self.router,
+                &self.metrics,
+                &self.shed_log,
+                INTAKE,
+                events,
+                bytes,
+            );
+            return Ok(());
+        };
+        let n = events.len() as u64;
+        if n > 0 {
+            let outcome = match self.router.try_submit(events, bytes) {
+                Ok(done) => match tokio::time::timeout(ROUTE_TIMEOUT, done).await {
+                    Ok(Ok(Ok(_))) => "accepted",
+                    Ok(Ok(Err(_))) => "unavailable",
+                    _ => "timeout",
+                },
+                Err(crate::router::SubmitError::Full) => "queue_full",
+                Err(crate::router::SubmitError::TooLarge) => "too_large",
+                Err(crate::router::SubmitError::Closed) => "unavailable",
+            };
+            self.metrics.received(INTAKE, outcome, n);
+            if outcome != "accepted" {
+                // No ack: the producer resends the chunk.
+                tracing::debug!(%chunk, outcome, "Forward chunk not acknowledged.");
+                return Ok(());
+            }
+        }
+        io.write_all(&msgpack::encode_ack(&chunk)).await?;
+        io.flush().await?;
+        Ok(())
+    }
+}
+
+/// `[tag, time, record, option?]` (Message), `[tag, [[time, record]…], option?]` (Forward) or
+/// `[tag, <packed entries>, option?]` (PackedForward, uncompressed).
+fn parse_message(value: Value) -> Option<Message> {
+    let Value::Array(items) = value else {
+        return None;
+    };
+    let mut items = items.into_iter();
+    let tag = items.next()?.as_text()?;
+    let second = items.next()?;
+    let (records, option) = match second {
+        Value::Array(entries) => (
+            entries.into_iter().filter_map(entry_record).collect(),
+            items.next(),
+        ),
+        Value::Str(packed) | Value::Bin(packed) => {
+            let option = items.next();
+            if option
+                .as_ref()
+                .and_then(|o| o.get("compressed"))
+                .and_then(Value::as_text)
+                .is_some_and(|c| c != "text")
+            {
+                tracing::warn!(%tag, "Compressed PackedForward is not supported; send uncompressed.");
+                return None;
+            }
+            (unpack_entries(&packed), option)
+        }
+        _time => (vec![items.next()?], items.next()),
+    };
+    let chunk = option
+        .as_ref()
+        .and_then(|o| o.get("chunk"))
+        .and_then(Value::as_text);
+    Some(Message {
+        tag,
+        records,
+        chunk,
+    })
+}
+
+/// The record of a `[time, record]` entry.
+fn entry_record(entry: Value) -> Option<Value> {
+    match entry {
+        Value::Array(pair) => pair.into_iter().nth(1),
+        _ => None,
+    }
+}
+
+/// The records of a PackedForward stream of `[time, record]` entries.
+fn unpack_entries(mut packed: &[u8]) -> Vec<Value> {
+    let mut records = Vec::new();
+    while !packed.is_empty() {
+        match msgpack::decode(packed) {
+            Ok((entry, used)) => {
+                packed = &packed[used..];
+                records.extend(entry_record(entry));
+            }
+            Err(_) => break,
+        }
+    }
+    records
+}
+
+/// Tracee's `{"event": "<JSON>"}` is the event; another map is routed as it is.
+fn record_to_event(record: Value) -> Result<serde_json::Value, String> {
+    match record.get("event") {
+        Some(Value::Str(text) | Value::Bin(text)) => {
+            match serde_json::from_slice::<serde_json::Value>(text) {
+                Ok(event @ serde_json::Value::Object(_)) => Ok(event),
+                Ok(_) => Err("the \"event\" text is JSON but not an object".into()),
+                Err(err) => Err(format!("the \"event\" text is not JSON: {err}")),
+            }
+        }
+        Some(map @ Value::Map(_)) => Ok(map.to_json()),
+        _ => match record {
+            Value::Map(_) => Ok(record.to_json()),
+            _ => Err("a record is not a map".into()),
+        },
+    }
+}
+
+/// Resolves once shutdown is signalled (the guard `wait_for` returns must not be held).
+async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(text: &str) -> Value {
+        Value::Str(text.as_bytes().to_vec())
+    }
+
+    fn map(pairs: &[(&str, Value)]) -> Value {
+        Value::Map(pairs.iter().map(|(k, v)| (s(k), v.clone())).collect())
+    }
+
+    #[test]
+    fn message_mode_with_chunk() {
+        let record = map(&[("event", s(r#"{"eventName":"openat"}"#))]);
+        let value = Value::Array(vec![
+            s("tracee"),
+            Value::UInt(1),
+            record,
+            map(&[("chunk", s("c1"))]),
+        ]);
+        let message = parse_message(value).unwrap();
+        assert_eq!(message.tag, "tracee");
+        assert_eq!(message.chunk.as_deref(), Some("c1"));
+        let event = record_to_event(message.records[0].clone()).unwrap();
+        assert_eq!(event, serde_json::json!({"eventName": "openat"}));
+    }
+
+    #[test]
+    fn forward_and_packed_modes() {
+        let entry = |n: u64| Value::Array(vec![Value::UInt(n), map(&[("n", Value::UInt(n))])]);
+        let forward = Value::Array(vec![s("t"), Value::Array(vec![entry(1), entry(2)])]);
+        assert_eq!(parse_message(forward).unwrap().records.len(), 2);
+        // PackedForward: the entries' bytes back to back. [1, {"n": 1}] twice.
+        let packed = vec![
+            0x92, 0x01, 0x81, 0xa1, b'n', 0x01, 0x92, 0x02, 0x81, 0xa1, b'n', 0x02,
+        ];
+        let message = parse_message(Value::Array(vec![s("t"), Value::Bin(packed)])).unwrap();
+        assert_eq!(message.records.len(), 2);
+        assert_eq!(
+            record_to_event(message.records[1].clone()).unwrap(),
+            serde_json::json!({"n": 2})
+        );
+    }
+
+    #[test]
+    fn bad_records_say_why() {
+        assert!(
+            record_to_event(map(&[("event", s("{not json"))]))
+                .unwrap_err()
+                .contains("not JSON")
+        );
+        assert!(record_to_event(Value::UInt(3)).is_err());
+        assert!(parse_message(Value::UInt(3)).is_none());
+    }
+}

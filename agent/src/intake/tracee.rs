@@ -1,0 +1,388 @@
+//! The Tracee subscriber (`HOOKER_TRACEE`): dials Tracee's own gRPC server and reads
+//! `tracee.v1beta1.TraceeService/StreamEvents` (optionally only some policies), turning each event
+//! into the JSON Tracee prints (`tracee_event.rs`) and handing it to the router.
+//!
+//! Tracee blocks its pipeline on a slow subscriber, so the stream is drained promptly: events are
+//! submitted without waiting and shed (counted) when the queue or outbox is full. When Tracee is
+//! absent or restarts, the subscriber reconnects forever with capped exponential backoff and
+//! jitter. No HTTP/2 keepalive pings: Tracee's server pings idle clients itself and punishes
+//! clients that ping too often.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use futures_util::FutureExt;
+use hooker_grpc::tracee::v1beta1 as pb;
+use pb::tracee_service_client::TraceeServiceClient;
+use prost::Message;
+use tokio::sync::watch;
+use tonic::transport::{Channel, Endpoint};
+
+use super::submit::{ShedLog, Submitted, submit_or_shed};
+use super::tracee_event;
+use crate::event::{Event, IntakeKind};
+use crate::metrics::{IntakeNameLabels, Metrics};
+use crate::router::RouterHandle;
+
+/// Tracee's default gRPC socket (`--server grpc`, v0.24+).
+pub const DEFAULT_SOCKET: &str = "/var/run/tracee.sock";
+
+/// Tracee's conventional gRPC TCP port.
+const DEFAULT_PORT: u16 = 4466;
+
+/// Events gathered from the stream into one router submission, at most.
+const MAX_BATCH: usize = 256;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const INTAKE: &str = "tracee";
+
+/// Where Tracee's gRPC server listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TraceeAddress {
+    Unix(PathBuf),
+    /// `host:port`
+    Tcp(String),
+}
+
+impl TraceeAddress {
+    /// `HOOKER_TRACEE`: `unix:/path` (or a bare absolute path), `tcp:host:port`, `tcp:port`,
+    /// `host:port`, `http://host:port`, or `on` for Tracee's default socket. `None` when off.
+    pub fn parse(setting: &str) -> Result<Option<TraceeAddress>, String> {
+        let setting = setting.trim();
+        let address = match setting {
+            "" | "off" | "none" | "false" | "disabled" => return Ok(None),
+            "on" | "true" | "default" | "unix" => TraceeAddress::Unix(DEFAULT_SOCKET.into()),
+            _ => {
+                if let Some(path) = setting
+                    .strip_prefix("unix://")
+                    .or_else(|| setting.strip_prefix("unix:"))
+                {
+                    if path.is_empty() {
+                        return Err(format!("`{setting}` names no socket path"));
+                    }
+                    TraceeAddress::Unix(path.into())
+                } else if setting.starts_with('/') {
+                    TraceeAddress::Unix(setting.into())
+                } else {
+                    let rest = setting
+                        .strip_prefix("tcp:")
+                        .or_else(|| setting.strip_prefix("http://"))
+                        .unwrap_or(setting)
+                        .trim_start_matches("//")
+                        .trim_end_matches('/');
+                    let host_port = if rest.parse::<u16>().is_ok() {
+                        format!("127.0.0.1:{rest}")
+                    } else if rest.is_empty() {
+                        format!("127.0.0.1:{DEFAULT_PORT}")
+                    } else {
+                        rest.to_string()
+                    };
+                    if !host_port.contains(':') {
+                        return Err(format!(
+                            "`{setting}` is not unix:/path, tcp:host:port or host:port"
+                        ));
+                    }
+                    TraceeAddress::Tcp(host_port)
+                }
+            }
+        };
+        Ok(Some(address))
+    }
+
+    fn endpoint(&self) -> Result<Endpoint, tonic::transport::Error> {
+        let uri = match self {
+            TraceeAddress::Unix(path) => format!("unix:{}", path.display()),
+            TraceeAddress::Tcp(host_port) => format!("http://{host_port}"),
+        };
+        Ok(Endpoint::from_shared(uri)?.connect_timeout(CONNECT_TIMEOUT))
+    }
+}
+
+impl std::fmt::Display for TraceeAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TraceeAddress::Unix(path) => write!(f, "unix:{}", path.display()),
+            TraceeAddress::Tcp(host_port) => write!(f, "tcp:{host_port}"),
+        }
+    }
+}
+
+/// Capped exponential backoff with jitter (each delay is drawn from [d/2, d]).
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    pub initial: Duration,
+    pub max: Duration,
+    current: Duration,
+}
+
+impl Backoff {
+    pub fn new(initial: Duration, max: Duration) -> Backoff {
+        Backoff {
+            initial,
+            max,
+            current: initial,
+        }
+    }
+
+    pub fn next_delay(&mut self) -> Duration {
+        use rand::Rng;
+        let ceiling = self.current;
+        self.current = (self.current * 2).min(self.max);
+        ceiling.mul_f64(rand::rng().random_range(0.5..=1.0))
+    }
+
+    pub fn reset(&mut self) {
+        self.current = self.initial;
+    }
+}
+
+/// A running subscription to one Tracee.
+pub struct TraceeSubscriber {
+    pub address: TraceeAddress,
+    /// Policy names to subscribe to; empty means every event.
+    pub policies: Vec<String>,
+    pub router: RouterHandle,
+    pub metrics: Metrics,
+    /// Largest accepted streamed message, in bytes.
+    pub max_message: usize,
+    pub backoff: Backoff,
+}
+
+/// How one connection ended.
+struct SessionEnd {
+    /// The subscription was established (Tracee answered).
+    subscribed: bool,
+    received: u64,
+    reason: String,
+}
+
+impl TraceeSubscriber {
+    /// Subscribes, and re-subscribes whenever the stream ends, until `shutdown`.
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        let labels = IntakeNameLabels { intake: INTAKE };
+        let connected = self.metrics.intake_connected.get_or_create(&labels).clone();
+        let reconnects = self
+            .metrics
+            .intake_reconnects
+            .get_or_create(&labels)
+            .clone();
+        let shed_log = ShedLog::default();
+        let mut first_attempt = true;
+        let mut announced_absence = false;
+        loop {
+            if !first_attempt {
+                reconnects.inc();
+            }
+            first_attempt = false;
+            let end = tokio::select! {
+                end = self.session(&shed_log, &connected) => end,
+                _ = stopped(&mut shutdown) => {
+                    connected.set(0);
+                    return;
+                }
+            };
+            connected.set(0);
+            if end.subscribed {
+                announced_absence = false;
+                tracing::warn!(address = %self.address, events = end.received, reason = %end.reason, "Tracee stream ended; reconnecting.");
+            } else if !announced_absence {
+                announced_absence = true;
+                tracing::warn!(address = %self.address, reason = %end.reason, "Cannot subscribe to Tracee; retrying with backoff.");
+            } else {
+                tracing::debug!(address = %self.address, reason = %end.reason, "Tracee still unreachable.");
+            }
+            if end.received > 0 {
+                self.backoff.reset();
+            }
+            let delay = self.backoff.next_delay();
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = stopped(&mut shutdown) => return,
+            }
+        }
+    }
+
+    async fn connect(&self) -> Result<TraceeServiceClient<Channel>, String> {
+        let endpoint = self
+            .address
+            .endpoint()
+            .map_err(|e| format!("invalid address: {e}"))?;
+        let channel = endpoint.connect().await.map_err(|e| error_chain(&e))?;
+        Ok(TraceeServiceClient::new(channel).max_decoding_message_size(self.max_message))
+    }
+
+    /// One connection: subscribe and drain until the stream ends.
+    async fn session(
+        &self,
+        shed_log: &ShedLog,
+        connected: &prometheus_client::metrics::gauge::Gauge,
+    ) -> SessionEnd {
+        let mut end = SessionEnd {
+            subscribed: false,
+            received: 0,
+            reason: String::new(),
+        };
+        let mut client = match self.connect().await {
+            Ok(client) => client,
+            Err(reason) => {
+                end.reason = reason;
+                return end;
+            }
+        };
+        let version = tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            client.get_version(pb::GetVersionRequest {}),
+        )
+        .await;
+        let version = match version {
+            Ok(Ok(reply)) => reply.into_inner().version,
+            _ => "unknown".into(),
+        };
+        let request = pb::StreamEventsRequest {
+            policies: self.policies.clone(),
+            mask: None,
+        };
+        let mut stream = match client.stream_events(request).await {
+            Ok(response) => response.into_inner(),
+            Err(status) => {
+                end.reason = format!("StreamEvents refused: {status}");
+                return end;
+            }
+        };
+        end.subscribed = true;
+        connected.set(1);
+        tracing::info!(address = %self.address, tracee_version = %version, policies = ?self.policies, "Subscribed to Tracee events.");
+        loop {
+            let first = stream.message().await;
+            let mut batch = Batch::default();
+            let mut finished = match first {
+                Ok(Some(response)) => {
+                    batch.add(response);
+                    None
+                }
+                Ok(None) => Some("Tracee closed the stream".to_string()),
+                Err(status) => Some(format!("stream error: {status}")),
+            };
+            // Take whatever else has already arrived, so a burst is one submission.
+            while finished.is_none() && batch.events.len() < MAX_BATCH {
+                match stream.message().now_or_never() {
+                    Some(Ok(Some(response))) => batch.add(response),
+                    Some(Ok(None)) => finished = Some("Tracee closed the stream".into()),
+                    Some(Err(status)) => finished = Some(format!("stream error: {status}")),
+                    None => break,
+                }
+            }
+            end.received += batch.events.len() as u64;
+            let submitted = submit_or_shed(
+                &self.router,
+                &self.metrics,
+                shed_log,
+                INTAKE,
+                batch.events,
+                batch.bytes,
+            );
+            if submitted == Submitted::Closed {
+                end.reason = "Hooker is shutting down".into();
+                return end;
+            }
+            if let Some(reason) = finished {
+                end.reason = reason;
+                return end;
+            }
+        }
+    }
+}
+
+/// Converted events waiting for one submission.
+#[derive(Default)]
+struct Batch {
+    events: Vec<Event>,
+    bytes: usize,
+}
+
+impl Batch {
+    fn add(&mut self, response: pb::StreamEventsResponse) {
+        let Some(event) = response.event else {
+            return;
+        };
+        self.bytes += event.encoded_len();
+        let payload = tracee_event::to_json(&event);
+        self.events
+            .push(Event::new(payload, IntakeKind::Tracee, None));
+    }
+}
+
+/// An error with its causes, e.g. "transport error: No such file or directory".
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// Resolves once shutdown is signalled (the guard `wait_for` returns must not be held).
+async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_parse() {
+        let parse = |s: &str| TraceeAddress::parse(s).unwrap();
+        assert_eq!(parse("off"), None);
+        assert_eq!(parse(""), None);
+        assert_eq!(
+            parse("on"),
+            Some(TraceeAddress::Unix(DEFAULT_SOCKET.into()))
+        );
+        assert_eq!(
+            parse("unix:/tmp/t.sock"),
+            Some(TraceeAddress::Unix("/tmp/t.sock".into()))
+        );
+        assert_eq!(
+            parse("unix:///tmp/t.sock"),
+            Some(TraceeAddress::Unix("/tmp/t.sock".into()))
+        );
+        assert_eq!(
+            parse("/tmp/t.sock"),
+            Some(TraceeAddress::Unix("/tmp/t.sock".into()))
+        );
+        assert_eq!(
+            parse("tcp:4466"),
+            Some(TraceeAddress::Tcp("127.0.0.1:4466".into()))
+        );
+        assert_eq!(
+            parse("tcp:10.0.0.1:4466"),
+            Some(TraceeAddress::Tcp("10.0.0.1:4466".into()))
+        );
+        assert_eq!(
+            parse("http://localhost:4466"),
+            Some(TraceeAddress::Tcp("localhost:4466".into()))
+        );
+        assert!(TraceeAddress::parse("unix:").is_err());
+        assert!(TraceeAddress::parse("tracee").is_err());
+    }
+
+    #[test]
+    fn backoff_doubles_to_the_cap_with_jitter() {
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_millis(800));
+        let delays: Vec<Duration> = (0..6).map(|_| backoff.next_delay()).collect();
+        let ceilings = [100, 200, 400, 800, 800, 800];
+        for (delay, ceiling) in delays.iter().zip(ceilings) {
+            let ceiling = Duration::from_millis(ceiling);
+            assert!(
+                *delay <= ceiling && *delay >= ceiling / 2,
+                "{delay:?} vs {ceiling:?}"
+            );
+        }
+        backoff.reset();
+        assert!(backoff.next_delay() <= Duration::from_millis(100));
+    }
+}
