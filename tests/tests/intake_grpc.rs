@@ -111,6 +111,9 @@ async fn grpcio_publishes_fixtures_over_tcp_and_the_unix_socket() -> anyhow::Res
     let sink = Sink::start().await?;
     let dir = TempDir::new("grpc-socket");
     let socket = dir.join("grpc.sock");
+    // A stale socket file from a previous run is replaced.
+    drop(std::os::unix::net::UnixListener::bind(&socket)?);
+    assert!(socket.exists());
     let agent = Agent::builder(&config(&sink))
         .env("HOOKER_GRPC_SOCKET", socket.display().to_string())
         .start()
@@ -170,6 +173,8 @@ async fn grpcio_publishes_fixtures_over_tcp_and_the_unix_socket() -> anyhow::Res
             .await?,
         (2 * FIXTURES.len()) as f64
     );
+    assert!(agent.stop().await?.success());
+    assert!(!socket.exists(), "the socket file is removed at shutdown");
     Ok(())
 }
 
