@@ -173,7 +173,7 @@ async fn main() -> Result<()> {
         let next = next.clone();
         let args = args.clone();
         tasks.push(tokio::spawn(async move {
-            let result = match target.split_once(':').map(|(scheme, _)| scheme) {
+            match target.split_once(':').map(|(scheme, _)| scheme) {
                 Some("http") | Some("unix") => {
                     let sender =
                         http::HttpSender::connect(&target, events, args.token.clone()).await?;
@@ -188,8 +188,7 @@ async fn main() -> Result<()> {
                     drive(sender, &args, &stats, &next, start, deadline).await
                 }
                 _ => bail!("unsupported target {target}"),
-            };
-            result
+            }
         }));
     }
 
