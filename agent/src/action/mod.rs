@@ -7,22 +7,21 @@
 
 mod alert;
 mod api_client;
-mod docker;
 mod awssecurityhub;
+mod dependencytrack;
+mod docker;
+mod email;
 mod exec;
 mod http;
+mod jira;
 mod kubernetes;
 mod log;
+mod nexusiq;
 mod opsgenie;
 mod pagerduty;
 mod servicenow;
 mod slack;
 mod splunk;
-mod dependencytrack;
-mod email;
-mod jira;
-mod nexusiq;
-mod remote_keys;
 mod stdout;
 mod teams;
 mod webhook;
