@@ -1,7 +1,8 @@
 //! Shared plumbing for the actions that call an HTTP API (Slack, Teams, Splunk, OpsGenie, PagerDuty,
-//! ServiceNow, Security Hub): the keys they all take (`timeout`, `tls-verify`, `ca-file`,
-//! `headers`), the client those keys build, and one planned [`ApiRequest`] that `send` executes and
-//! `preview` shows, so `hooker test-route` prints exactly the body that would go out.
+//! ServiceNow, Security Hub, Jira, Nexus IQ, Dependency-Track): the keys they all take (`timeout`,
+//! `tls-verify`, `ca-file`, `headers`), the client those keys build, reading a JSON reply, and one
+//! planned [`ApiRequest`] that `send` executes and `preview` shows, so `hooker test-route` prints
+//! exactly the body that would go out.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -48,7 +49,8 @@ pub enum Region {
     Eu,
 }
 
-/// The keys every API action shares, as read from its block.
+/// The keys every API action shares, as read from its block. `timeout` is already defaulted by
+/// callers that want another default than [`DEFAULT_TIMEOUT`].
 pub struct RemoteKeys<'a> {
     pub timeout: Option<Duration>,
     pub tls_verify: bool,
@@ -114,6 +116,16 @@ impl Remote {
         Ok(Remote { http, headers })
     }
 
+    /// A request with the action's extra headers, for actions that build their own requests.
+    pub fn request(&self, method: reqwest::Method, url: reqwest::Url) -> reqwest::RequestBuilder {
+        self.http.request(method, url).headers(self.headers.clone())
+    }
+
+    /// The extra headers as `test-route` shows them (all configured headers are sensitive).
+    pub fn preview_headers(&self) -> serde_json::Value {
+        serde_json::Value::Object(preview_headers(&self.headers))
+    }
+
     /// Sends one request; the reply is the caller's to judge (usually with `check_response`).
     pub async fn send(&self, request: &ApiRequest) -> Result<reqwest::Response, ActionError> {
         let body = serde_json::to_vec(&request.body)
@@ -161,14 +173,7 @@ impl ApiRequest {
     pub fn preview(&self) -> serde_json::Value {
         let mut headers = serde_json::Map::new();
         headers.insert("content-type".into(), "application/json".into());
-        for (name, value) in &self.headers {
-            let shown = if value.is_sensitive() {
-                "***".to_string()
-            } else {
-                value.to_str().unwrap_or("<binary>").to_string()
-            };
-            headers.insert(name.as_str().to_string(), shown.into());
-        }
+        headers.extend(preview_headers(&self.headers));
         let location = if self.secret_url {
             format!(
                 "{}://{}/***",
@@ -188,6 +193,22 @@ impl ApiRequest {
             "body": self.body,
         })
     }
+}
+
+/// Header map → JSON for `test-route`, values of sensitive headers as `***`.
+fn preview_headers(
+    headers: &reqwest::header::HeaderMap,
+) -> serde_json::Map<String, serde_json::Value> {
+    let mut map = serde_json::Map::new();
+    for (name, value) in headers {
+        let shown = if value.is_sensitive() {
+            "***".to_string()
+        } else {
+            value.to_str().unwrap_or("<binary>").to_string()
+        };
+        map.insert(name.as_str().to_string(), shown.into());
+    }
+    map
 }
 
 /// The preview of an action that may make several requests (split messages, batches).
@@ -223,6 +244,42 @@ pub async fn send_all(
         )));
     }
     Ok(last)
+}
+
+/// Reads a successful reply as JSON (an empty body is `null`); any other status is the shared
+/// [`super::check_response`] error. `what` names the step, e.g. "creating the issue".
+pub async fn json_reply(
+    response: reqwest::Response,
+    what: &str,
+) -> Result<serde_json::Value, ActionError> {
+    if !response.status().is_success() {
+        let err = match super::check_response(response).await {
+            Err(err) => err,
+            Ok(_) => ActionError::permanent("unexpected success"),
+        };
+        return Err(context(err, what));
+    }
+    let bytes = response
+        .bytes()
+        .await
+        .map_err(|err| context(ActionError::transport(err), what))?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(serde_json::Value::Null);
+    }
+    serde_json::from_slice(&bytes).map_err(|err| {
+        ActionError::permanent(format!(
+            "{what}: the reply is not JSON ({err}): {}",
+            super::excerpt(&bytes, 256)
+        ))
+    })
+}
+
+/// Prefixes an error with the step that failed, keeping its kind and `Retry-After`.
+pub fn context(err: ActionError, what: &str) -> ActionError {
+    ActionError {
+        message: format!("{what}: {}", err.message),
+        ..err
+    }
 }
 
 /// Cuts `text` to at most `limit` bytes on a character boundary.

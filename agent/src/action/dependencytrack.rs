@@ -11,7 +11,7 @@ use reqwest::Method;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::remote_keys::{self, Remote, RemoteKeys, context, json_reply};
+use super::api_client::{self, HeaderValues, Remote, RemoteKeys, context, json_reply};
 use super::{Action, ActionError, BuildContext, Built, Report};
 use crate::config::{ActionConfig, Diagnostic, Secret, units};
 use crate::message::Message;
@@ -34,14 +34,14 @@ struct DependencyTrackConfig {
     #[serde(default, deserialize_with = "units::de_duration")]
     timeout: Option<Duration>,
     #[serde(
-        default = "remote_keys::tls_verify_default",
-        deserialize_with = "units::de_lenient_bool"
+        default = "api_client::yes",
+        deserialize_with = "api_client::de_tls_verify"
     )]
     tls_verify: bool,
     #[serde(default)]
     ca_file: Option<PathBuf>,
     #[serde(default)]
-    headers: BTreeMap<String, String>,
+    headers: BTreeMap<String, HeaderValues>,
 }
 
 fn yes() -> bool {
@@ -58,7 +58,7 @@ pub struct DependencyTrack {
 }
 
 pub fn build(config: &ActionConfig, _cx: &BuildContext) -> Result<Built, Diagnostic> {
-    let (settings, warnings) = super::settings::<DependencyTrackConfig>(config)?;
+    let (settings, mut warnings) = super::settings::<DependencyTrackConfig>(config)?;
     let base = super::http::parse_url(config, "url", &settings.url)?;
     let url = reqwest::Url::parse(&format!(
         "{}/api/v1/bom",
@@ -74,13 +74,13 @@ pub fn build(config: &ActionConfig, _cx: &BuildContext) -> Result<Built, Diagnos
             .key("dependency-track-api-key")
             .line(config.item.line_of("dependency-track-api-key")));
     }
-    let remote = RemoteKeys {
-        timeout: settings.timeout,
+    let keys = RemoteKeys {
+        timeout: Some(settings.timeout.unwrap_or(DEFAULT_TIMEOUT)),
         tls_verify: settings.tls_verify,
-        ca_file: settings.ca_file,
-        headers: settings.headers,
-    }
-    .build(config, DEFAULT_TIMEOUT)?;
+        ca_file: settings.ca_file.as_deref(),
+        headers: &settings.headers,
+    };
+    let remote = Remote::build(config, keys, &mut warnings)?;
     Built::new(
         DependencyTrack {
             name: config.name.clone(),

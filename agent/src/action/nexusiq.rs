@@ -13,7 +13,7 @@ use reqwest::Method;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::remote_keys::{self, Remote, RemoteKeys, context, json_reply};
+use super::api_client::{self, HeaderValues, Remote, RemoteKeys, context, json_reply};
 use super::{Action, ActionError, BuildContext, Built, Report};
 use crate::config::{ActionConfig, Diagnostic, Secret, units};
 use crate::message::Message;
@@ -40,14 +40,14 @@ struct NexusIqConfig {
     #[serde(default, deserialize_with = "units::de_duration")]
     timeout: Option<Duration>,
     #[serde(
-        default = "remote_keys::tls_verify_default",
-        deserialize_with = "units::de_lenient_bool"
+        default = "api_client::yes",
+        deserialize_with = "api_client::de_tls_verify"
     )]
     tls_verify: bool,
     #[serde(default)]
     ca_file: Option<PathBuf>,
     #[serde(default)]
-    headers: BTreeMap<String, String>,
+    headers: BTreeMap<String, HeaderValues>,
 }
 
 pub struct NexusIq {
@@ -62,7 +62,7 @@ pub struct NexusIq {
 }
 
 pub fn build(config: &ActionConfig, _cx: &BuildContext) -> Result<Built, Diagnostic> {
-    let (settings, warnings) = super::settings::<NexusIqConfig>(config)?;
+    let (settings, mut warnings) = super::settings::<NexusIqConfig>(config)?;
     let located = |key: &str, message: &str| {
         Diagnostic::new(config.place(), message)
             .key(key)
@@ -86,13 +86,13 @@ pub fn build(config: &ActionConfig, _cx: &BuildContext) -> Result<Built, Diagnos
     {
         return Err(located("source", "must be letters, digits, - or _"));
     }
-    let remote = RemoteKeys {
-        timeout: settings.timeout,
+    let keys = RemoteKeys {
+        timeout: Some(settings.timeout.unwrap_or(DEFAULT_TIMEOUT)),
         tls_verify: settings.tls_verify,
-        ca_file: settings.ca_file,
-        headers: settings.headers,
-    }
-    .build(config, DEFAULT_TIMEOUT)?;
+        ca_file: settings.ca_file.as_deref(),
+        headers: &settings.headers,
+    };
+    let remote = Remote::build(config, keys, &mut warnings)?;
     Built::new(
         NexusIq {
             name: config.name.clone(),

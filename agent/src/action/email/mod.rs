@@ -18,7 +18,7 @@ use lettre::transport::smtp::extension::ClientId;
 use lettre::{Address, AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 use serde::Deserialize;
 
-use super::remote_keys;
+use super::api_client;
 use super::{Action, ActionError, BuildContext, Built, Report};
 use crate::config::{ActionConfig, Diagnostic, Secret, units};
 use crate::message::Message;
@@ -59,7 +59,7 @@ struct EmailConfig {
     #[serde(default)]
     tls: Option<String>,
     #[serde(
-        default = "remote_keys::tls_verify_default",
+        default = "api_client::yes",
         deserialize_with = "units::de_lenient_bool"
     )]
     tls_verify: bool,

@@ -6,7 +6,7 @@ use serde_json::json;
 
 use super::fields::{self, FieldMeta, IssueType};
 use crate::action::ActionError;
-use crate::action::remote_keys::{Remote, context, json_reply};
+use crate::action::api_client::{Remote, context, json_reply};
 use crate::config::Secret;
 
 /// Page size for createmeta; pages are followed up to [`MAX_PAGES`].

@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use super::api::{Auth, JiraApi};
 use super::{Cache, DEFAULT_TIMEOUT, Jira};
-use crate::action::remote_keys::{self, RemoteKeys};
+use crate::action::api_client::{self, HeaderValues, Remote, RemoteKeys};
 use crate::action::{BuildContext, Built};
 use crate::config::{ActionConfig, Diagnostic, Secret, units};
 
@@ -75,8 +75,8 @@ struct JiraConfig {
     timeout: Option<Duration>,
     /// Verify the server certificate (default true; Postee's default was false).
     #[serde(
-        default = "remote_keys::tls_verify_default",
-        deserialize_with = "units::de_lenient_bool"
+        default = "api_client::yes",
+        deserialize_with = "api_client::de_tls_verify"
     )]
     tls_verify: bool,
     /// Extra CA bundle (PEM) to trust.
@@ -84,7 +84,7 @@ struct JiraConfig {
     ca_file: Option<PathBuf>,
     /// Extra request headers.
     #[serde(default)]
-    headers: BTreeMap<String, String>,
+    headers: BTreeMap<String, HeaderValues>,
 }
 
 fn yes() -> bool {
@@ -92,7 +92,7 @@ fn yes() -> bool {
 }
 
 pub fn build(config: &ActionConfig, _cx: &BuildContext) -> Result<Built, Diagnostic> {
-    let (settings, warnings) = crate::action::settings::<JiraConfig>(config)?;
+    let (settings, mut warnings) = crate::action::settings::<JiraConfig>(config)?;
     let located = |key: &str, message: String| {
         Diagnostic::new(config.place(), message)
             .key(key)
@@ -115,13 +115,13 @@ pub fn build(config: &ActionConfig, _cx: &BuildContext) -> Result<Built, Diagnos
     if project.is_empty() {
         return Err(located("project-key", "must not be empty".into()));
     }
-    let remote = RemoteKeys {
-        timeout: settings.timeout,
+    let keys = RemoteKeys {
+        timeout: Some(settings.timeout.unwrap_or(DEFAULT_TIMEOUT)),
         tls_verify: settings.tls_verify,
-        ca_file: settings.ca_file.clone(),
-        headers: settings.headers.clone(),
-    }
-    .build(config, DEFAULT_TIMEOUT)?;
+        ca_file: settings.ca_file.as_deref(),
+        headers: &settings.headers,
+    };
+    let remote = Remote::build(config, keys, &mut warnings)?;
     // Postee assigns to the configured user when no assignee is given.
     let assignee = settings
         .assignee
