@@ -284,7 +284,7 @@ async fn subscriber_waits_for_tracee_routes_its_events_and_survives_a_kill() -> 
         "{anti_debugging}"
     );
     assert!(
-        anti_debugging.contains("MITRE: defense-evasion / Debugger Evasion"),
+        anti_debugging.contains("MITRE ATT&CK: defense-evasion: Debugger Evasion"),
         "{anti_debugging}"
     );
     let trc1022 = texts

@@ -19,7 +19,6 @@ mod log;
 mod nexusiq;
 mod opsgenie;
 mod pagerduty;
-mod remote_keys;
 mod servicenow;
 mod slack;
 mod splunk;
