@@ -7,7 +7,9 @@ Called by bench/run.sh after the release build. Steps:
   3. end-to-end load over each intake (max rate and fixed rate) with the forensic `log` action,
      on the 10-route set and the 100-route set, reading the agent's CPU and RSS from /proc.
 
-Environment: BENCH_SECONDS (load duration per run, default 10), BENCH_SKIP_CRITERION=1.
+Environment: BENCH_SECONDS (load duration per run, default 10), BENCH_SKIP_CRITERION=1,
+BENCH_SOAK_SECONDS (length of the fixed-rate soak that samples RSS, default 120; 600 for the
+10-minute soak), BENCH_SOAK_RATE (default 2000 events/s).
 """
 
 import json
@@ -46,15 +48,15 @@ class Agent:
     def __init__(self, route_set, work):
         self.work = Path(tempfile.mkdtemp(prefix=f"hooker-bench-{route_set}-", dir=work))
         self.log = self.work / "forensic.jsonl"
-        config = (ROOT / "bench" / "configs" / f"{route_set}.yaml").read_text()
-        (self.work / "cfg.yaml").write_text(config.replace("@LOG@", str(self.log)))
+        if route_set:
+            config = (ROOT / "bench" / "configs" / f"{route_set}.yaml").read_text()
+            (self.work / "cfg.yaml").write_text(config.replace("@LOG@", str(self.log)))
         self.http = free_port()
         self.grpc = free_port()
         self.forward = free_port()
         self.socket = self.work / "hooker.sock"
         self.env = dict(
             os.environ,
-            HOOKER_CFG=str(self.work / "cfg.yaml"),
             HOOKER_HTTP=f"127.0.0.1:{self.http}",
             HOOKER_HTTPS="off",
             HOOKER_SOCKET=str(self.socket),
@@ -64,6 +66,11 @@ class Agent:
             HOOKER_FORWARD=f"127.0.0.1:{self.forward}",
             HOOKER_LOG="warn",
         )
+        if route_set:
+            self.env["HOOKER_CFG"] = str(self.work / "cfg.yaml")
+        else:
+            # The embedded default config (no file at the default path).
+            self.env.pop("HOOKER_CFG", None)
         self.proc = None
 
     def start(self):
@@ -187,10 +194,42 @@ def main():
         time.sleep(2)
         idle = agent.rss_mb()
         agent.stop()
+        default = Agent(None, work)
+        default_startups = []
+        for _ in range(5):
+            default_startups.append(default.start() * 1000)
+            default.proc.send_signal(signal.SIGTERM)
+            default.proc.wait()
+        default.stop()
         lines += ["## Resources", "", "| figure | value |", "|---|---:|",
                   f"| binary size (release, stripped) | {size:.1f} MB |",
                   f"| start-up to ready (/readyz 200), 10 routes, median of 5 | {sorted(startups)[2]:.1f} ms |",
+                  f"| start-up to ready, embedded default config, median of 5 | {sorted(default_startups)[2]:.1f} ms |",
                   f"| RSS idle (10 routes, after start-up) | {idle:.1f} MB |", ""]
+
+        # Soak: a steady rate, RSS sampled along the way.
+        soak_seconds = float(os.environ.get("BENCH_SOAK_SECONDS", "120"))
+        soak_rate = int(os.environ.get("BENCH_SOAK_RATE", "2000"))
+        if soak_seconds > 0:
+            agent = Agent("routes-10", work)
+            agent.start()
+            samples = []
+            runner = subprocess.Popen(
+                [str(LOAD), "--target", f"http://127.0.0.1:{agent.http}", "--event", str(EVENT),
+                 "--log", str(agent.log), "--expect", "2", "--duration", str(soak_seconds),
+                 "--connections", "8", "--rate", str(soak_rate), "--quiet"],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            step = max(soak_seconds / 10, 1)
+            while runner.poll() is None:
+                samples.append(agent.rss_mb())
+                time.sleep(step)
+            out, _ = runner.communicate()
+            agent.stop()
+            soak = next((json.loads(l[7:]) for l in out.splitlines() if l.startswith("RESULT ")), {})
+            lines += [f"## Soak: {soak_rate} events/s for {soak_seconds:g} s (10 routes, HTTP)", "",
+                      "RSS samples (MB), first to last: " + ", ".join(f"{s:.1f}" for s in samples), "",
+                      f"p99 latency {soak.get('p99_ms') or 0:.2f} ms, completed {soak.get('completed', 0)} of "
+                      f"{soak.get('accepted', 0)} accepted.", ""]
 
         # End-to-end load.
         results = []

@@ -421,7 +421,8 @@ async fn reload_loop(
 }
 
 /// Watches the config file's directory: Kubernetes ConfigMap mounts replace the file by
-/// swapping a `..data` symlink, which a watch on the file itself would miss.
+/// swapping a `..data` symlink, which a watch on the file itself would miss. Changes to other
+/// files in that directory are ignored.
 fn watch_config(
     path: &Path,
     reload: mpsc::Sender<ReloadRequest>,
@@ -432,9 +433,21 @@ fn watch_config(
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."))
         .to_path_buf();
+    let name = path.file_name().map(|n| n.to_os_string());
     let handler = move |event: notify::Result<notify::Event>| {
         let Ok(event) = event else { return };
         if matches!(event.kind, notify::EventKind::Access(_)) {
+            return;
+        }
+        // Only the config file itself, or a ConfigMap's `..data` swap: other files in the same
+        // directory (a forensic log, say) must not cost a reload per write.
+        let concerns_config = event.paths.is_empty()
+            || event.paths.iter().any(|changed| {
+                let changed = changed.file_name();
+                changed == name.as_deref()
+                    || changed.is_some_and(|n| n.to_string_lossy().starts_with(".."))
+            });
+        if !concerns_config {
             return;
         }
         let (tx, _) = tokio::sync::oneshot::channel();

@@ -155,10 +155,7 @@ async fn main() -> Result<()> {
     let stats = Arc::new(Stats::default());
     let start = Instant::now();
     let rate = args.rate;
-    let due = move |seq: u64| match rate {
-        Some(rate) => Duration::from_secs_f64(seq as f64 / rate as f64),
-        None => Duration::ZERO,
-    };
+    let due = rate.map(|rate| move |seq: u64| Duration::from_secs_f64(seq as f64 / rate as f64));
     let tail = tail::Tail::start(args.log.clone(), args.expect, start, due, stats.clone())?;
     let usage_before = args.pid.map(agent::Usage::read).transpose()?;
     let rss_peak = Arc::new(AtomicU64::new(0));

@@ -34,7 +34,7 @@ impl Tail {
         path: PathBuf,
         expect: u32,
         start: Instant,
-        due: impl Fn(u64) -> Duration + Send + 'static,
+        due: Option<impl Fn(u64) -> Duration + Send + 'static>,
         stats: Arc<Stats>,
     ) -> Result<Tail> {
         let state = Arc::new(Mutex::new(State {
@@ -85,7 +85,7 @@ fn follow(
     mut skip: Option<(u64, u64)>,
     expect: u32,
     start: Instant,
-    due: impl Fn(u64) -> Duration,
+    due: Option<impl Fn(u64) -> Duration>,
     stats: &Stats,
     state: &Mutex<State>,
     stop: &AtomicBool,
@@ -150,7 +150,7 @@ fn complete(
     line: &[u8],
     expect: u32,
     start: Instant,
-    due: &impl Fn(u64) -> Duration,
+    due: &Option<impl Fn(u64) -> Duration>,
     stats: &Stats,
     state: &Mutex<State>,
     seen: &mut HashMap<u64, u32>,
@@ -167,9 +167,9 @@ fn complete(
         stats.completed.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut state) = state.lock() {
             state.last = Some(now);
-            let due = due(seq);
-            if due > Duration::ZERO || seq == 0 {
-                let micros = now.saturating_sub(due).as_micros().max(1) as u64;
+            // Latency only means something when events had a schedule (fixed rate).
+            if let Some(due) = due {
+                let micros = now.saturating_sub(due(seq)).as_micros().max(1) as u64;
                 let _ = state.latency.record(micros);
                 state.measured = true;
             }
