@@ -5,7 +5,9 @@
 //! - `route/<name>`: one route's Rego rule alone, on an already converted event;
 //! - `bound`: parse + convert + the Rego rules of the routes that match — work no router can skip;
 //! - `naive`: parse + convert + every route's rule (what one engine per route costs unindexed);
-//! - `router`: what a router worker does (index, native pre-checks, Rego, template render).
+//! - `router`: what a router worker does (index, native pre-checks, Rego, template render);
+//! - `render/<template>`: one template render of the event (built-in raw JSON natively and through
+//!   its Rego module, and the rich Tracee templates).
 //!
 //! Run with `cargo bench -p hooker --bench router` (`bench/run.sh` runs it and records the table).
 
@@ -18,7 +20,7 @@ use hooker::action::BuildContext;
 use hooker::config::Config;
 use hooker::pipeline::{Paths, Pipeline};
 use hooker::router::rego::to_rego;
-use hooker::router::template::Template;
+use hooker::router::template::{Catalog, Template, TemplateText};
 
 const EVENT: &str = "tracee/v0.12-era-signature-dropped-executable-TRC-1022.json";
 const MISS: &str = "tracee/v0.13-security_file_open.json";
@@ -72,10 +74,20 @@ impl Worker<'_> {
             if route.rule.evaluate(input) != Ok(true) {
                 continue;
             }
-            let template_input = self.pipeline.template_input(&payload, "bench");
+            let pipeline = self.pipeline;
+            let mut template_input = None;
             if let Some(template) = self.templates.get_mut(&route.template)
                 && template
-                    .render(template_input, &route.name, "id", payload.clone())
+                    .render(
+                        || {
+                            template_input
+                                .get_or_insert_with(|| pipeline.template_input(&payload, "bench"))
+                                .clone()
+                        },
+                        &route.name,
+                        "id",
+                        payload.clone(),
+                    )
                     .is_ok()
             {
                 rendered += 1;
@@ -98,6 +110,30 @@ fn bench(c: &mut Criterion) {
     c.bench_function("convert/clone_then_from", |b| {
         b.iter(|| regorus::Value::from(value.clone()))
     });
+
+    let catalog = Catalog::load(None).unwrap_or_else(|errors| panic!("{errors:?}"));
+    let raw_json = include_str!("../templates/raw-json.rego");
+    let payload = Arc::new(value.clone());
+    let base = pipeline("routes-10");
+    for (name, text) in [
+        ("raw-json", TemplateText::Package("hooker.rawmessage.json")),
+        ("raw-json-rego", TemplateText::Module(raw_json)),
+        ("tracee-text", TemplateText::Package("hooker.tracee.text")),
+        ("tracee-slack", TemplateText::Package("hooker.tracee.slack")),
+    ] {
+        let mut template =
+            Template::compile(name, text, &catalog).unwrap_or_else(|err| panic!("{err}"));
+        c.bench_function(&format!("render/{name}"), |b| {
+            b.iter(|| {
+                template.render(
+                    || base.template_input(&payload, "bench"),
+                    "r",
+                    "id",
+                    payload.clone(),
+                )
+            })
+        });
+    }
 
     for set in ["routes-10", "routes-100"] {
         let pipeline = pipeline(set);

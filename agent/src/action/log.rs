@@ -125,7 +125,7 @@ impl Action for Log {
     }
 
     async fn send(&self, message: &Message) -> Result<Report, ActionError> {
-        let mut line = serde_json::to_vec(&record(&self.node, message))
+        let mut line = serde_json::to_vec(&Record::new(&self.node, message))
             .map_err(|err| ActionError::permanent(format!("cannot encode record: {err}")))?;
         line.push(b'\n');
         let file = self.file.clone();
@@ -148,19 +148,32 @@ impl Action for Log {
             .lock()
             .map(|f| f.path.display().to_string())
             .unwrap_or_default();
-        serde_json::json!({ "append_to": path, "line": record(&self.node, message) })
+        serde_json::json!({ "append_to": path, "line": Record::new(&self.node, message) })
     }
 }
 
-fn record(node: &str, message: &Message) -> serde_json::Value {
-    serde_json::json!({
-        "time": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-        "node": node,
-        "route": message.route,
-        "event_id": message.event_id,
-        "title": message.title,
-        "event": message.event,
-    })
+/// One line of the forensic log, serialized straight from the message (no copy of the event).
+#[derive(serde::Serialize)]
+struct Record<'a> {
+    time: String,
+    node: &'a str,
+    route: &'a str,
+    event_id: &'a str,
+    title: &'a str,
+    event: &'a serde_json::Value,
+}
+
+impl<'a> Record<'a> {
+    fn new(node: &'a str, message: &'a Message) -> Record<'a> {
+        Record {
+            time: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            node,
+            route: &message.route,
+            event_id: &message.event_id,
+            title: &message.title,
+            event: &message.event,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -14,6 +14,11 @@ use crate::message::Message;
 /// Bump with a migration (and a test opening the previous format) when a record shape changes.
 pub const SCHEMA_VERSION: u64 = 1;
 
+/// redb's page cache. Its default (1 GiB) would let a busy node's agent grow to that size; the
+/// store is written far more than read (reads happen at start-up and for dead-letter commands),
+/// so a small cache costs little.
+const CACHE_BYTES: usize = 16 << 20;
+
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox");
 const DEAD: TableDefinition<u64, &[u8]> = TableDefinition::new("dead");
@@ -113,7 +118,10 @@ impl Store {
                 message: e.to_string(),
             })?;
         }
-        let db = Database::create(path).map_err(|e| StoreError::Open {
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create(path)
+            .map_err(|e| StoreError::Open {
             path: path.to_path_buf(),
             message: e.to_string(),
         })?;

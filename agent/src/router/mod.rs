@@ -451,14 +451,16 @@ impl Worker {
                 }
             }
             let pipeline = &self.generation.pipeline;
-            let input = template_input
-                .get_or_insert_with(|| pipeline.template_input(&event.payload, &self.shared.node))
-                .clone();
+            let node = &self.shared.node;
             let Some(template) = self.templates.get_mut(&route.template) else {
                 continue;
             };
             let message = match template.render(
-                input,
+                || {
+                    template_input
+                        .get_or_insert_with(|| pipeline.template_input(&event.payload, node))
+                        .clone()
+                },
                 &route.name,
                 &event.id,
                 event.payload.clone(),

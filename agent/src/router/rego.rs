@@ -60,10 +60,10 @@ impl RouteRule {
         files: &[String],
         filters_dir: &Path,
     ) -> Result<RouteRule, RuleError> {
-        let mut engine = new_engine()?;
         let mut rules = Vec::new();
         let mut checks = Vec::new();
-        if !files.is_empty() {
+        let engine = if !files.is_empty() {
+            let mut sources = Vec::new();
             for file in files {
                 let path = if Path::new(file).is_absolute() {
                     Path::new(file).to_path_buf()
@@ -74,7 +74,12 @@ impl RouteRule {
                     key: "input-files",
                     message: format!("cannot read {}: {err}", path.display()),
                 })?;
-                let package = add_module(&mut engine, &path.display().to_string(), &source)
+                sources.push((path, source));
+            }
+            let roots: Vec<&str> = sources.iter().map(|(_, s)| s.as_str()).collect();
+            let mut engine = new_engine(&roots)?;
+            for (path, source) in &sources {
+                let package = add_module(&mut engine, &path.display().to_string(), source)
                     .map_err(|message| RuleError::Compile {
                         key: "input-files",
                         message,
@@ -84,7 +89,9 @@ impl RouteRule {
                     rules.push(rule);
                 }
             }
+            engine
         } else if let Some(body) = input.map(str::trim).filter(|b| !b.is_empty()) {
+            let mut engine = new_engine(&[body])?;
             let v1 =
                 format!("package hooker\n\ndefault allow := false\n\nallow if {{\n{body}\n}}\n");
             let v0 = format!(
@@ -99,7 +106,10 @@ impl RouteRule {
             })?;
             rules.push("data.hooker.allow".to_string());
             checks = prefilter::checks(body);
-        }
+            engine
+        } else {
+            new_engine(&[])?
+        };
         let mut rule = RouteRule {
             engine,
             rules,
@@ -163,8 +173,8 @@ impl RuleError {
     }
 }
 
-/// An engine with the helper library and the `jsonformat` built-in.
-pub fn new_engine() -> Result<Engine, RuleError> {
+/// An engine with the `jsonformat` built-in and the helper-library modules `roots` need.
+pub fn new_engine(roots: &[&str]) -> Result<Engine, RuleError> {
     let mut engine = Engine::new();
     engine
         .add_extension("jsonformat".into(), 1, Box::new(jsonformat))
@@ -172,13 +182,105 @@ pub fn new_engine() -> Result<Engine, RuleError> {
             key: "input",
             message: err.to_string(),
         })?;
-    for (path, source) in LIBRARY {
-        add_module(&mut engine, path, source).map_err(|message| RuleError::Compile {
-            key: "input",
-            message,
+    let library: Vec<Module<'_>> = LIBRARY
+        .iter()
+        .map(|(origin, source)| Module::new(origin, source))
+        .collect();
+    for index in needed(roots, &library) {
+        let module = &library[index];
+        add_module(&mut engine, module.origin, module.source).map_err(|message| {
+            RuleError::Compile {
+                key: "input",
+                message,
+            }
         })?;
     }
     Ok(engine)
+}
+
+/// A module an engine may load: where it came from, its package (without `data.`), its text.
+#[derive(Debug, Clone, Copy)]
+pub struct Module<'a> {
+    pub origin: &'a str,
+    pub package: &'a str,
+    pub source: &'a str,
+}
+
+impl<'a> Module<'a> {
+    /// Reads the package off the module's `package` line.
+    pub fn new(origin: &'a str, source: &'a str) -> Module<'a> {
+        let package = source
+            .lines()
+            .find_map(|line| line.trim().strip_prefix("package "))
+            .map(str::trim)
+            .unwrap_or_default();
+        Module {
+            origin,
+            package,
+            source,
+        }
+    }
+}
+
+/// Which of `available` the `roots` need, transitively: a module is needed when a needed text
+/// names its package (`data.a.b` needs packages `a.b`, `a.b.*` and `a`). Evaluation cost in
+/// regorus grows with every module an engine holds, so engines load only these. A dynamic
+/// `data[...]` reference needs everything.
+pub fn needed(roots: &[&str], available: &[Module<'_>]) -> Vec<usize> {
+    let mut taken = vec![false; available.len()];
+    let mut queue: Vec<&str> = roots.to_vec();
+    while let Some(text) = queue.pop() {
+        let refs = data_refs(text);
+        for (index, module) in available.iter().enumerate() {
+            if taken[index] {
+                continue;
+            }
+            let wanted = match &refs {
+                None => true,
+                Some(refs) => refs.iter().any(|r| names_package(r, module.package)),
+            };
+            if wanted {
+                taken[index] = true;
+                queue.push(module.source);
+            }
+        }
+    }
+    (0..available.len()).filter(|i| taken[*i]).collect()
+}
+
+/// Whether reference `r` (`a.b.c`, without `data.`) may read package `package`.
+fn names_package(r: &str, package: &str) -> bool {
+    let under = |long: &str, short: &str| {
+        long.strip_prefix(short)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
+    };
+    !package.is_empty() && (under(r, package) || under(package, r))
+}
+
+/// The paths a module text reads as `data.<path>`; `None` for a dynamic `data[...]`.
+fn data_refs(text: &str) -> Option<Vec<&str>> {
+    let is_ident = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    let mut refs = Vec::new();
+    for (at, _) in text.match_indices("data") {
+        if text[..at].chars().next_back().is_some_and(is_ident) {
+            continue;
+        }
+        let rest = &text[at + 4..];
+        if rest.starts_with('[') {
+            return None;
+        }
+        let Some(path) = rest.strip_prefix('.') else {
+            continue;
+        };
+        let end = path
+            .find(|c: char| !(is_ident(c) || c == '.'))
+            .unwrap_or(path.len());
+        let path = path[..end].trim_end_matches('.');
+        if !path.is_empty() {
+            refs.push(path);
+        }
+    }
+    Some(refs)
 }
 
 /// Postee's `jsonformat(x)`: pretty JSON text with a one-space indent.
@@ -290,6 +392,25 @@ mod tests {
             json!({"name": "x", "threat": {"severity": 2}})
         ));
         assert!(!eval(&mut r, json!({"eventName": "openat"})));
+    }
+
+    #[test]
+    fn engines_load_only_the_modules_a_text_needs() {
+        let lib = [
+            Module::new("a", "package hooker.lib.tracee\nx := data.hooker.lib.common.y"),
+            Module::new("b", "package hooker.lib.common\ny := 1"),
+            Module::new("c", "package hooker.lib.trivy\nz := 2"),
+        ];
+        // Transitive, and `input.metadata.x` is not a data reference.
+        assert_eq!(
+            needed(&["input.metadata.a == data.hooker.lib.tracee.x"], &lib),
+            vec![0, 1]
+        );
+        // A prefix reference takes every package under it.
+        assert_eq!(needed(&["import data.hooker.lib"], &lib), vec![0, 1, 2]);
+        assert_eq!(needed(&["input.a == 1"], &lib), Vec::<usize>::new());
+        // A dynamic reference takes everything.
+        assert_eq!(needed(&["data[x].y"], &lib), vec![0, 1, 2]);
     }
 
     #[test]

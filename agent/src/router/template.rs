@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use regorus::{Engine, Value};
 
-use super::rego::{add_module, new_engine};
+use super::rego::{LIBRARY, Module, add_module, needed, new_engine};
 use crate::message::Message;
 
 /// Embeds `agent/templates/<file>` for each file named: `(file, source)` pairs.
@@ -180,17 +180,39 @@ pub struct Template {
     package: String,
     /// `data.<package>` of the aggregation template, when the template names one.
     aggregation: Option<String>,
+    /// The built-in `hooker.rawmessage.json`, rendered natively (same text, no Rego).
+    raw_json: bool,
 }
+
+/// The built-in raw-JSON template, which [`Template`] renders natively.
+const RAW_JSON: &str = include_str!("../../templates/raw-json.rego");
+
+/// The wrapper package whose rules read the template's package as one value: evaluating a rule
+/// skips the query parsing and analysis `eval_query` repeats on every call.
+const WRAPPER: &str = "hooker_internal.render";
 
 impl Template {
     /// Compiles a template from a catalog package or from module text (`body`, `url`).
+    ///
+    /// Like Postee, a template may use any package of the catalog; the engine loads only those
+    /// its text (transitively) names, because regorus' evaluation cost grows with every module.
     pub fn compile(
         name: &str,
         source: TemplateText<'_>,
         catalog: &Catalog,
     ) -> Result<Template, String> {
-        let mut engine = new_engine().map_err(|e| e.to_string())?;
-        let package = match source {
+        let universe: Vec<Module<'_>> = LIBRARY
+            .iter()
+            .map(|(origin, source)| Module::new(origin, source))
+            .chain(catalog.all().map(|entry| Module {
+                origin: &entry.origin,
+                package: &entry.package,
+                source: &entry.source,
+            }))
+            .collect();
+        let mut loaded = vec![false; universe.len()];
+        let mut engine = new_engine(&[]).map_err(|e| e.to_string())?;
+        let (package, raw_json) = match source {
             TemplateText::Package(package) => {
                 let entry = catalog.find(package).ok_or_else(|| {
                     let known: Vec<_> = catalog.packages().collect();
@@ -199,67 +221,65 @@ impl Template {
                         known.join(", ")
                     )
                 })?;
-                // Like Postee, the whole catalog is loaded so templates can use each other.
-                for module in catalog.all() {
-                    add_module(&mut engine, &module.origin, &module.source)?;
-                }
-                format!("data.{}", entry.package)
+                let root = format!("data.{}", entry.package);
+                load_needed(&mut engine, &root, &universe, &mut loaded)?;
+                (root, &*entry.source == RAW_JSON)
             }
             TemplateText::Module(text) => {
-                for module in catalog
-                    .all()
-                    .filter(|m| m.package.starts_with("hooker.aggregate."))
-                {
-                    add_module(&mut engine, &module.origin, &module.source)?;
-                }
-                add_module(&mut engine, &format!("template \"{name}\""), text)?
+                load_needed(&mut engine, text, &universe, &mut loaded)?;
+                let package = add_module(&mut engine, &format!("template \"{name}\""), text)?;
+                (package, false)
             }
         };
-        let mut template = Template {
+        // Like Postee, evaluate once on an empty input to find the aggregation package.
+        let found = eval_package(&mut engine, &package, Value::new_object())?
+            .and_then(|out| match out.get("aggregation_pkg") {
+                Some(serde_json::Value::String(pkg)) if !pkg.is_empty() => Some(pkg.clone()),
+                _ => None,
+            });
+        let aggregation = found.map(|pkg| match catalog.find(&pkg) {
+            Some(entry) => format!("data.{}", entry.package),
+            None => format!("data.{pkg}"),
+        });
+        let mut wrapper = format!("package {WRAPPER}\n\nout := {package}\n");
+        if let Some(aggregation) = &aggregation {
+            load_needed(&mut engine, aggregation, &universe, &mut loaded)?;
+            wrapper.push_str(&format!("\nagg := {aggregation}\n"));
+        }
+        add_module(&mut engine, "template wrapper", &wrapper)?;
+        Ok(Template {
             name: name.to_string(),
             engine,
             package,
-            aggregation: None,
-        };
-        // Like Postee, evaluate once on an empty input to find the aggregation package.
-        template.aggregation =
-            template
-                .eval(Value::new_object())?
-                .and_then(|out| match out.get("aggregation_pkg") {
-                    Some(serde_json::Value::String(pkg)) if !pkg.is_empty() => catalog
-                        .find(pkg)
-                        .map(|e| format!("data.{}", e.package))
-                        .or_else(|| Some(format!("data.{pkg}"))),
-                    _ => None,
-                });
-        Ok(template)
+            aggregation,
+            raw_json,
+        })
     }
 
     pub fn aggregates(&self) -> bool {
         self.aggregation.is_some()
     }
 
-    fn eval(
-        &mut self,
-        input: Value,
-    ) -> Result<Option<serde_json::Map<String, serde_json::Value>>, String> {
-        eval_package(&mut self.engine, &self.package, input)
-    }
-
-    /// Renders one event. `input` is the event with Postee's `postee` key added.
+    /// Renders one event. `input` gives the event with Postee's `postee` key added; it is not
+    /// called when the template renders without Rego.
     pub fn render(
         &mut self,
-        input: Value,
+        input: impl FnOnce() -> Value,
         route: &str,
         event_id: &str,
         event: Arc<serde_json::Value>,
     ) -> Result<Message, String> {
-        let out = self.eval(input)?.ok_or_else(|| {
-            format!(
-                "template \"{}\": package {} is not defined",
-                self.name, self.package
-            )
-        })?;
+        let out = if self.raw_json {
+            raw_json(&event)
+        } else {
+            self.engine.set_input(input());
+            eval_rule(&mut self.engine, &format!("data.{WRAPPER}.out"))?.ok_or_else(|| {
+                format!(
+                    "template \"{}\": package {} is not defined",
+                    self.name, self.package
+                )
+            })?
+        };
         message_from(&self.name, out, route, event_id, event)
     }
 
@@ -270,12 +290,10 @@ impl Template {
             return Ok(join(messages));
         };
         let items: Vec<serde_json::Value> = messages.iter().map(aggregation_item).collect();
-        let out = eval_package(
-            &mut self.engine,
-            &package,
-            Value::from(serde_json::Value::Array(items)),
-        )?
-        .ok_or_else(|| format!("aggregation package {package} is not defined"))?;
+        self.engine
+            .set_input(Value::from(serde_json::Value::Array(items)));
+        let out = eval_rule(&mut self.engine, &format!("data.{WRAPPER}.agg"))?
+            .ok_or_else(|| format!("aggregation package {package} is not defined"))?;
         message_from(
             &self.name,
             out,
@@ -283,6 +301,68 @@ impl Template {
             &first.event_id,
             first.event.clone(),
         )
+    }
+}
+
+/// Loads the modules of `universe` that `text` needs and that are not loaded yet.
+fn load_needed(
+    engine: &mut Engine,
+    text: &str,
+    universe: &[Module<'_>],
+    loaded: &mut [bool],
+) -> Result<(), String> {
+    for index in needed(&[text], universe) {
+        if !std::mem::replace(&mut loaded[index], true) {
+            add_module(engine, universe[index].origin, universe[index].source)?;
+        }
+    }
+    Ok(())
+}
+
+/// What `raw-json.rego` computes: the event without the `postee` and `hooker` keys Hooker adds,
+/// as pretty JSON with a one-space indent and object keys in Rego's (sorted) order.
+fn raw_json(event: &serde_json::Value) -> serde_json::Map<String, serde_json::Value> {
+    let mut out = Vec::new();
+    let formatter = serde_json::ser::PrettyFormatter::with_indent(b" ");
+    let mut serializer = serde_json::Serializer::with_formatter(&mut out, formatter);
+    let body = match serde::Serialize::serialize(&Sorted(event, true), &mut serializer) {
+        Ok(()) => String::from_utf8_lossy(&out).into_owned(),
+        Err(err) => format!("{{\"error\": {:?}}}", err.to_string()),
+    };
+    let mut map = serde_json::Map::new();
+    map.insert("title".into(), "Raw Message Received".into());
+    map.insert("result".into(), body.into());
+    map
+}
+
+/// A JSON value serialized with object keys sorted; the top level drops `postee` and `hooker`.
+struct Sorted<'a>(&'a serde_json::Value, bool);
+
+impl serde::Serialize for Sorted<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{SerializeMap, SerializeSeq};
+        match self.0 {
+            serde_json::Value::Object(map) => {
+                let mut entries: Vec<_> = map
+                    .iter()
+                    .filter(|(key, _)| !(self.1 && (key == &"postee" || key == &"hooker")))
+                    .collect();
+                entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+                let mut out = serializer.serialize_map(Some(entries.len()))?;
+                for (key, value) in entries {
+                    out.serialize_entry(key, &Sorted(value, false))?;
+                }
+                out.end()
+            }
+            serde_json::Value::Array(items) => {
+                let mut out = serializer.serialize_seq(Some(items.len()))?;
+                for item in items {
+                    out.serialize_element(&Sorted(item, false))?;
+                }
+                out.end()
+            }
+            other => other.serialize(serializer),
+        }
     }
 }
 
@@ -310,6 +390,20 @@ fn eval_package(
     else {
         return Ok(None);
     };
+    match serde_json::to_value(&value).map_err(|err| err.to_string())? {
+        serde_json::Value::Object(map) => Ok(Some(map)),
+        _ => Ok(None),
+    }
+}
+
+/// Evaluates one rule; `None` when it is undefined or not an object.
+fn eval_rule(
+    engine: &mut Engine,
+    rule: &str,
+) -> Result<Option<serde_json::Map<String, serde_json::Value>>, String> {
+    let value = engine
+        .eval_rule(rule.to_string())
+        .map_err(|err| err.to_string())?;
     match serde_json::to_value(&value).map_err(|err| err.to_string())? {
         serde_json::Value::Object(map) => Ok(Some(map)),
         _ => Ok(None),
@@ -419,7 +513,7 @@ mod tests {
 
     fn render(template: &mut Template, event: serde_json::Value) -> Message {
         template
-            .render(Value::from(event.clone()), "r", "e1", Arc::new(event))
+            .render(|| Value::from(event.clone()), "r", "e1", Arc::new(event.clone()))
             .unwrap()
     }
 
@@ -443,7 +537,7 @@ mod tests {
         let body = "package custom\ntitle := \"T\"\n";
         let mut t = Template::compile("c", TemplateText::Module(body), &catalog).unwrap();
         let err = t
-            .render(Value::new_object(), "r", "e", Arc::new(json!({})))
+            .render(Value::new_object, "r", "e", Arc::new(json!({})))
             .unwrap_err();
         assert!(err.contains("property result is not found"), "{err}");
     }
@@ -464,6 +558,39 @@ mod tests {
             .join("../../shared/fixtures")
             .join(name);
         serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn native_raw_json_renders_what_the_rego_template_renders() {
+        let catalog = Catalog::load(None).unwrap();
+        let mut native =
+            Template::compile("n", TemplateText::Package("hooker.rawmessage.json"), &catalog)
+                .unwrap();
+        let mut rego = Template::compile("r", TemplateText::Module(RAW_JSON), &catalog).unwrap();
+        assert!(native.raw_json && !rego.raw_json);
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures");
+        let mut compared = 0;
+        for family in ["postee", "tracee", "trivy"] {
+            for entry in std::fs::read_dir(dir.join(family)).unwrap() {
+                let path = entry.unwrap().path();
+                if path.extension().is_none_or(|e| e != "json") {
+                    continue;
+                }
+                let mut event: serde_json::Value =
+                    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+                if let serde_json::Value::Object(map) = &mut event {
+                    // Keys Hooker adds to the template input, and a nested one that must stay.
+                    map.insert("postee".into(), json!({"AquaServer": ""}));
+                    map.insert("nested".into(), json!({"hooker": [1, 2.5, "x"]}));
+                }
+                let a = render(&mut native, event.clone());
+                let b = render(&mut rego, event);
+                assert_eq!(a.body, b.body, "{}", path.display());
+                assert_eq!(a.title, b.title);
+                compared += 1;
+            }
+        }
+        assert!(compared >= 15, "only {compared} fixtures compared");
     }
 
     #[test]

@@ -46,11 +46,14 @@ fn compile(package: &str) -> Template {
 }
 
 fn render(template: &mut Template, event: &serde_json::Value) -> Result<Message, String> {
-    let mut input = event.clone();
-    if let serde_json::Value::Object(map) = &mut input {
-        map.insert("postee".into(), json!({"AquaServer": ""}));
-    }
-    template.render(Value::from(input), "r", "e", Arc::new(event.clone()))
+    let input = || {
+        let mut input = event.clone();
+        if let serde_json::Value::Object(map) = &mut input {
+            map.insert("postee".into(), json!({"AquaServer": ""}));
+        }
+        Value::from(input)
+    };
+    template.render(input, "r", "e", Arc::new(event.clone()))
 }
 
 /// Two events of each family, different enough that the aggregate shows both.
