@@ -397,7 +397,10 @@ mod tests {
     #[test]
     fn engines_load_only_the_modules_a_text_needs() {
         let lib = [
-            Module::new("a", "package hooker.lib.tracee\nx := data.hooker.lib.common.y"),
+            Module::new(
+                "a",
+                "package hooker.lib.tracee\nx := data.hooker.lib.common.y",
+            ),
             Module::new("b", "package hooker.lib.common\ny := 1"),
             Module::new("c", "package hooker.lib.trivy\nz := 2"),
         ];

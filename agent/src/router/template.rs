@@ -232,11 +232,12 @@ impl Template {
             }
         };
         // Like Postee, evaluate once on an empty input to find the aggregation package.
-        let found = eval_package(&mut engine, &package, Value::new_object())?
-            .and_then(|out| match out.get("aggregation_pkg") {
+        let found = eval_package(&mut engine, &package, Value::new_object())?.and_then(|out| {
+            match out.get("aggregation_pkg") {
                 Some(serde_json::Value::String(pkg)) if !pkg.is_empty() => Some(pkg.clone()),
                 _ => None,
-            });
+            }
+        });
         let aggregation = found.map(|pkg| match catalog.find(&pkg) {
             Some(entry) => format!("data.{}", entry.package),
             None => format!("data.{pkg}"),
@@ -513,7 +514,12 @@ mod tests {
 
     fn render(template: &mut Template, event: serde_json::Value) -> Message {
         template
-            .render(|| Value::from(event.clone()), "r", "e1", Arc::new(event.clone()))
+            .render(
+                || Value::from(event.clone()),
+                "r",
+                "e1",
+                Arc::new(event.clone()),
+            )
             .unwrap()
     }
 
@@ -563,9 +569,12 @@ mod tests {
     #[test]
     fn native_raw_json_renders_what_the_rego_template_renders() {
         let catalog = Catalog::load(None).unwrap();
-        let mut native =
-            Template::compile("n", TemplateText::Package("hooker.rawmessage.json"), &catalog)
-                .unwrap();
+        let mut native = Template::compile(
+            "n",
+            TemplateText::Package("hooker.rawmessage.json"),
+            &catalog,
+        )
+        .unwrap();
         let mut rego = Template::compile("r", TemplateText::Module(RAW_JSON), &catalog).unwrap();
         assert!(native.raw_json && !rego.raw_json);
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures");
