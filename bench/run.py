@@ -236,7 +236,7 @@ def main():
                     agent = Agent(set_name, work)
                     agent.start()
                     results.append(load(agent, f"grpc://127.0.0.1:{agent.grpc}",
-                                        f"grpc stream, {set_name}", expect, rate=rate, connections=4))
+                                        f"grpc stream, {set_name}", expect, rate=rate, connections=32))
                     agent.stop()
         lines += ["## End to end (durable outbox on, forensic `log` action)", "",
                   "| run | mode | batch | accepted/s | completed/s | p50 ms | p99 ms | p99.9 ms | CPU ms per 1k events | peak RSS MB | ok |",
