@@ -182,20 +182,38 @@ pub fn new_engine(roots: &[&str]) -> Result<Engine, RuleError> {
             key: "input",
             message: err.to_string(),
         })?;
-    let library: Vec<Module<'_>> = LIBRARY
+    let library: Vec<Module<'_>> = library().collect();
+    let mut loaded = vec![false; library.len()];
+    load_needed(&mut engine, roots, &library, &mut loaded).map_err(|message| {
+        RuleError::Compile {
+            key: "input",
+            message,
+        }
+    })?;
+    Ok(engine)
+}
+
+/// The helper library as loadable modules.
+pub fn library() -> impl Iterator<Item = Module<'static>> {
+    LIBRARY
         .iter()
         .map(|(origin, source)| Module::new(origin, source))
-        .collect();
-    for index in needed(roots, &library) {
-        let module = &library[index];
-        add_module(&mut engine, module.origin, module.source).map_err(|message| {
-            RuleError::Compile {
-                key: "input",
-                message,
-            }
-        })?;
+}
+
+/// Adds to `engine` the modules of `universe` that `roots` need (see [`needed`]) and that
+/// `loaded` does not mark as added yet; marks them.
+pub fn load_needed(
+    engine: &mut Engine,
+    roots: &[&str],
+    universe: &[Module<'_>],
+    loaded: &mut [bool],
+) -> Result<(), String> {
+    for index in needed(roots, universe) {
+        if !std::mem::replace(&mut loaded[index], true) {
+            add_module(engine, universe[index].origin, universe[index].source)?;
+        }
     }
-    Ok(engine)
+    Ok(())
 }
 
 /// A module an engine may load: where it came from, its package (without `data.`), its text.
@@ -287,11 +305,16 @@ fn data_refs(text: &str) -> Option<Vec<&str>> {
 fn jsonformat(args: Vec<Value>) -> anyhow::Result<Value> {
     let value = args.into_iter().next().unwrap_or(Value::Null);
     let json = serde_json::to_value(&value)?;
+    Ok(Value::from(pretty_json(&json)?))
+}
+
+/// JSON text the way `jsonformat` writes it: pretty, with a one-space indent.
+pub fn pretty_json(value: &impl serde::Serialize) -> anyhow::Result<String> {
     let mut out = Vec::new();
     let formatter = serde_json::ser::PrettyFormatter::with_indent(b" ");
     let mut serializer = serde_json::Serializer::with_formatter(&mut out, formatter);
-    serde::Serialize::serialize(&json, &mut serializer)?;
-    Ok(Value::from(String::from_utf8(out)?))
+    value.serialize(&mut serializer)?;
+    Ok(String::from_utf8(out)?)
 }
 
 /// Adds a module written in either Rego version; returns its package path (`data.x.y`).

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use regorus::{Engine, Value};
 
-use super::rego::{LIBRARY, Module, add_module, needed, new_engine};
+use super::rego::{Module, add_module, library, load_needed, new_engine, pretty_json};
 use crate::message::Message;
 
 /// Embeds `agent/templates/<file>` for each file named: `(file, source)` pairs.
@@ -201,15 +201,12 @@ impl Template {
         source: TemplateText<'_>,
         catalog: &Catalog,
     ) -> Result<Template, String> {
-        let universe: Vec<Module<'_>> = LIBRARY
-            .iter()
-            .map(|(origin, source)| Module::new(origin, source))
-            .chain(catalog.all().map(|entry| Module {
-                origin: &entry.origin,
-                package: &entry.package,
-                source: &entry.source,
-            }))
-            .collect();
+        let mut universe: Vec<Module<'_>> = library().collect();
+        universe.extend(catalog.all().map(|entry| Module {
+            origin: &entry.origin,
+            package: &entry.package,
+            source: &entry.source,
+        }));
         let mut loaded = vec![false; universe.len()];
         let mut engine = new_engine(&[]).map_err(|e| e.to_string())?;
         let (package, raw_json) = match source {
@@ -222,11 +219,11 @@ impl Template {
                     )
                 })?;
                 let root = format!("data.{}", entry.package);
-                load_needed(&mut engine, &root, &universe, &mut loaded)?;
+                load_needed(&mut engine, &[&root], &universe, &mut loaded)?;
                 (root, &*entry.source == RAW_JSON)
             }
             TemplateText::Module(text) => {
-                load_needed(&mut engine, text, &universe, &mut loaded)?;
+                load_needed(&mut engine, &[text], &universe, &mut loaded)?;
                 let package = add_module(&mut engine, &format!("template \"{name}\""), text)?;
                 (package, false)
             }
@@ -244,7 +241,7 @@ impl Template {
         });
         let mut wrapper = format!("package {WRAPPER}\n\nout := {package}\n");
         if let Some(aggregation) = &aggregation {
-            load_needed(&mut engine, aggregation, &universe, &mut loaded)?;
+            load_needed(&mut engine, &[aggregation], &universe, &mut loaded)?;
             wrapper.push_str(&format!("\nagg := {aggregation}\n"));
         }
         add_module(&mut engine, "template wrapper", &wrapper)?;
@@ -271,7 +268,7 @@ impl Template {
         event: Arc<serde_json::Value>,
     ) -> Result<Message, String> {
         let out = if self.raw_json {
-            raw_json(&event)
+            raw_json(&event)?
         } else {
             self.engine.set_input(input());
             eval_rule(&mut self.engine, &format!("data.{WRAPPER}.out"))?.ok_or_else(|| {
@@ -305,35 +302,16 @@ impl Template {
     }
 }
 
-/// Loads the modules of `universe` that `text` needs and that are not loaded yet.
-fn load_needed(
-    engine: &mut Engine,
-    text: &str,
-    universe: &[Module<'_>],
-    loaded: &mut [bool],
-) -> Result<(), String> {
-    for index in needed(&[text], universe) {
-        if !std::mem::replace(&mut loaded[index], true) {
-            add_module(engine, universe[index].origin, universe[index].source)?;
-        }
-    }
-    Ok(())
-}
-
 /// What `raw-json.rego` computes: the event without the `postee` and `hooker` keys Hooker adds,
 /// as pretty JSON with a one-space indent and object keys in Rego's (sorted) order.
-fn raw_json(event: &serde_json::Value) -> serde_json::Map<String, serde_json::Value> {
-    let mut out = Vec::new();
-    let formatter = serde_json::ser::PrettyFormatter::with_indent(b" ");
-    let mut serializer = serde_json::Serializer::with_formatter(&mut out, formatter);
-    let body = match serde::Serialize::serialize(&Sorted(event, true), &mut serializer) {
-        Ok(()) => String::from_utf8_lossy(&out).into_owned(),
-        Err(err) => format!("{{\"error\": {:?}}}", err.to_string()),
-    };
+fn raw_json(
+    event: &serde_json::Value,
+) -> Result<serde_json::Map<String, serde_json::Value>, String> {
+    let body = pretty_json(&Sorted(event, true)).map_err(|err| err.to_string())?;
     let mut map = serde_json::Map::new();
     map.insert("title".into(), "Raw Message Received".into());
     map.insert("result".into(), body.into());
-    map
+    Ok(map)
 }
 
 /// A JSON value serialized with object keys sorted; the top level drops `postee` and `hooker`.
