@@ -252,6 +252,9 @@ async fn a_full_outbox_answers_429_and_pending_work_resumes_after_restart() -> a
     assert_eq!(agent.post("/", r#"{"n":2}"#).await?.0, 200);
     let (status, answer) = agent.post("/", r#"{"n":3}"#).await?;
     assert_eq!(status, 429, "{answer}");
+    // Shedding happens before parsing: a full agent does not spend CPU on bodies it refuses.
+    let (status, answer) = agent.post("/", "{not json").await?;
+    assert_eq!(status, 429, "refused before it is parsed: {answer}");
     assert!(
         agent.stop().await?.success(),
         "graceful stop with pending work"

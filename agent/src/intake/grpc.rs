@@ -130,6 +130,15 @@ impl GrpcIntake {
             seq,
             ..Settled::default()
         };
+        let wire_bytes = batch.events.iter().map(|e| e.payload.len()).sum();
+        if let Err(err) = self.router.admits(wire_bytes) {
+            // Refused before parsing: shedding must cost little while the producer retries.
+            let n = batch.events.len() as u64;
+            let (status, outcome) = submit_status(err);
+            self.metrics.received(KIND.as_str(), outcome, n);
+            settled.reject(None, n, status);
+            return Box::pin(std::future::ready(settled));
+        }
         let mut events = Vec::with_capacity(batch.events.len());
         let mut indexes = Vec::with_capacity(batch.events.len());
         let mut bytes = 0;
@@ -143,7 +152,7 @@ impl GrpcIntake {
                 }
                 Err((status, outcome)) => {
                     self.metrics.received(KIND.as_str(), outcome, 1);
-                    settled.reject(Some(index), status);
+                    settled.reject(Some(index), 1, status);
                 }
             }
         }
@@ -161,13 +170,7 @@ impl GrpcIntake {
                 }
                 Err((status, outcome)) => {
                     intake.metrics.received(KIND.as_str(), outcome, n as u64);
-                    settled.rejected += n as u64;
-                    settled.rejections.push(pb::Rejection {
-                        seq,
-                        index: None,
-                        code: status.code() as i32,
-                        reason: status.message().to_string(),
-                    });
+                    settled.reject(None, n as u64, status);
                 }
             }
             settled
@@ -257,8 +260,9 @@ struct Settled {
 }
 
 impl Settled {
-    fn reject(&mut self, index: Option<u32>, status: Status) {
-        self.rejected += 1;
+    /// Rejects `n` events: one of the batch (`index`), or all of them (`None`).
+    fn reject(&mut self, index: Option<u32>, n: u64, status: Status) {
+        self.rejected += n;
         self.rejections.push(pb::Rejection {
             seq: self.seq,
             index,
@@ -291,6 +295,11 @@ impl Intake for GrpcIntake {
         if !self.has_route(&event.route) {
             self.metrics.received(KIND.as_str(), "unknown_route", 1);
             return Err(unknown_route(&event.route).0);
+        }
+        if let Err(err) = self.router.admits(event.payload.len()) {
+            let (status, outcome) = submit_status(err);
+            self.metrics.received(KIND.as_str(), outcome, 1);
+            return Err(status);
         }
         let payloads = parse_payloads(&event.payload).map_err(|err| {
             self.metrics.received(KIND.as_str(), "invalid", 1);

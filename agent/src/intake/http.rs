@@ -150,6 +150,35 @@ async fn receive_tenant(
     receive(intake, peer, Some(route), headers, body).await
 }
 
+/// The answer to a submission the router refused, counted as `n` events.
+fn refused(intake: &HttpIntake, kind: IntakeKind, err: SubmitError, n: usize) -> Response {
+    let n = n as u64;
+    match err {
+        SubmitError::Full => {
+            intake.metrics.received(kind.as_str(), "queue_full", n);
+            let mut response = error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "the event queue or the outbox is full; retry later",
+            );
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            response
+        }
+        SubmitError::TooLarge => {
+            intake.metrics.received(kind.as_str(), "too_large", n);
+            error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body is larger than the event queue",
+            )
+        }
+        SubmitError::Closed => {
+            intake.metrics.received(kind.as_str(), "unavailable", n);
+            unavailable("Hooker is shutting down")
+        }
+    }
+}
+
 async fn receive(
     intake: HttpIntake,
     peer: Peer,
@@ -186,6 +215,10 @@ async fn receive(
             return error(StatusCode::BAD_REQUEST, format!("cannot read body: {err}"));
         }
     };
+    if let Err(err) = intake.router.admits(bytes.len()) {
+        // Refused before parsing: the request counts as one event.
+        return refused(&intake, kind, err, 1);
+    }
     let payloads = match parse_payloads(&bytes) {
         Ok(payloads) => payloads,
         Err(err) => {
@@ -205,34 +238,7 @@ async fn receive(
         .collect();
     let routed = match intake.router.try_submit(events, bytes.len()) {
         Ok(routed) => routed,
-        Err(SubmitError::Full) => {
-            intake
-                .metrics
-                .received(kind.as_str(), "queue_full", n as u64);
-            let mut response = error(
-                StatusCode::TOO_MANY_REQUESTS,
-                "the event queue or the outbox is full; retry later",
-            );
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            return response;
-        }
-        Err(SubmitError::TooLarge) => {
-            intake
-                .metrics
-                .received(kind.as_str(), "too_large", n as u64);
-            return error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body is larger than the event queue",
-            );
-        }
-        Err(SubmitError::Closed) => {
-            intake
-                .metrics
-                .received(kind.as_str(), "unavailable", n as u64);
-            return unavailable("Hooker is shutting down");
-        }
+        Err(err) => return refused(&intake, kind, err, n),
     };
     match tokio::time::timeout(ROUTE_TIMEOUT, routed).await {
         Ok(Ok(Ok(routed))) => {

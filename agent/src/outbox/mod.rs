@@ -269,22 +269,20 @@ pub async fn run_engine(
         breakers: HashMap::new(),
         inflight: tokio::task::JoinSet::new(),
         max_inflight: max_inflight.max(1),
+        ops: Vec::new(),
     };
     let mut rx = start.rx;
     engine.add(start.pending);
     let mut disk_check = tokio::time::interval(Duration::from_secs(1));
     loop {
         engine.start_due();
+        engine.flush();
         let sleep = engine
             .next_due()
             .map(|due| Duration::from_millis(due.saturating_sub(now_ms()).max(1)));
         tokio::select! {
             Some(batch) = rx.recv() => engine.add(batch),
-            Some(joined) = engine.inflight.join_next() => {
-                if let Ok((id, result)) = joined {
-                    engine.finished(id, result);
-                }
-            }
+            Some(joined) = engine.inflight.join_next() => engine.joined(joined),
             _ = tokio::time::sleep(sleep.unwrap_or(Duration::from_secs(3600))), if sleep.is_some() => {}
             _ = disk_check.tick() => outbox.refresh_disk_bytes(),
             _ = stop.wait_for(|s| *s) => break,
@@ -295,6 +293,7 @@ pub async fn run_engine(
     let give_up = tokio::time::Instant::now() + deadline;
     loop {
         engine.start_due();
+        engine.flush();
         let due_now = engine.next_due().is_some_and(|due| due <= now_ms());
         if engine.inflight.is_empty() && !due_now {
             match rx.try_recv() {
@@ -306,11 +305,7 @@ pub async fn run_engine(
             }
         }
         tokio::select! {
-            Some(joined) = engine.inflight.join_next() => {
-                if let Ok((id, result)) = joined {
-                    engine.finished(id, result);
-                }
-            }
+            Some(joined) = engine.inflight.join_next() => engine.joined(joined),
             Some(batch) = rx.recv() => engine.add(batch),
             _ = tokio::time::sleep(Duration::from_millis(20)) => {}
             _ = tokio::time::sleep_until(give_up) => {
@@ -320,7 +315,10 @@ pub async fn run_engine(
         }
     }
     // Let the writer finish the removals and reschedules queued above.
-    let _ = outbox.store.write_and_wait(Vec::new()).await;
+    let _ = outbox
+        .store
+        .write_and_wait(std::mem::take(&mut engine.ops))
+        .await;
 }
 
 type SendResult = Result<crate::action::Report, crate::action::ActionError>;
@@ -338,6 +336,9 @@ struct Engine {
     breakers: HashMap<String, Breaker>,
     inflight: tokio::task::JoinSet<(u64, SendResult)>,
     max_inflight: usize,
+    /// Store changes (removals, reschedules, dead letters) not yet handed to the writer: they go
+    /// in one batch per turn of the loop instead of one per delivery.
+    ops: Vec<Op>,
 }
 
 impl Engine {
@@ -346,6 +347,26 @@ impl Engine {
             self.queue.push(Reverse((delivery.next_ms, delivery.id)));
             self.items.insert(delivery.id, delivery);
         }
+    }
+
+    /// Takes a finished delivery, and every other one that has finished meanwhile.
+    fn joined(&mut self, first: Result<(u64, SendResult), tokio::task::JoinError>) {
+        let mut joined = Some(first);
+        while let Some(result) = joined {
+            if let Ok((id, result)) = result {
+                self.finished(id, result);
+            }
+            joined = self.inflight.try_join_next();
+        }
+    }
+
+    /// Hands the queued store changes to the writer, and publishes the gauges once.
+    fn flush(&mut self) {
+        if self.ops.is_empty() {
+            return;
+        }
+        self.outbox.store.write(std::mem::take(&mut self.ops), None);
+        self.outbox.publish_gauges();
     }
 
     fn next_due(&self) -> Option<u64> {
@@ -440,9 +461,7 @@ impl Engine {
                     delivery.next_ms = now_ms();
                     let updated = delivery.clone();
                     self.queue.push(Reverse((updated.next_ms, id)));
-                    self.outbox
-                        .store
-                        .write(vec![Op::PutDelivery(updated)], None);
+                    self.ops.push(Op::PutDelivery(updated));
                 }
             }
             Err(error) if error.kind == ErrorKind::Permanent => self.kill(id, error.message),
@@ -476,9 +495,7 @@ impl Engine {
                     .inc();
                 let updated = delivery.clone();
                 self.queue.push(Reverse((updated.next_ms, id)));
-                self.outbox
-                    .store
-                    .write(vec![Op::PutDelivery(updated)], None);
+                self.ops.push(Op::PutDelivery(updated));
             }
         }
     }
@@ -486,8 +503,7 @@ impl Engine {
     fn complete(&mut self, id: u64) {
         self.items.remove(&id);
         self.outbox.pending.fetch_sub(1, Ordering::Relaxed);
-        self.outbox.store.write(vec![Op::RemoveDelivery(id)], None);
-        self.outbox.publish_gauges();
+        self.ops.push(Op::RemoveDelivery(id));
     }
 
     fn kill(&mut self, id: u64, error: String) {
@@ -503,15 +519,11 @@ impl Engine {
             .inc();
         self.outbox.pending.fetch_sub(1, Ordering::Relaxed);
         self.outbox.dead.fetch_add(1, Ordering::Relaxed);
-        self.outbox.store.write(
-            vec![Op::Kill(DeadLetter {
-                delivery,
-                error,
-                died_ms: now_ms(),
-            })],
-            None,
-        );
-        self.outbox.publish_gauges();
+        self.ops.push(Op::Kill(DeadLetter {
+            delivery,
+            error,
+            died_ms: now_ms(),
+        }));
     }
 }
 

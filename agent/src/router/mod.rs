@@ -80,12 +80,7 @@ impl RouterHandle {
         events: Vec<Event>,
         body_bytes: usize,
     ) -> Result<oneshot::Receiver<Result<Routed, String>>, SubmitError> {
-        if body_bytes as u64 > self.max_bytes {
-            return Err(SubmitError::TooLarge);
-        }
-        if self.outbox.is_full() {
-            return Err(SubmitError::Full);
-        }
+        self.admits(body_bytes)?;
         let permits = u32::try_from(body_bytes.max(1)).map_err(|_| SubmitError::TooLarge)?;
         let permit = match self.bytes.clone().try_acquire_many_owned(permits) {
             Ok(permit) => permit,
@@ -106,6 +101,27 @@ impl RouterHandle {
             Err(async_channel::TrySendError::Full(_)) => Err(SubmitError::Full),
             Err(async_channel::TrySendError::Closed(_)) => Err(SubmitError::Closed),
         }
+    }
+
+    /// Whether a submission of `body_bytes` would be refused right now, checked without taking
+    /// anything. Intakes call it before parsing a body, so that shedding under overload costs
+    /// almost nothing: a producer that retries a refused batch must not make the agent parse it
+    /// again and again while the deliveries it already holds starve for CPU. `try_submit` checks
+    /// again (this answer can be stale by the time the events are parsed).
+    pub fn admits(&self, body_bytes: usize) -> Result<(), SubmitError> {
+        if body_bytes as u64 > self.max_bytes {
+            return Err(SubmitError::TooLarge);
+        }
+        if self.outbox.is_full()
+            || self.tx.is_full()
+            || self.bytes.available_permits() < body_bytes.max(1)
+        {
+            return Err(SubmitError::Full);
+        }
+        if self.tx.is_closed() {
+            return Err(SubmitError::Closed);
+        }
+        Ok(())
     }
 
     /// Whether the running config has a route of that name (for `POST /tenant/{route}`).
