@@ -65,6 +65,7 @@ impl Worker<'_> {
             .candidates(&payload, &mut self.candidates);
         let mut input = None;
         let mut rendered = 0;
+        let mut messages: Vec<(String, hooker::message::Message)> = Vec::new();
         for &index in &self.candidates {
             let route = &mut self.routes[index];
             if !route.rule.may_match(&payload) {
@@ -74,22 +75,29 @@ impl Worker<'_> {
             if route.rule.evaluate(input) != Ok(true) {
                 continue;
             }
+            // Routes sharing a template share one rendering of the event.
+            if let Some((_, done)) = messages.iter().find(|(t, _)| *t == route.template) {
+                let mut message = done.clone();
+                message.route = route.name.to_string();
+                std::hint::black_box(message);
+                rendered += 1;
+                continue;
+            }
             let pipeline = self.pipeline;
             let mut template_input = None;
             if let Some(template) = self.templates.get_mut(&route.template)
-                && template
-                    .render(
-                        || {
-                            template_input
-                                .get_or_insert_with(|| pipeline.template_input(&payload, "bench"))
-                                .clone()
-                        },
-                        &route.name,
-                        "id",
-                        payload.clone(),
-                    )
-                    .is_ok()
+                && let Ok(message) = template.render(
+                    || {
+                        template_input
+                            .get_or_insert_with(|| pipeline.template_input(&payload, "bench"))
+                            .clone()
+                    },
+                    &route.name,
+                    "id",
+                    payload.clone(),
+                )
             {
+                messages.push((route.template.clone(), message));
                 rendered += 1;
             }
         }

@@ -297,6 +297,10 @@ routes:
     input: input
     template: raw
     actions: [forensic]
+  - name: late
+    input: input.n >= 11
+    template: raw
+    actions: [forensic]
 templates:
   - name: raw
     rego-package: hooker.rawmessage.json
@@ -320,21 +324,36 @@ actions:
             .await?;
         assert_eq!(status, 200);
     }
-    wait_until("twelve deliveries", Duration::from_secs(10), async || {
+    wait_until("thirteen deliveries", Duration::from_secs(10), async || {
         let n = agent
             .metric(r#"hooker_deliveries_total{action="forensic",type="log",outcome="success"}"#)
             .await
             .ok()?;
-        (n == 12.0).then_some(())
+        (n == 13.0).then_some(())
     })
     .await?;
     let rotated = |n: u32| dir.join(&format!("forensic.jsonl.{n}"));
     assert!(rotated(1).exists() && rotated(2).exists() && !rotated(3).exists());
-    let current = std::fs::read_to_string(&path)?;
-    let line: serde_json::Value = serde_json::from_str(current.lines().last().unwrap_or_default())?;
-    assert_eq!(line["node"], "node-7");
-    assert_eq!(line["route"], "r");
-    assert_eq!(line["event"]["n"], 11);
+    // Oldest first: the rotated files, then the current one.
+    let all = [rotated(2), rotated(1), path.clone()]
+        .iter()
+        .map(std::fs::read_to_string)
+        .collect::<Result<String, _>>()?;
+    let last: Vec<serde_json::Value> = all
+        .lines()
+        .rev()
+        .take(2)
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()?;
+    // Event 11 matched both routes, which share one rendering: each line names its own route.
+    let mut routes: Vec<&str> = last.iter().filter_map(|l| l["route"].as_str()).collect();
+    routes.sort_unstable();
+    assert_eq!(routes, ["late", "r"], "{last:?}");
+    for line in &last {
+        assert_eq!(line["node"], "node-7");
+        assert_eq!(line["event"]["n"], 11);
+        assert_eq!(line["title"], "Raw Message Received");
+    }
     for file in [path.clone(), rotated(1), rotated(2)] {
         assert!(
             std::fs::metadata(&file)?.len() <= 2048,

@@ -12,7 +12,10 @@ use serde::{Deserialize, Serialize};
 use crate::message::Message;
 
 /// Bump with a migration (and a test opening the previous format) when a record shape changes.
-pub const SCHEMA_VERSION: u64 = 1;
+/// Version 2: pending deliveries are `record.rs` records instead of JSON documents (a version 1
+/// store is read as it is and marked version 2; older Hookers then refuse it instead of skipping
+/// records they cannot read).
+pub const SCHEMA_VERSION: u64 = 2;
 
 /// redb's page cache. Its default (1 GiB) would let a busy node's agent grow to that size; the
 /// store is written far more than read (reads happen at start-up and for dead-letter commands),
@@ -134,6 +137,10 @@ impl Store {
                     meta.insert("schema_version", SCHEMA_VERSION).map_err(io)?;
                 }
                 Some(SCHEMA_VERSION) => {}
+                Some(1) => {
+                    tracing::info!(path = %path.display(), "State store upgraded from schema version 1.");
+                    meta.insert("schema_version", SCHEMA_VERSION).map_err(io)?;
+                }
                 Some(found) => {
                     return Err(StoreError::Schema {
                         path: path.to_path_buf(),
@@ -215,7 +222,7 @@ fn recover(db: &Database) -> Result<Recovered, StoreError> {
     for entry in txn.open_table(OUTBOX).map_err(io)?.iter().map_err(io)? {
         let (key, value) = entry.map_err(io)?;
         next_id = next_id.max(key.value() + 1);
-        match serde_json::from_slice::<Delivery>(value.value()) {
+        match super::record::decode(key.value(), value.value()) {
             Ok(delivery) => pending.push(delivery),
             Err(err) => {
                 tracing::error!(id = key.value(), %err, "Unreadable pending delivery skipped.")
@@ -277,6 +284,8 @@ fn write_loop(db: &Database, rx: mpsc::Receiver<Batch>) {
 }
 
 fn apply(db: &Database, batches: &mut [Batch]) -> Result<(), StoreError> {
+    let mut events = super::record::EventCache::default();
+    let mut buffer = Vec::new();
     let txn = db.begin_write().map_err(io)?;
     {
         let mut outbox = txn.open_table(OUTBOX).map_err(io)?;
@@ -287,8 +296,8 @@ fn apply(db: &Database, batches: &mut [Batch]) -> Result<(), StoreError> {
             for op in batch.ops.drain(..) {
                 match op {
                     Op::PutDelivery(delivery) => {
-                        let bytes = serde_json::to_vec(&delivery).map_err(io)?;
-                        outbox.insert(delivery.id, bytes.as_slice()).map_err(io)?;
+                        super::record::encode(&delivery, &mut events, &mut buffer).map_err(io)?;
+                        outbox.insert(delivery.id, buffer.as_slice()).map_err(io)?;
                     }
                     Op::RemoveDelivery(id) => {
                         outbox.remove(id).map_err(io)?;
@@ -327,4 +336,92 @@ fn apply(db: &Database, batches: &mut [Batch]) -> Result<(), StoreError> {
     }
     txn.commit().map_err(io)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("hooker-store-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir.join("state.redb")
+    }
+
+    fn delivery(id: u64) -> Delivery {
+        Delivery {
+            id,
+            route: "r".into(),
+            actions: vec!["a".into()],
+            message: Message {
+                route: "r".into(),
+                event_id: "e".into(),
+                title: "t".into(),
+                body: "{\"n\":1}".into(),
+                url: None,
+                fields: Default::default(),
+                owners: vec![],
+                event: std::sync::Arc::new(serde_json::json!({"n": 1})),
+            },
+            attempts: 1,
+            created_ms: 5,
+            next_ms: 6,
+            last_error: Some("HTTP 503".into()),
+        }
+    }
+
+    /// Writes a store the way schema version 1 did: JSON records.
+    fn write_version(path: &Path, version: u64) {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let db = Database::create(path).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut meta = txn.open_table(META).unwrap();
+            meta.insert("schema_version", version).unwrap();
+            let mut outbox = txn.open_table(OUTBOX).unwrap();
+            let json = serde_json::to_vec(&delivery(41)).unwrap();
+            outbox.insert(41, json.as_slice()).unwrap();
+        }
+        txn.commit().unwrap();
+    }
+
+    #[test]
+    fn a_version_1_store_resumes_and_is_marked_version_2() {
+        let path = temp("v1");
+        write_version(&path, 1);
+        let (store, recovered) = Store::open(&path).unwrap();
+        assert_eq!(recovered.pending.len(), 1);
+        assert_eq!(
+            serde_json::to_value(&recovered.pending[0]).unwrap(),
+            serde_json::to_value(delivery(41)).unwrap()
+        );
+        assert_eq!(recovered.next_id, 42);
+        // New records are written in the new format and read back.
+        let (tx, rx) = std::sync::mpsc::channel();
+        store.write(
+            vec![Op::PutDelivery(delivery(42))],
+            Some(Box::new(move |r| tx.send(r).unwrap())),
+        );
+        rx.recv().unwrap().unwrap();
+        let txn = store.db.begin_read().unwrap();
+        let meta = txn.open_table(META).unwrap();
+        assert_eq!(meta.get("schema_version").unwrap().unwrap().value(), 2);
+        let recovered = recover(&store.db).unwrap();
+        assert_eq!(recovered.pending.len(), 2);
+        assert_eq!(recovered.pending[1].id, 42);
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+
+    #[test]
+    fn a_newer_store_is_refused() {
+        let path = temp("v3");
+        write_version(&path, 3);
+        let err = Store::open(&path).err().map(|e| e.to_string());
+        assert!(
+            err.as_deref()
+                .is_some_and(|e| e.contains("schema version 3")),
+            "{err:?}"
+        );
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
 }

@@ -403,6 +403,9 @@ impl Worker {
     fn route(&mut self, event: &Event, output: &mut Output) -> usize {
         let mut input = None;
         let mut template_input = None;
+        // Messages already rendered for this event, by template: a template's output depends on
+        // the event alone, so routes sharing a template share one rendering.
+        let mut rendered: Vec<(String, Message)> = Vec::new();
         let mut matches = 0;
         let mut candidates = std::mem::take(&mut self.candidates);
         self.generation
@@ -468,6 +471,12 @@ impl Worker {
             }
             let pipeline = &self.generation.pipeline;
             let node = &self.shared.node;
+            if let Some((_, done)) = rendered.iter().find(|(t, _)| *t == route.template) {
+                let mut message = done.clone();
+                message.route = route.name.to_string();
+                self.deliver(index, &message, output);
+                continue;
+            }
             let Some(template) = self.templates.get_mut(&route.template) else {
                 continue;
             };
@@ -488,26 +497,34 @@ impl Worker {
                     continue;
                 }
             };
-            let route = &self.routes[index];
-            if let Some(aggregator) = self.generation.aggregators.get(&*route.name) {
-                let seq = self.shared.outbox.next_id();
-                output.ops.push(Op::PushAggregate {
-                    route: route.name.to_string(),
-                    seq,
-                    message: message.clone(),
-                });
-                output.aggregated.push((aggregator.clone(), seq, message));
-                continue;
-            }
-            output.deliveries.extend(self.shared.outbox.deliveries_for(
-                &route.name,
-                &route.actions,
-                route.serialize,
-                &message,
-            ));
+            self.deliver(index, &message, output);
+            rendered.push((self.routes[index].template.clone(), message));
         }
         self.candidates = candidates;
         matches
+    }
+
+    /// Hands a route's rendered message on: to its aggregator, or as deliveries to its actions.
+    fn deliver(&self, index: usize, message: &Message, output: &mut Output) {
+        let route = &self.routes[index];
+        if let Some(aggregator) = self.generation.aggregators.get(&*route.name) {
+            let seq = self.shared.outbox.next_id();
+            output.ops.push(Op::PushAggregate {
+                route: route.name.to_string(),
+                seq,
+                message: message.clone(),
+            });
+            output
+                .aggregated
+                .push((aggregator.clone(), seq, message.clone()));
+            return;
+        }
+        output.deliveries.extend(self.shared.outbox.deliveries_for(
+            &route.name,
+            &route.actions,
+            route.serialize,
+            message,
+        ));
     }
 
     fn count_error(&self, index: usize, stage: &'static str) {

@@ -1,0 +1,267 @@
+//! How a pending delivery is written in the store: length-prefixed fields after a format byte.
+//!
+//! Strings (the rendered body above all, often JSON itself) are copied as they are instead of
+//! being escaped into a JSON document, and the event is encoded once for all the deliveries made
+//! from it (see [`EventCache`]). Records of schema version 1 were JSON documents; [`decode`] still
+//! reads them, so a store written by an older Hooker resumes where it stopped.
+//!
+//! Layout (integers little-endian, `str` = u32 length + UTF-8 bytes):
+//! `2, route: str, actions: u32 + str…, event_id: str, title: str, body: str, url: u8 (+ str),
+//! fields: str (JSON object), owners: u32 + str…, event: str (JSON), attempts: u32,
+//! created_ms: u64, next_ms: u64, last_error: u8 (+ str)`.
+
+use std::sync::Arc;
+
+use super::store::Delivery;
+use crate::message::Message;
+
+const FORMAT: u8 = 2;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("record ends early")]
+    Truncated,
+    #[error("record format {0} is unknown")]
+    Format(u8),
+    #[error("record has a field that is not UTF-8")]
+    Utf8,
+    #[error("record has invalid JSON: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// The last event encoded, so that the deliveries of one event (which share it) encode it once.
+#[derive(Default)]
+pub struct EventCache {
+    last: Option<(Arc<serde_json::Value>, Vec<u8>)>,
+}
+
+impl EventCache {
+    fn encoded(&mut self, event: &Arc<serde_json::Value>) -> Result<&[u8], serde_json::Error> {
+        let hit = matches!(&self.last, Some((cached, _)) if Arc::ptr_eq(cached, event));
+        if !hit {
+            self.last = Some((event.clone(), serde_json::to_vec(&**event)?));
+        }
+        Ok(self
+            .last
+            .as_ref()
+            .map_or(&[][..], |(_, bytes)| bytes.as_slice()))
+    }
+}
+
+/// Encodes `delivery` into `out` (cleared first).
+pub fn encode(
+    delivery: &Delivery,
+    events: &mut EventCache,
+    out: &mut Vec<u8>,
+) -> Result<(), serde_json::Error> {
+    let message = &delivery.message;
+    out.clear();
+    out.push(FORMAT);
+    put_str(out, &delivery.route);
+    put_len(out, delivery.actions.len());
+    for action in &delivery.actions {
+        put_str(out, action);
+    }
+    put_str(out, &message.event_id);
+    put_str(out, &message.title);
+    put_str(out, &message.body);
+    put_opt(out, message.url.as_deref());
+    put_bytes(out, &serde_json::to_vec(&message.fields)?);
+    put_len(out, message.owners.len());
+    for owner in &message.owners {
+        put_str(out, owner);
+    }
+    put_bytes(out, events.encoded(&message.event)?);
+    out.extend_from_slice(&delivery.attempts.to_le_bytes());
+    out.extend_from_slice(&delivery.created_ms.to_le_bytes());
+    out.extend_from_slice(&delivery.next_ms.to_le_bytes());
+    put_opt(out, delivery.last_error.as_deref());
+    Ok(())
+}
+
+/// Decodes a record of either format; `id` is the record's key.
+pub fn decode(id: u64, bytes: &[u8]) -> Result<Delivery, DecodeError> {
+    match bytes.first() {
+        Some(b'{') => return Ok(serde_json::from_slice(bytes)?),
+        Some(&FORMAT) => {}
+        Some(&other) => return Err(DecodeError::Format(other)),
+        None => return Err(DecodeError::Truncated),
+    }
+    let mut r = Reader { rest: &bytes[1..] };
+    let route = r.string()?;
+    let actions = (0..r.u32()?)
+        .map(|_| r.string())
+        .collect::<Result<Vec<_>, _>>()?;
+    let event_id = r.string()?;
+    let title = r.string()?;
+    let body = r.string()?;
+    let url = r.opt()?;
+    let fields = serde_json::from_slice(r.bytes()?)?;
+    let owners = (0..r.u32()?)
+        .map(|_| r.string())
+        .collect::<Result<Vec<_>, _>>()?;
+    let event = Arc::new(serde_json::from_slice(r.bytes()?)?);
+    let attempts = r.u32()?;
+    let created_ms = r.u64()?;
+    let next_ms = r.u64()?;
+    let last_error = r.opt()?;
+    Ok(Delivery {
+        id,
+        message: Message {
+            route: route.clone(),
+            event_id,
+            title,
+            body,
+            url,
+            fields,
+            owners,
+            event,
+        },
+        route,
+        actions,
+        attempts,
+        created_ms,
+        next_ms,
+        last_error,
+    })
+}
+
+fn put_len(out: &mut Vec<u8>, len: usize) {
+    // Fields are bounded far below 4 GiB by the intake's body limit.
+    out.extend_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_le_bytes());
+}
+
+fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+    put_len(out, bytes.len());
+    out.extend_from_slice(bytes);
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    put_bytes(out, s.as_bytes());
+}
+
+fn put_opt(out: &mut Vec<u8>, s: Option<&str>) {
+    match s {
+        Some(s) => {
+            out.push(1);
+            put_str(out, s);
+        }
+        None => out.push(0),
+    }
+}
+
+struct Reader<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+        if self.rest.len() < n {
+            return Err(DecodeError::Truncated);
+        }
+        let (head, tail) = self.rest.split_at(n);
+        self.rest = tail;
+        Ok(head)
+    }
+
+    fn u32(&mut self) -> Result<u32, DecodeError> {
+        let bytes = self.take(4)?;
+        Ok(u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
+    }
+
+    fn u64(&mut self) -> Result<u64, DecodeError> {
+        let mut buf = [0u8; 8];
+        buf.copy_from_slice(self.take(8)?);
+        Ok(u64::from_le_bytes(buf))
+    }
+
+    fn bytes(&mut self) -> Result<&'a [u8], DecodeError> {
+        let len = self.u32()? as usize;
+        self.take(len)
+    }
+
+    fn string(&mut self) -> Result<String, DecodeError> {
+        std::str::from_utf8(self.bytes()?)
+            .map(str::to_owned)
+            .map_err(|_| DecodeError::Utf8)
+    }
+
+    fn opt(&mut self) -> Result<Option<String>, DecodeError> {
+        match self.take(1)?[0] {
+            0 => Ok(None),
+            _ => self.string().map(Some),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn delivery() -> Delivery {
+        let event = Arc::new(
+            serde_json::json!({"eventName": "x", "args": [{"name": "p", "value": "é\n\"q\""}]}),
+        );
+        Delivery {
+            id: 7,
+            route: "r".into(),
+            actions: vec!["a".into(), "b".into()],
+            message: Message {
+                route: "r".into(),
+                event_id: "e-1".into(),
+                title: "T".into(),
+                body: "{\n  \"k\": \"v\"\n}".into(),
+                url: Some("https://x".into()),
+                fields: [("severity".to_string(), serde_json::json!("high"))].into(),
+                owners: vec!["o@x".into()],
+                event,
+            },
+            attempts: 3,
+            created_ms: 1,
+            next_ms: u64::MAX,
+            last_error: Some("HTTP 503".into()),
+        }
+    }
+
+    fn same(a: &Delivery, b: &Delivery) {
+        assert_eq!(
+            serde_json::to_value(a).unwrap(),
+            serde_json::to_value(b).unwrap()
+        );
+    }
+
+    #[test]
+    fn round_trips_and_reads_the_json_format() {
+        let original = delivery();
+        let mut out = Vec::new();
+        encode(&original, &mut EventCache::default(), &mut out).unwrap();
+        same(&decode(7, &out).unwrap(), &original);
+
+        let json = serde_json::to_vec(&original).unwrap();
+        same(&decode(7, &json).unwrap(), &original);
+    }
+
+    #[test]
+    fn damaged_records_are_errors_not_panics() {
+        let mut out = Vec::new();
+        encode(&delivery(), &mut EventCache::default(), &mut out).unwrap();
+        for len in 0..out.len() {
+            assert!(decode(7, &out[..len]).is_err(), "prefix of {len} bytes");
+        }
+        assert!(matches!(decode(7, &[9]), Err(DecodeError::Format(9))));
+    }
+
+    #[test]
+    fn the_event_is_encoded_once_for_its_deliveries() {
+        let first = delivery();
+        let mut second = delivery();
+        second.message.event = first.message.event.clone();
+        let mut cache = EventCache::default();
+        let mut out = Vec::new();
+        encode(&first, &mut cache, &mut out).unwrap();
+        let cached = cache.last.as_ref().map(|(_, b)| b.as_ptr());
+        encode(&second, &mut cache, &mut out).unwrap();
+        assert_eq!(cache.last.as_ref().map(|(_, b)| b.as_ptr()), cached);
+        same(&decode(7, &out).unwrap(), &second);
+    }
+}
