@@ -123,9 +123,19 @@ impl Outbox {
             done(Ok(()));
             return;
         }
-        self.pending.fetch_add(deliveries.len(), Ordering::Relaxed);
-        let mut ops: Vec<Op> = deliveries.iter().cloned().map(Op::PutDelivery).collect();
+        let mut encoder = record::Encoder::default();
+        let mut ops = Vec::with_capacity(deliveries.len() + extra.len());
+        for delivery in &deliveries {
+            match Op::put(delivery, &mut encoder) {
+                Ok(op) => ops.push(op),
+                Err(err) => {
+                    done(Err(err.to_string()));
+                    return;
+                }
+            }
+        }
         ops.extend(extra);
+        self.pending.fetch_add(deliveries.len(), Ordering::Relaxed);
         let outbox = self.clone();
         self.store.write(
             ops,
@@ -460,9 +470,8 @@ impl Engine {
                     // serialize-actions: the next action of the chain, now.
                     delivery.attempts = 0;
                     delivery.next_ms = now_ms();
-                    let updated = delivery.clone();
-                    self.queue.push(Reverse((updated.next_ms, id)));
-                    self.ops.push(Op::PutDelivery(updated));
+                    self.queue.push(Reverse((delivery.next_ms, id)));
+                    persist(delivery, &mut self.ops);
                 }
             }
             Err(error) if error.kind == ErrorKind::Permanent => self.kill(id, error.message),
@@ -494,9 +503,8 @@ impl Engine {
                     .delivery_retries
                     .get_or_create(&crate::metrics::ActionNameLabels { action: name })
                     .inc();
-                let updated = delivery.clone();
-                self.queue.push(Reverse((updated.next_ms, id)));
-                self.ops.push(Op::PutDelivery(updated));
+                self.queue.push(Reverse((delivery.next_ms, id)));
+                persist(delivery, &mut self.ops);
             }
         }
     }
@@ -525,6 +533,16 @@ impl Engine {
             error,
             died_ms: now_ms(),
         }));
+    }
+}
+
+/// Queues the rewrite of a delivery whose schedule or chain changed.
+fn persist(delivery: &Delivery, ops: &mut Vec<Op>) {
+    match Op::put(delivery, &mut record::Encoder::default()) {
+        Ok(op) => ops.push(op),
+        Err(error) => {
+            tracing::error!(delivery = delivery.id, %error, "Cannot encode a rescheduled delivery; the store keeps its previous state.");
+        }
     }
 }
 

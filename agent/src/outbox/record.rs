@@ -2,7 +2,7 @@
 //!
 //! Strings (the rendered body above all, often JSON itself) are copied as they are instead of
 //! being escaped into a JSON document, and the event is encoded once for all the deliveries made
-//! from it (see [`EventCache`]). Records of schema version 1 were JSON documents; [`decode`] still
+//! from it (see [`Encoder`]). Records of schema version 1 were JSON documents; [`decode`] still
 //! reads them, so a store written by an older Hooker resumes where it stopped.
 //!
 //! Layout (integers little-endian, `str` = u32 length + UTF-8 bytes):
@@ -29,13 +29,14 @@ pub enum DecodeError {
     Json(#[from] serde_json::Error),
 }
 
-/// The last event encoded, so that the deliveries of one event (which share it) encode it once.
+/// Encodes records; remembers the last event encoded, so that the deliveries of one event (which
+/// share it) encode it once.
 #[derive(Default)]
-pub struct EventCache {
+pub struct Encoder {
     last: Option<(Arc<serde_json::Value>, Vec<u8>)>,
 }
 
-impl EventCache {
+impl Encoder {
     fn encoded(&mut self, event: &Arc<serde_json::Value>) -> Result<&[u8], serde_json::Error> {
         let hit = matches!(&self.last, Some((cached, _)) if Arc::ptr_eq(cached, event));
         if !hit {
@@ -51,7 +52,7 @@ impl EventCache {
 /// Encodes `delivery` into `out` (cleared first).
 pub fn encode(
     delivery: &Delivery,
-    events: &mut EventCache,
+    events: &mut Encoder,
     out: &mut Vec<u8>,
 ) -> Result<(), serde_json::Error> {
     let message = &delivery.message;
@@ -234,7 +235,7 @@ mod tests {
     fn round_trips_and_reads_the_json_format() {
         let original = delivery();
         let mut out = Vec::new();
-        encode(&original, &mut EventCache::default(), &mut out).unwrap();
+        encode(&original, &mut Encoder::default(), &mut out).unwrap();
         same(&decode(7, &out).unwrap(), &original);
 
         let json = serde_json::to_vec(&original).unwrap();
@@ -244,7 +245,7 @@ mod tests {
     #[test]
     fn damaged_records_are_errors_not_panics() {
         let mut out = Vec::new();
-        encode(&delivery(), &mut EventCache::default(), &mut out).unwrap();
+        encode(&delivery(), &mut Encoder::default(), &mut out).unwrap();
         for len in 0..out.len() {
             assert!(decode(7, &out[..len]).is_err(), "prefix of {len} bytes");
         }
@@ -256,7 +257,7 @@ mod tests {
         let first = delivery();
         let mut second = delivery();
         second.message.event = first.message.event.clone();
-        let mut cache = EventCache::default();
+        let mut cache = Encoder::default();
         let mut out = Vec::new();
         encode(&first, &mut cache, &mut out).unwrap();
         let cached = cache.last.as_ref().map(|(_, b)| b.as_ptr());

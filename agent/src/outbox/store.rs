@@ -69,7 +69,12 @@ fn io(err: impl std::fmt::Display) -> StoreError {
 
 /// One change to the store.
 pub enum Op {
-    PutDelivery(Delivery),
+    /// A pending delivery, already encoded (by [`Op::put`], on the caller's thread: the writer
+    /// thread is the one thing every commit waits for, so it does no more than write).
+    PutDelivery {
+        id: u64,
+        record: Vec<u8>,
+    },
     RemoveDelivery(u64),
     Kill(DeadLetter),
     RemoveDead(u64),
@@ -87,6 +92,22 @@ pub enum Op {
         route: String,
         seq: u64,
     },
+}
+
+impl Op {
+    /// Encodes `delivery` for [`Op::PutDelivery`]; `encoder` encodes an event shared by several
+    /// deliveries once.
+    pub fn put(
+        delivery: &Delivery,
+        encoder: &mut super::record::Encoder,
+    ) -> Result<Op, StoreError> {
+        let mut record = Vec::new();
+        super::record::encode(delivery, encoder, &mut record).map_err(io)?;
+        Ok(Op::PutDelivery {
+            id: delivery.id,
+            record,
+        })
+    }
 }
 
 type Completion = Box<dyn FnOnce(Result<(), String>) + Send>;
@@ -284,8 +305,6 @@ fn write_loop(db: &Database, rx: mpsc::Receiver<Batch>) {
 }
 
 fn apply(db: &Database, batches: &mut [Batch]) -> Result<(), StoreError> {
-    let mut events = super::record::EventCache::default();
-    let mut buffer = Vec::new();
     let txn = db.begin_write().map_err(io)?;
     {
         let mut outbox = txn.open_table(OUTBOX).map_err(io)?;
@@ -295,9 +314,8 @@ fn apply(db: &Database, batches: &mut [Batch]) -> Result<(), StoreError> {
         for batch in batches.iter_mut() {
             for op in batch.ops.drain(..) {
                 match op {
-                    Op::PutDelivery(delivery) => {
-                        super::record::encode(&delivery, &mut events, &mut buffer).map_err(io)?;
-                        outbox.insert(delivery.id, buffer.as_slice()).map_err(io)?;
+                    Op::PutDelivery { id, record } => {
+                        outbox.insert(id, record.as_slice()).map_err(io)?;
                     }
                     Op::RemoveDelivery(id) => {
                         outbox.remove(id).map_err(io)?;
@@ -399,7 +417,7 @@ mod tests {
         // New records are written in the new format and read back.
         let (tx, rx) = std::sync::mpsc::channel();
         store.write(
-            vec![Op::PutDelivery(delivery(42))],
+            vec![Op::put(&delivery(42), &mut Default::default()).unwrap()],
             Some(Box::new(move |r| tx.send(r).unwrap())),
         );
         rx.recv().unwrap().unwrap();
