@@ -166,6 +166,7 @@ pub async fn run(settings: RunSettings) -> anyhow::Result<()> {
     let outbox_options = OutboxOptions {
         path: store_path.clone(),
         max_pending: settings.outbox_max_pending,
+        max_pending_bytes: settings.outbox_max_pending_bytes,
         max_bytes: settings.outbox_max_bytes,
     };
     let (outbox, recovered, engine_start) = Outbox::open(outbox_options, metrics.clone())

@@ -274,6 +274,51 @@ async fn a_full_outbox_answers_429_and_pending_work_resumes_after_restart() -> a
 }
 
 #[tokio::test]
+async fn pending_bytes_bound_intake_and_free_up_on_delivery() -> anyhow::Result<()> {
+    // Deliveries held for retry count their stored size; past the bound intake answers 429, and
+    // once they are delivered there is room again.
+    let up = Arc::new(AtomicBool::new(false));
+    let flag = up.clone();
+    let sink = Sink::with(move |_| {
+        if flag.load(Ordering::Relaxed) {
+            Reply::status(200)
+        } else {
+            Reply::status(503)
+        }
+    })
+    .await?;
+    let agent = Agent::builder(&config(&sink.url("/"), ""))
+        .env("HOOKER_OUTBOX_MAX_PENDING_BYTES", "1KB")
+        .start()
+        .await?;
+    let pad = "p".repeat(1200);
+    assert_eq!(
+        agent
+            .post("/", format!(r#"{{"n":1,"pad":"{pad}"}}"#))
+            .await?
+            .0,
+        200,
+        "the first event fits: nothing is pending yet"
+    );
+    let (status, answer) = agent.post("/", r#"{"n":2}"#).await?;
+    assert_eq!(status, 429, "over 1KB pending, intake refuses: {answer}");
+    up.store(true, Ordering::Relaxed);
+    wait_until(
+        "the retried delivery succeeds and frees its bytes",
+        Duration::from_secs(10),
+        async || numbers(&sink).contains(&1).then_some(()),
+    )
+    .await?;
+    wait_until(
+        "intake accepts again",
+        Duration::from_secs(10),
+        async || (agent.post("/", r#"{"n":3}"#).await.ok()?.0 == 200).then_some(()),
+    )
+    .await?;
+    Ok(())
+}
+
+#[tokio::test]
 async fn dedup_state_survives_a_restart() -> anyhow::Result<()> {
     let state = TempDir::new("dedup-state");
     let sink = Sink::start().await?;

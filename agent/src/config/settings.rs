@@ -103,6 +103,12 @@ pub struct RunSettings {
     #[arg(long, env = "HOOKER_OUTBOX_MAX_PENDING", default_value_t = 20_000)]
     pub outbox_max_pending: usize,
 
+    /// Total size of the deliveries waiting in the outbox (their stored records); beyond it
+    /// intake answers 429. The delivery engine holds pending deliveries in memory, so this is
+    /// what bounds the agent's memory under a backlog.
+    #[arg(long, env = "HOOKER_OUTBOX_MAX_PENDING_BYTES", default_value = "64MB", value_parser = parse_size)]
+    pub outbox_max_pending_bytes: u64,
+
     /// Size cap of the state store file; beyond it intake answers 429.
     #[arg(long, env = "HOOKER_OUTBOX_MAX_BYTES", default_value = "1GB", value_parser = parse_size)]
     pub outbox_max_bytes: u64,

@@ -44,6 +44,9 @@ pub struct OutboxOptions {
     pub path: PathBuf,
     /// Deliveries pending at once; beyond it intake answers 429.
     pub max_pending: usize,
+    /// Total record size of the pending deliveries (which the engine holds in memory); beyond
+    /// it intake answers 429.
+    pub max_pending_bytes: u64,
     /// Size of the store file; beyond it intake answers 429.
     pub max_bytes: u64,
 }
@@ -54,6 +57,7 @@ pub struct Outbox {
     options: OutboxOptions,
     next_id: AtomicU64,
     pending: AtomicUsize,
+    pending_bytes: AtomicU64,
     disk_bytes: AtomicU64,
     dead: AtomicUsize,
     engine: mpsc::UnboundedSender<Vec<Delivery>>,
@@ -80,6 +84,7 @@ impl Outbox {
             store,
             next_id: AtomicU64::new(recovered.next_id),
             pending: AtomicUsize::new(pending.len()),
+            pending_bytes: AtomicU64::new(pending.iter().map(|d| d.stored_bytes).sum()),
             disk_bytes: AtomicU64::new(Store::disk_bytes(&options.path)),
             dead: AtomicUsize::new(recovered.dead),
             engine,
@@ -104,6 +109,7 @@ impl Outbox {
     /// True when intake must refuse new events (429 / RESOURCE_EXHAUSTED).
     pub fn is_full(&self) -> bool {
         self.pending.load(Ordering::Relaxed) >= self.options.max_pending
+            || self.pending_bytes.load(Ordering::Relaxed) >= self.options.max_pending_bytes
             || self.disk_bytes.load(Ordering::Relaxed) >= self.options.max_bytes
     }
 
@@ -115,7 +121,7 @@ impl Outbox {
     /// and calls `done`. Runs on the caller's thread up to the hand-off to the writer.
     pub fn commit(
         self: &Arc<Self>,
-        deliveries: Vec<Delivery>,
+        mut deliveries: Vec<Delivery>,
         extra: Vec<Op>,
         done: impl FnOnce(Result<(), String>) + Send + 'static,
     ) {
@@ -125,7 +131,7 @@ impl Outbox {
         }
         let mut encoder = record::Encoder::default();
         let mut ops = Vec::with_capacity(deliveries.len() + extra.len());
-        for delivery in &deliveries {
+        for delivery in &mut deliveries {
             match Op::put(delivery, &mut encoder) {
                 Ok(op) => ops.push(op),
                 Err(err) => {
@@ -135,7 +141,9 @@ impl Outbox {
             }
         }
         ops.extend(extra);
+        let bytes: u64 = deliveries.iter().map(|d| d.stored_bytes).sum();
         self.pending.fetch_add(deliveries.len(), Ordering::Relaxed);
+        self.pending_bytes.fetch_add(bytes, Ordering::Relaxed);
         let outbox = self.clone();
         self.store.write(
             ops,
@@ -148,12 +156,23 @@ impl Outbox {
                     }
                     Err(_) => {
                         outbox.pending.fetch_sub(deliveries.len(), Ordering::Relaxed);
+                        outbox.release_bytes(bytes);
                     }
                 }
                 outbox.publish_gauges();
                 done(result);
             })),
         );
+    }
+
+    /// Takes `n` bytes off the pending total (never below zero: a miscount must not wrap into a
+    /// permanently full outbox).
+    fn release_bytes(&self, n: u64) {
+        let _ = self
+            .pending_bytes
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |total| {
+                Some(total.saturating_sub(n))
+            });
     }
 
     fn publish_gauges(&self) {
@@ -188,6 +207,7 @@ impl Outbox {
             created_ms: now,
             next_ms: now,
             last_error: None,
+            stored_bytes: 0,
         };
         if actions.is_empty() {
             Vec::new()
@@ -471,7 +491,7 @@ impl Engine {
                     delivery.attempts = 0;
                     delivery.next_ms = now_ms();
                     self.queue.push(Reverse((delivery.next_ms, id)));
-                    persist(delivery, &mut self.ops);
+                    persist(delivery, &mut self.ops, &self.outbox);
                 }
             }
             Err(error) if error.kind == ErrorKind::Permanent => self.kill(id, error.message),
@@ -504,13 +524,15 @@ impl Engine {
                     .get_or_create(&crate::metrics::ActionNameLabels { action: name })
                     .inc();
                 self.queue.push(Reverse((delivery.next_ms, id)));
-                persist(delivery, &mut self.ops);
+                persist(delivery, &mut self.ops, &self.outbox);
             }
         }
     }
 
     fn complete(&mut self, id: u64) {
-        self.items.remove(&id);
+        if let Some(delivery) = self.items.remove(&id) {
+            self.outbox.release_bytes(delivery.stored_bytes);
+        }
         self.outbox.pending.fetch_sub(1, Ordering::Relaxed);
         self.ops.push(Op::RemoveDelivery(id));
     }
@@ -527,6 +549,7 @@ impl Engine {
             .get_or_create(&crate::metrics::ActionNameLabels { action })
             .inc();
         self.outbox.pending.fetch_sub(1, Ordering::Relaxed);
+        self.outbox.release_bytes(delivery.stored_bytes);
         self.outbox.dead.fetch_add(1, Ordering::Relaxed);
         self.ops.push(Op::Kill(DeadLetter {
             delivery,
@@ -537,9 +560,16 @@ impl Engine {
 }
 
 /// Queues the rewrite of a delivery whose schedule or chain changed.
-fn persist(delivery: &Delivery, ops: &mut Vec<Op>) {
+fn persist(delivery: &mut Delivery, ops: &mut Vec<Op>, outbox: &Outbox) {
+    let before = delivery.stored_bytes;
     match Op::put(delivery, &mut record::Encoder::default()) {
-        Ok(op) => ops.push(op),
+        Ok(op) => {
+            outbox
+                .pending_bytes
+                .fetch_add(delivery.stored_bytes, Ordering::Relaxed);
+            outbox.release_bytes(before);
+            ops.push(op);
+        }
         Err(error) => {
             tracing::error!(delivery = delivery.id, %error, "Cannot encode a rescheduled delivery; the store keeps its previous state.");
         }

@@ -124,6 +124,7 @@ pub fn decode(id: u64, bytes: &[u8]) -> Result<Delivery, DecodeError> {
         created_ms,
         next_ms,
         last_error,
+        stored_bytes: 0,
     })
 }
 
@@ -221,6 +222,7 @@ mod tests {
             created_ms: 1,
             next_ms: u64::MAX,
             last_error: Some("HTTP 503".into()),
+            stored_bytes: 0,
         }
     }
 

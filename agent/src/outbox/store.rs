@@ -41,6 +41,10 @@ pub struct Delivery {
     pub created_ms: u64,
     pub next_ms: u64,
     pub last_error: Option<String>,
+    /// Size of its record in the store (0 until encoded); counts towards the outbox's
+    /// pending-bytes bound.
+    #[serde(skip)]
+    pub stored_bytes: u64,
 }
 
 /// A delivery that was given up on, kept until replayed or dropped.
@@ -95,14 +99,15 @@ pub enum Op {
 }
 
 impl Op {
-    /// Encodes `delivery` for [`Op::PutDelivery`]; `encoder` encodes an event shared by several
-    /// deliveries once.
+    /// Encodes `delivery` for [`Op::PutDelivery`] and notes the record's size in it; `encoder`
+    /// encodes an event shared by several deliveries once.
     pub fn put(
-        delivery: &Delivery,
+        delivery: &mut Delivery,
         encoder: &mut super::record::Encoder,
     ) -> Result<Op, StoreError> {
         let mut record = Vec::new();
         super::record::encode(delivery, encoder, &mut record).map_err(io)?;
+        delivery.stored_bytes = record.len() as u64;
         Ok(Op::PutDelivery {
             id: delivery.id,
             record,
@@ -244,7 +249,10 @@ fn recover(db: &Database) -> Result<Recovered, StoreError> {
         let (key, value) = entry.map_err(io)?;
         next_id = next_id.max(key.value() + 1);
         match super::record::decode(key.value(), value.value()) {
-            Ok(delivery) => pending.push(delivery),
+            Ok(mut delivery) => {
+                delivery.stored_bytes = value.value().len() as u64;
+                pending.push(delivery)
+            }
             Err(err) => {
                 tracing::error!(id = key.value(), %err, "Unreadable pending delivery skipped.")
             }
@@ -385,6 +393,7 @@ mod tests {
             created_ms: 5,
             next_ms: 6,
             last_error: Some("HTTP 503".into()),
+            stored_bytes: 0,
         }
     }
 
@@ -417,7 +426,7 @@ mod tests {
         // New records are written in the new format and read back.
         let (tx, rx) = std::sync::mpsc::channel();
         store.write(
-            vec![Op::put(&delivery(42), &mut Default::default()).unwrap()],
+            vec![Op::put(&mut delivery(42), &mut Default::default()).unwrap()],
             Some(Box::new(move |r| tx.send(r).unwrap())),
         );
         rx.recv().unwrap().unwrap();
