@@ -33,6 +33,21 @@ actions:
     )
 }
 
+/// A sink that answers `status` until the flag is set, then 200.
+async fn failing_until_fixed(status: u16) -> anyhow::Result<(Arc<AtomicBool>, Sink)> {
+    let fixed = Arc::new(AtomicBool::new(false));
+    let flag = fixed.clone();
+    let sink = Sink::with(move |_| {
+        if flag.load(Ordering::Relaxed) {
+            Reply::status(200)
+        } else {
+            Reply::status(status)
+        }
+    })
+    .await?;
+    Ok((fixed, sink))
+}
+
 fn numbers(sink: &Sink) -> BTreeSet<u64> {
     sink.requests()
         .iter()
@@ -146,16 +161,7 @@ async fn an_outage_is_ridden_out_with_retries() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn permanent_failures_are_dead_lettered_and_replay_delivers_them() -> anyhow::Result<()> {
-    let fixed = Arc::new(AtomicBool::new(false));
-    let flag = fixed.clone();
-    let sink = Sink::with(move |_| {
-        if flag.load(Ordering::Relaxed) {
-            Reply::status(200)
-        } else {
-            Reply::status(400)
-        }
-    })
-    .await?;
+    let (fixed, sink) = failing_until_fixed(400).await?;
     let extra = "  - name: flaky\n    type: webhook\n    enable: true\n    url: URL\n    retry-max-attempts: 2\n    retry-initial-backoff: 10ms\n";
     let agent = Agent::start(&config(
         &sink.url("/"),
@@ -277,16 +283,7 @@ async fn a_full_outbox_answers_429_and_pending_work_resumes_after_restart() -> a
 async fn pending_bytes_bound_intake_and_free_up_on_delivery() -> anyhow::Result<()> {
     // Deliveries held for retry count their stored size; past the bound intake answers 429, and
     // once they are delivered there is room again.
-    let up = Arc::new(AtomicBool::new(false));
-    let flag = up.clone();
-    let sink = Sink::with(move |_| {
-        if flag.load(Ordering::Relaxed) {
-            Reply::status(200)
-        } else {
-            Reply::status(503)
-        }
-    })
-    .await?;
+    let (up, sink) = failing_until_fixed(503).await?;
     let agent = Agent::builder(&config(&sink.url("/"), ""))
         .env("HOOKER_OUTBOX_MAX_PENDING_BYTES", "1KB")
         .start()
