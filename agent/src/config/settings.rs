@@ -106,7 +106,7 @@ pub struct RunSettings {
     /// Total size of the deliveries waiting in the outbox (their stored records); beyond it
     /// intake answers 429. The delivery engine holds pending deliveries in memory, so this is
     /// what bounds the agent's memory under a backlog.
-    #[arg(long, env = "HOOKER_OUTBOX_MAX_PENDING_BYTES", default_value = "64MB", value_parser = parse_size)]
+    #[arg(long, env = "HOOKER_OUTBOX_MAX_PENDING_BYTES", default_value = "32MB", value_parser = parse_size)]
     pub outbox_max_pending_bytes: u64,
 
     /// Size cap of the state store file; beyond it intake answers 429.
