@@ -96,14 +96,7 @@ pub fn build(config: &ActionConfig, cx: &BuildContext) -> Result<Built, Diagnost
 /// The writer thread: everything queued is written together, then every sender is answered.
 fn write_loop(mut file: LogFile, rx: mpsc::Receiver<Append>) {
     const MAX_BATCH: usize = 1024;
-    while let Ok(first) = rx.recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(append) => batch.push(append),
-                Err(_) => break,
-            }
-        }
+    while let Some(batch) = crate::batch::recv_batch(&rx, MAX_BATCH) {
         let lines: Vec<&[u8]> = batch.iter().map(|a| a.line.as_slice()).collect();
         let result = file
             .append_all(&lines)
@@ -144,21 +137,21 @@ impl LogFile {
 
     /// The open file and its size, opened (and its directory created) on first use.
     fn opened(&mut self) -> std::io::Result<&mut (File, u64)> {
-        if self.open.is_none() {
-            if let Some(parent) = self.path.parent().filter(|p| !p.as_os_str().is_empty()) {
-                std::fs::create_dir_all(parent)?;
+        let open = match self.open.take() {
+            Some(open) => open,
+            None => {
+                if let Some(parent) = self.path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(parent)?;
+                }
+                let file = OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&self.path)?;
+                let size = file.metadata()?.len();
+                (file, size)
             }
-            let file = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&self.path)?;
-            let size = file.metadata()?.len();
-            self.open = Some((file, size));
-        }
-        match &mut self.open {
-            Some(open) => Ok(open),
-            None => Err(std::io::Error::other("log file not open")),
-        }
+        };
+        Ok(self.open.insert(open))
     }
 
     /// `path` → `path.1` → … → `path.<max-files>`; the oldest is deleted.

@@ -198,9 +198,7 @@ impl ForwardIntake {
                     Ok(Ok(Err(_))) => "unavailable",
                     _ => "timeout",
                 },
-                Err(crate::router::SubmitError::Full) => "queue_full",
-                Err(crate::router::SubmitError::TooLarge) => "too_large",
-                Err(crate::router::SubmitError::Closed) => "unavailable",
+                Err(err) => err.outcome(),
             };
             self.metrics.received(INTAKE, outcome, n);
             if outcome != "accepted" {

@@ -226,20 +226,16 @@ fn unknown_route(route: &str) -> (Status, &'static str) {
 }
 
 fn submit_status(err: SubmitError) -> (Status, &'static str) {
-    match err {
-        SubmitError::Full => (
-            Status::resource_exhausted("the event queue or the outbox is full; retry later"),
-            "queue_full",
-        ),
-        SubmitError::TooLarge => (
-            Status::invalid_argument("the events are larger than the whole event queue"),
-            "too_large",
-        ),
-        SubmitError::Closed => (
-            Status::unavailable("Hooker is shutting down"),
-            "unavailable",
-        ),
-    }
+    let status = match err {
+        SubmitError::Full => {
+            Status::resource_exhausted("the event queue or the outbox is full; retry later")
+        }
+        SubmitError::TooLarge => {
+            Status::invalid_argument("the events are larger than the whole event queue")
+        }
+        SubmitError::Closed => Status::unavailable("Hooker is shutting down"),
+    };
+    (status, err.outcome())
 }
 
 fn peer_of<T>(request: &tonic::Request<T>) -> Option<String> {

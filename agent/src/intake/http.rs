@@ -152,10 +152,11 @@ async fn receive_tenant(
 
 /// The answer to a submission the router refused, counted as `n` events.
 fn refused(intake: &HttpIntake, kind: IntakeKind, err: SubmitError, n: usize) -> Response {
-    let n = n as u64;
+    intake
+        .metrics
+        .received(kind.as_str(), err.outcome(), n as u64);
     match err {
         SubmitError::Full => {
-            intake.metrics.received(kind.as_str(), "queue_full", n);
             let mut response = error(
                 StatusCode::TOO_MANY_REQUESTS,
                 "the event queue or the outbox is full; retry later",
@@ -165,17 +166,11 @@ fn refused(intake: &HttpIntake, kind: IntakeKind, err: SubmitError, n: usize) ->
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             response
         }
-        SubmitError::TooLarge => {
-            intake.metrics.received(kind.as_str(), "too_large", n);
-            error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body is larger than the event queue",
-            )
-        }
-        SubmitError::Closed => {
-            intake.metrics.received(kind.as_str(), "unavailable", n);
-            unavailable("Hooker is shutting down")
-        }
+        SubmitError::TooLarge => error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body is larger than the event queue",
+        ),
+        SubmitError::Closed => unavailable("Hooker is shutting down"),
     }
 }
 

@@ -154,15 +154,18 @@ impl Outbox {
                             tracing::warn!("Delivery engine stopped; committed deliveries resume at the next start.");
                         }
                     }
-                    Err(_) => {
-                        outbox.pending.fetch_sub(deliveries.len(), Ordering::Relaxed);
-                        outbox.release_bytes(bytes);
-                    }
+                    Err(_) => outbox.release(deliveries.len(), bytes),
                 }
                 outbox.publish_gauges();
                 done(result);
             })),
         );
+    }
+
+    /// Takes `count` deliveries of `bytes` in all off the pending totals.
+    fn release(&self, count: usize, bytes: u64) {
+        self.pending.fetch_sub(count, Ordering::Relaxed);
+        self.release_bytes(bytes);
     }
 
     /// Takes `n` bytes off the pending total (never below zero: a miscount must not wrap into a
@@ -530,10 +533,8 @@ impl Engine {
     }
 
     fn complete(&mut self, id: u64) {
-        if let Some(delivery) = self.items.remove(&id) {
-            self.outbox.release_bytes(delivery.stored_bytes);
-        }
-        self.outbox.pending.fetch_sub(1, Ordering::Relaxed);
+        let bytes = self.items.remove(&id).map_or(0, |d| d.stored_bytes);
+        self.outbox.release(1, bytes);
         self.ops.push(Op::RemoveDelivery(id));
     }
 
@@ -548,8 +549,7 @@ impl Engine {
             .dead_lettered
             .get_or_create(&crate::metrics::ActionNameLabels { action })
             .inc();
-        self.outbox.pending.fetch_sub(1, Ordering::Relaxed);
-        self.outbox.release_bytes(delivery.stored_bytes);
+        self.outbox.release(1, delivery.stored_bytes);
         self.outbox.dead.fetch_add(1, Ordering::Relaxed);
         self.ops.push(Op::Kill(DeadLetter {
             delivery,

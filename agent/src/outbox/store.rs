@@ -290,14 +290,7 @@ fn recover(db: &Database) -> Result<Recovered, StoreError> {
 /// The writer: one transaction for everything queued, then the completions.
 fn write_loop(db: &Database, rx: mpsc::Receiver<Batch>) {
     const MAX_BATCHES: usize = 4096;
-    while let Ok(first) = rx.recv() {
-        let mut batches = vec![first];
-        while batches.len() < MAX_BATCHES {
-            match rx.try_recv() {
-                Ok(batch) => batches.push(batch),
-                Err(_) => break,
-            }
-        }
+    while let Some(mut batches) = crate::batch::recv_batch(&rx, MAX_BATCHES) {
         let result = apply(db, &mut batches).map_err(|e| e.to_string());
         if let Err(error) = &result {
             tracing::error!(%error, batches = batches.len(), "State store commit failed.");

@@ -55,6 +55,17 @@ pub enum SubmitError {
     Closed,
 }
 
+impl SubmitError {
+    /// The `outcome` label of `hooker_events_received_total` for events refused this way.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            SubmitError::Full => "queue_full",
+            SubmitError::TooLarge => "too_large",
+            SubmitError::Closed => "unavailable",
+        }
+    }
+}
+
 /// One config version at work: the compiled pipeline and its route aggregators.
 pub struct Generation {
     pub pipeline: Arc<Pipeline>,
