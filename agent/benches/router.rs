@@ -68,11 +68,14 @@ impl Worker<'_> {
         let mut messages: Vec<(String, hooker::message::Message)> = Vec::new();
         for &index in &self.candidates {
             let route = &mut self.routes[index];
-            if !route.rule.may_match(&payload) {
-                continue;
-            }
-            let input = input.get_or_insert_with(|| to_rego(&payload));
-            if route.rule.evaluate(input) != Ok(true) {
+            let decided = match route.rule.decide_natively(&payload) {
+                Some(decided) => decided,
+                None => {
+                    let input = input.get_or_insert_with(|| to_rego(&payload));
+                    route.rule.evaluate(input) == Ok(true)
+                }
+            };
+            if !decided {
                 continue;
             }
             // Routes sharing a template share one rendering of the event.

@@ -218,6 +218,9 @@ impl Pipeline {
             return Err(diags);
         }
         let index = RouteIndex::build(routes.iter().map(|r| r.rule.checks()));
+        for route in &routes {
+            tracing::debug!(route = %route.name, native = route.rule.is_native(), "Route rule compiled.");
+        }
         Ok(Pipeline {
             index,
             routes,
@@ -229,6 +232,11 @@ impl Pipeline {
             db_verify_interval: config.db_verify_interval,
             warnings: diags.warnings,
         })
+    }
+
+    /// How many routes are decided without Rego (when their values have the expected types).
+    pub fn native_routes(&self) -> usize {
+        self.routes.iter().filter(|r| r.rule.is_native()).count()
     }
 
     /// The event as templates see it: Postee adds `input.postee.AquaServer`; Hooker adds `input.hooker`.

@@ -13,6 +13,7 @@
 
 pub mod aggregate;
 pub mod dedup;
+pub mod native;
 pub mod prefilter;
 pub mod rego;
 pub mod template;
@@ -429,12 +430,17 @@ impl Worker {
                 .only_route
                 .as_deref()
                 .is_some_and(|only| only != &*route.name)
-                || !route.rule.may_match(&event.payload)
             {
                 continue;
             }
-            let input = input.get_or_insert_with(|| rego::to_rego(&event.payload));
-            match route.rule.evaluate(input) {
+            let decided = match route.rule.decide_natively(&event.payload) {
+                Some(decided) => Ok(decided),
+                None => {
+                    let input = input.get_or_insert_with(|| rego::to_rego(&event.payload));
+                    route.rule.evaluate(input)
+                }
+            };
+            match decided {
                 Ok(true) => {}
                 Ok(false) => continue,
                 Err(error) => {

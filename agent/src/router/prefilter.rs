@@ -11,7 +11,8 @@
 //! - `input.a.b >= 2` (and `>`, `<=`, `<`) when the value is a number;
 //! - `startswith(input.a.b, "literal")` / `endswith(...)` / `contains(...)` when the value is a string.
 //!
-//! Bodies that rebind `input` (`with input as`, `input :=`) are never pre-checked.
+//! Bodies that rebind `input` (`with input as`, `input :=`) are never pre-checked. When every line
+//! of a body is understood, [`super::native`] decides the route without Rego.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -20,6 +21,30 @@ use serde_json::Value as Json;
 
 /// Integers below this are exact in an f64.
 const EXACT: f64 = 9_007_199_254_740_992.0;
+
+/// What a condition certainly is for an event, or `Unknown` when only Rego can tell (a type
+/// Rego would order or report as an error, a number an f64 cannot hold exactly).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Truth {
+    True,
+    False,
+    Unknown,
+}
+
+impl Truth {
+    fn of(holds: bool) -> Truth {
+        if holds { Truth::True } else { Truth::False }
+    }
+
+    /// Rego's `not`: true when the expression is false or undefined.
+    pub fn negate(self) -> Truth {
+        match self {
+            Truth::True => Truth::False,
+            Truth::False => Truth::True,
+            Truth::Unknown => Truth::Unknown,
+        }
+    }
+}
 
 /// A path into the event, as object keys.
 pub type Path = Arc<[String]>;
@@ -52,45 +77,60 @@ pub enum Ordering {
 impl Check {
     /// False only when the condition certainly fails in Rego for `event`.
     pub fn may_hold(&self, event: &Json) -> bool {
+        self.truth(event) != Truth::False
+    }
+
+    /// The condition's outcome in Rego, with its path looked up from `root` (the event, or the
+    /// value a `some x in ...` variable is bound to). An undefined path is certainly false.
+    pub fn truth(&self, root: &Json) -> Truth {
         match self {
-            Check::Equals(path, literal) => match lookup(event, path) {
-                None => false,
+            Check::Equals(path, literal) => match lookup(root, path) {
+                None => Truth::False,
                 Some(value) => match (value, literal) {
-                    (Json::String(s), Literal::String(l)) => s == l,
-                    (Json::Number(n), Literal::Number(l)) => n.as_f64() == Some(*l),
-                    (Json::Bool(b), Literal::Bool(l)) => b == l,
+                    (Json::String(s), Literal::String(l)) => Truth::of(s == l),
+                    (Json::Number(n), Literal::Number(l)) => match exact(n, *l) {
+                        Some(v) => Truth::of(v == *l),
+                        None => Truth::Unknown,
+                    },
+                    (Json::Bool(b), Literal::Bool(l)) => Truth::of(b == l),
                     // Different types are never equal in Rego.
-                    _ => false,
+                    _ => Truth::False,
                 },
             },
-            Check::Compare(path, ordering, bound) => match lookup(event, path) {
-                None => false,
-                Some(Json::Number(n)) => match n.as_f64() {
-                    // Beyond 2^53 an f64 may round; leave such values to Rego.
-                    Some(v) if v.abs() < EXACT && bound.abs() < EXACT => match ordering {
+            Check::Compare(path, ordering, bound) => match lookup(root, path) {
+                None => Truth::False,
+                Some(Json::Number(n)) => match exact(n, *bound) {
+                    Some(v) => Truth::of(match ordering {
                         Ordering::Greater => v > *bound,
                         Ordering::GreaterOrEqual => v >= *bound,
                         Ordering::Less => v < *bound,
                         Ordering::LessOrEqual => v <= *bound,
-                    },
-                    _ => true,
+                    }),
+                    None => Truth::Unknown,
                 },
                 // Rego orders values of different types; leave those to Rego.
-                Some(_) => true,
+                Some(_) => Truth::Unknown,
             },
-            Check::StartsWith(path, text) => string_check(event, path, |s| s.starts_with(&**text)),
-            Check::EndsWith(path, text) => string_check(event, path, |s| s.ends_with(&**text)),
-            Check::Contains(path, text) => string_check(event, path, |s| s.contains(&**text)),
+            Check::StartsWith(path, text) => string_check(root, path, |s| s.starts_with(&**text)),
+            Check::EndsWith(path, text) => string_check(root, path, |s| s.ends_with(&**text)),
+            Check::Contains(path, text) => string_check(root, path, |s| s.contains(&**text)),
         }
     }
 }
 
-fn string_check(event: &Json, path: &[String], test: impl Fn(&str) -> bool) -> bool {
-    match lookup(event, path) {
-        None => false,
-        Some(Json::String(s)) => test(s),
+/// The event's number as an f64 when it and `literal` are exact in one (beyond 2^53 an f64 may
+/// round: such values are left to Rego).
+fn exact(n: &serde_json::Number, literal: f64) -> Option<f64> {
+    n.as_f64()
+        .filter(|v| v.abs() < EXACT && literal.abs() < EXACT)
+}
+
+fn string_check(root: &Json, path: &[String], test: impl Fn(&str) -> bool) -> Truth {
+    match lookup(root, path) {
+        None => Truth::False,
+        Some(Json::String(s)) => Truth::of(test(s)),
         // A type error in Rego: let Rego report it.
-        Some(_) => true,
+        Some(_) => Truth::Unknown,
     }
 }
 
@@ -109,10 +149,13 @@ pub fn checks(body: &str) -> Vec<Check> {
     if conjuncts.iter().any(|c| rebinds_input(c)) {
         return Vec::new();
     }
-    conjuncts.iter().filter_map(|c| parse_check(c)).collect()
+    conjuncts
+        .iter()
+        .filter_map(|c| parse_check(c, "input"))
+        .collect()
 }
 
-fn rebinds_input(conjunct: &str) -> bool {
+pub(super) fn rebinds_input(conjunct: &str) -> bool {
     let compact: String = conjunct.split_whitespace().collect::<Vec<_>>().join(" ");
     compact.contains("with input")
         || compact.starts_with("input :=")
@@ -125,7 +168,7 @@ fn rebinds_input(conjunct: &str) -> bool {
 
 /// Top-level statements of a rule body: split on newlines and `;` outside brackets and strings,
 /// comments removed.
-fn split_conjuncts(body: &str) -> Vec<String> {
+pub(super) fn split_conjuncts(body: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut current = String::new();
     let mut depth = 0i32;
@@ -185,7 +228,8 @@ fn split_conjuncts(body: &str) -> Vec<String> {
         .collect()
 }
 
-fn parse_check(conjunct: &str) -> Option<Check> {
+/// One condition on paths under `root` (`input`, or a variable bound by `some`).
+pub(super) fn parse_check(conjunct: &str, root: &str) -> Option<Check> {
     for (name, make) in [
         (
             "startswith(",
@@ -199,7 +243,7 @@ fn parse_check(conjunct: &str) -> Option<Check> {
             .and_then(|rest| rest.strip_suffix(')'))
         {
             let (path, literal) = args.split_once(',')?;
-            let path = parse_path(path.trim())?;
+            let path = parse_path(path.trim(), root)?;
             let Literal::String(text) = parse_literal(literal.trim())? else {
                 return None;
             };
@@ -218,13 +262,13 @@ fn parse_check(conjunct: &str) -> Option<Check> {
         };
         let (left, right) = (left.trim(), right.trim());
         return match ordering {
-            None => match (parse_path(left), parse_path(right)) {
+            None => match (parse_path(left, root), parse_path(right, root)) {
                 (Some(path), None) => Some(Check::Equals(path, parse_literal(right)?)),
                 (None, Some(path)) => Some(Check::Equals(path, parse_literal(left)?)),
                 _ => None,
             },
             Some(ordering) => {
-                let path = parse_path(left)?;
+                let path = parse_path(left, root)?;
                 let Literal::Number(bound) = parse_literal(right)? else {
                     return None;
                 };
@@ -235,9 +279,10 @@ fn parse_check(conjunct: &str) -> Option<Check> {
     None
 }
 
-/// `input.a.b["c-d"]` → `["a", "b", "c-d"]`; anything else (indexes, variables, calls) → None.
-fn parse_path(text: &str) -> Option<Path> {
-    let mut rest = text.strip_prefix("input")?;
+/// `input.a.b["c-d"]` → `["a", "b", "c-d"]` (for `root` "input"); anything else (indexes, other
+/// variables, calls) → None. A path of `input` itself is refused; a variable's may be empty.
+fn parse_path(text: &str, root: &str) -> Option<Path> {
+    let mut rest = text.strip_prefix(root)?;
     let mut path = Vec::new();
     while !rest.is_empty() {
         if let Some(after) = rest.strip_prefix('.') {
@@ -262,7 +307,7 @@ fn parse_path(text: &str) -> Option<Path> {
             return None;
         }
     }
-    if path.is_empty() {
+    if path.is_empty() && root == "input" {
         return None;
     }
     Some(path.into())
@@ -346,9 +391,47 @@ impl RouteIndex {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use serde_json::json;
+
+    /// Every JSON fixture, then each again with its top-level scalars' types swapped (numbers as
+    /// strings, strings as numbers), then with all its scalars swapped at any depth.
+    pub(crate) fn fixture_events() -> Vec<Json> {
+        fn swap(value: &mut Json, deep: bool) {
+            match value {
+                Json::Number(n) => *value = Json::String(n.to_string()),
+                Json::String(s) => *value = Json::Number(s.len().into()),
+                Json::Array(items) if deep => items.iter_mut().for_each(|v| swap(v, deep)),
+                Json::Object(map) if deep => map.values_mut().for_each(|v| swap(v, deep)),
+                _ => {}
+            }
+        }
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures");
+        let mut events = Vec::new();
+        for family in ["tracee", "trivy", "postee"] {
+            let Ok(entries) = std::fs::read_dir(dir.join(family)) else {
+                panic!("fixtures missing at {}", dir.display());
+            };
+            for entry in entries.flatten() {
+                let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+                if let Ok(event) = serde_json::from_str::<Json>(&text) {
+                    events.push(event);
+                }
+            }
+        }
+        assert!(events.len() > 10, "too few fixtures: {}", events.len());
+        let base = events.clone();
+        for deep in [false, true] {
+            for mut event in base.clone() {
+                if let Some(map) = event.as_object_mut() {
+                    map.values_mut().for_each(|v| swap(v, deep));
+                }
+                events.push(event);
+            }
+        }
+        events
+    }
 
     fn path(keys: &[&str]) -> Path {
         keys.iter()
@@ -422,34 +505,7 @@ mod tests {
             "input.Severity <= 1",
             "input.ArtifactName == \"alpine:3.10\"",
         ];
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures");
-        let mut events = Vec::new();
-        for family in ["tracee", "trivy", "postee"] {
-            let Ok(entries) = std::fs::read_dir(dir.join(family)) else {
-                panic!("fixtures missing at {}", dir.display());
-            };
-            for entry in entries.flatten() {
-                let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
-                if let Ok(event) = serde_json::from_str::<Json>(&text) {
-                    events.push(event);
-                }
-            }
-        }
-        assert!(events.len() > 10, "too few fixtures: {}", events.len());
-        // Variations: numbers as strings, missing fields, other types.
-        let base = events.clone();
-        for mut event in base {
-            if let Some(map) = event.as_object_mut() {
-                for value in map.values_mut() {
-                    *value = match value.take() {
-                        Json::Number(n) => Json::String(n.to_string()),
-                        Json::String(s) => Json::Number(s.len().into()),
-                        other => other,
-                    };
-                }
-            }
-            events.push(event);
-        }
+        let events = fixture_events();
         let filters = std::path::Path::new("/nonexistent");
         let (mut checked, mut rejected) = (0, 0);
         for body in bodies {

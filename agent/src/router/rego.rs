@@ -11,7 +11,8 @@ use std::sync::Arc;
 use regorus::{Engine, Value};
 use serde::Deserialize;
 
-use super::prefilter::{self, Check};
+use super::native::Native;
+use super::prefilter::{self, Check, Truth};
 
 /// Modules loaded into every engine: helpers routes and templates may call.
 pub const LIBRARY: &[(&str, &str)] = &[
@@ -45,6 +46,8 @@ pub struct RouteRule {
     rules: Vec<String>,
     /// Conditions the rule certainly requires, checked natively before Rego runs.
     checks: Arc<[Check]>,
+    /// The whole rule, when native code can decide it (see [`super::native`]).
+    native: Option<Arc<Native>>,
 }
 
 /// The event as a Rego value, converted without copying the JSON tree first.
@@ -62,6 +65,7 @@ impl RouteRule {
     ) -> Result<RouteRule, RuleError> {
         let mut rules = Vec::new();
         let mut checks = Vec::new();
+        let mut native = None;
         let engine = if !files.is_empty() {
             let mut sources = Vec::new();
             for file in files {
@@ -106,6 +110,7 @@ impl RouteRule {
             })?;
             rules.push("data.hooker.allow".to_string());
             checks = prefilter::checks(body);
+            native = Native::parse(body).map(Arc::new);
             engine
         } else {
             new_engine(&[])?
@@ -114,6 +119,7 @@ impl RouteRule {
             engine,
             rules,
             checks: checks.into(),
+            native,
         };
         // Evaluate once on an empty input so errors that only show at evaluation surface at load.
         rule.evaluate(&Value::new_object())
@@ -132,6 +138,30 @@ impl RouteRule {
     /// False when the event certainly fails the rule; true means "ask Rego".
     pub fn may_match(&self, event: &serde_json::Value) -> bool {
         self.checks.iter().all(|check| check.may_hold(event))
+    }
+
+    /// The rule's outcome for `event` decided without Rego — by its native form, its pre-checks,
+    /// or because it matches everything — or None when Rego must evaluate it.
+    pub fn decide_natively(&self, event: &serde_json::Value) -> Option<bool> {
+        if self.matches_everything() {
+            return Some(true);
+        }
+        if let Some(native) = &self.native {
+            return match native.decide(event) {
+                Truth::True => Some(true),
+                Truth::False => Some(false),
+                Truth::Unknown => None,
+            };
+        }
+        if !self.may_match(event) {
+            return Some(false);
+        }
+        None
+    }
+
+    /// Whether the rule is decided natively whenever its values have the expected types.
+    pub fn is_native(&self) -> bool {
+        self.native.is_some() || self.matches_everything()
     }
 
     pub fn matches_everything(&self) -> bool {
