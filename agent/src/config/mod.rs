@@ -287,8 +287,11 @@ impl Config {
                     policy_keys.insert((*key).to_string(), value.clone());
                 }
             }
-            let (policy, _) =
+            let (mut policy, _) =
                 parse_object::<crate::outbox::DeliveryPolicy>(item, place, policy_keys)?;
+            if item.get("max-concurrency").is_none() && keys.kind.eq_ignore_ascii_case("log") {
+                policy.max_concurrency = crate::outbox::retry::LOCAL_CONCURRENCY;
+            }
             Ok((
                 ActionConfig {
                     name: keys.name,

@@ -10,6 +10,7 @@
 //! - **Invariant:** a delivery leaves the store only after success or as a dead letter.
 //! - **Invariant:** the action's error decides *whether* to retry; only the outbox decides *when*.
 
+mod journal;
 mod record;
 pub mod retry;
 pub mod store;

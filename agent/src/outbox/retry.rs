@@ -57,6 +57,11 @@ fn default_max_backoff() -> Duration {
 fn default_max_age() -> Duration {
     Duration::from_secs(24 * 3600)
 }
+/// `max-concurrency` of the `log` action unless set: a local append, batched by one writer
+/// thread, has no endpoint to protect, and at the remote default (8) its round trip would cap
+/// the whole agent (about 8,000 events/s with two matching routes, measured).
+pub const LOCAL_CONCURRENCY: usize = 256;
+
 fn default_concurrency() -> usize {
     8
 }

@@ -1,7 +1,15 @@
-//! The on-disk state: pending deliveries, dead letters, dedup keys and aggregation buffers, in one
-//! redb file. All writes go through one writer thread that commits whatever has queued up in a
-//! single transaction (group commit), so durability costs one fsync per batch, not per event.
+//! The on-disk state: pending deliveries in the append-only journal (`journal.rs`), and dead
+//! letters, dedup keys and aggregation buffers in one redb file. All writes go through one writer
+//! thread that commits whatever has queued up together (group commit), so durability costs one
+//! fsync per batch, not per event.
+//!
+//! A group commit writes, in this order: the journal's new and ended deliveries (fsync); then the
+//! redb changes (dead letters, dedup keys, aggregation buffers) in one transaction; then the
+//! journal removals of deliveries that just became dead letters (fsync). So a crash between the
+//! steps can repeat work (a delivery both pending and dead is resumed as dead only; a dedup key
+//! not yet stored lets one duplicate through) but never loses an event.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -9,13 +17,16 @@ use std::time::Duration;
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
 
+use super::journal::Journal;
 use crate::message::Message;
 
 /// Bump with a migration (and a test opening the previous format) when a record shape changes.
-/// Version 2: pending deliveries are `record.rs` records instead of JSON documents (a version 1
-/// store is read as it is and marked version 2; older Hookers then refuse it instead of skipping
-/// records they cannot read).
-pub const SCHEMA_VERSION: u64 = 2;
+/// Version 2: pending deliveries are `record.rs` records instead of JSON documents. Version 3:
+/// pending deliveries live in the journal, not redb's `outbox` table. Older stores are migrated
+/// at open (records copied into the journal as they are, then the table emptied and the version
+/// set, in that order, so a crash in between just migrates again); older Hookers then refuse the
+/// store instead of missing its pending deliveries.
+pub const SCHEMA_VERSION: u64 = 3;
 
 /// redb's page cache. Its default (1 GiB) would let a busy node's agent grow to that size; the
 /// store is written far more than read (reads happen at start-up and for dead-letter commands),
@@ -136,6 +147,12 @@ pub struct Recovered {
 pub struct Store {
     tx: mpsc::SyncSender<Batch>,
     db: std::sync::Arc<Database>,
+    writer: std::sync::Arc<std::sync::Mutex<Option<std::thread::JoinHandle<()>>>>,
+}
+
+/// Where the journal of the store at `path` lives (`hooker.redb` → `hooker.journal/`).
+pub fn journal_dir(path: &Path) -> PathBuf {
+    path.with_extension("journal")
 }
 
 impl Store {
@@ -162,11 +179,7 @@ impl Store {
                 None => {
                     meta.insert("schema_version", SCHEMA_VERSION).map_err(io)?;
                 }
-                Some(SCHEMA_VERSION) => {}
-                Some(1) => {
-                    tracing::info!(path = %path.display(), "State store upgraded from schema version 1.");
-                    meta.insert("schema_version", SCHEMA_VERSION).map_err(io)?;
-                }
+                Some(1..=SCHEMA_VERSION) => {}
                 Some(found) => {
                     return Err(StoreError::Schema {
                         path: path.to_path_buf(),
@@ -180,18 +193,38 @@ impl Store {
             txn.open_table(AGGREGATE).map_err(io)?;
         }
         txn.commit().map_err(io)?;
-        let recovered = recover(&db)?;
+        let journal_dir = journal_dir(path);
+        let (mut journal, records) = Journal::open(&journal_dir).map_err(|e| StoreError::Open {
+            path: journal_dir.clone(),
+            message: e.to_string(),
+        })?;
+        let records = migrate(&db, &mut journal, records, path)?;
+        let recovered = recover(&db, &mut journal, records)?;
         let db = std::sync::Arc::new(db);
         let (tx, rx) = mpsc::sync_channel::<Batch>(4096);
         let writer_db = db.clone();
-        std::thread::Builder::new()
+        let writer = std::thread::Builder::new()
             .name("hooker-store".into())
-            .spawn(move || write_loop(&writer_db, rx))
+            .spawn(move || write_loop(&writer_db, journal, rx))
             .map_err(|e| StoreError::Open {
                 path: path.to_path_buf(),
                 message: e.to_string(),
             })?;
-        Ok((Store { tx, db }, recovered))
+        let writer = std::sync::Arc::new(std::sync::Mutex::new(Some(writer)));
+        Ok((Store { tx, db, writer }, recovered))
+    }
+
+    /// Stops the writer once everything queued is written, and waits for it (when this is the
+    /// last handle; otherwise the writer stops with the last one).
+    pub fn close(self) {
+        let Store { tx, db, writer } = self;
+        drop(tx);
+        drop(db);
+        if let Ok(writer) = std::sync::Arc::try_unwrap(writer)
+            && let Some(handle) = writer.into_inner().ok().flatten()
+        {
+            let _ = handle.join();
+        }
     }
 
     /// Queues changes; `done` runs once they are on disk (or failed). Blocks while the writer is
@@ -235,34 +268,76 @@ impl Store {
         Ok(out)
     }
 
-    /// Size of the store file on disk.
+    /// Size of the store on disk: the redb file and the journal.
     pub fn disk_bytes(path: &Path) -> u64 {
         std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+            + Journal::disk_bytes(&journal_dir(path))
     }
 }
 
-fn recover(db: &Database) -> Result<Recovered, StoreError> {
-    let txn = db.begin_read().map_err(io)?;
-    let mut pending = Vec::new();
-    let mut next_id = 1;
-    for entry in txn.open_table(OUTBOX).map_err(io)?.iter().map_err(io)? {
-        let (key, value) = entry.map_err(io)?;
-        next_id = next_id.max(key.value() + 1);
-        match super::record::decode(key.value(), value.value()) {
-            Ok(mut delivery) => {
-                delivery.stored_bytes = value.value().len() as u64;
-                pending.push(delivery)
-            }
-            Err(err) => {
-                tracing::error!(id = key.value(), %err, "Unreadable pending delivery skipped.")
-            }
+/// Moves the pending deliveries of a version 1 or 2 store (redb's `outbox` table) into the
+/// journal, then empties the table and marks the store version 3.
+fn migrate(
+    db: &Database,
+    journal: &mut Journal,
+    mut records: BTreeMap<u64, Vec<u8>>,
+    path: &Path,
+) -> Result<BTreeMap<u64, Vec<u8>>, StoreError> {
+    let txn = db.begin_write().map_err(io)?;
+    {
+        let mut outbox = txn.open_table(OUTBOX).map_err(io)?;
+        let mut moved = 0;
+        for entry in outbox.iter().map_err(io)? {
+            let (key, value) = entry.map_err(io)?;
+            journal.put(key.value(), value.value());
+            records.insert(key.value(), value.value().to_vec());
+            moved += 1;
+        }
+        journal.sync().map_err(io)?;
+        outbox.retain(|_, _| false).map_err(io)?;
+        let mut meta = txn.open_table(META).map_err(io)?;
+        let found = meta.get("schema_version").map_err(io)?.map(|v| v.value());
+        if found != Some(SCHEMA_VERSION) {
+            meta.insert("schema_version", SCHEMA_VERSION).map_err(io)?;
+            tracing::info!(path = %path.display(), from = found, pending = moved, "State store upgraded: pending deliveries moved into the journal.");
         }
     }
+    txn.commit().map_err(io)?;
+    Ok(records)
+}
+
+fn recover(
+    db: &Database,
+    journal: &mut Journal,
+    records: BTreeMap<u64, Vec<u8>>,
+) -> Result<Recovered, StoreError> {
+    let txn = db.begin_read().map_err(io)?;
+    let mut next_id = journal.max_id() + 1;
     let dead_table = txn.open_table(DEAD).map_err(io)?;
+    let mut dead_ids = std::collections::HashSet::new();
     for entry in dead_table.iter().map_err(io)? {
         let (key, _) = entry.map_err(io)?;
         next_id = next_id.max(key.value() + 1);
+        dead_ids.insert(key.value());
     }
+    let mut pending = Vec::new();
+    for (id, record) in records {
+        if dead_ids.contains(&id) {
+            // Killed, and the crash came before the journal heard of it.
+            journal.remove(id);
+            continue;
+        }
+        match super::record::decode(id, &record) {
+            Ok(mut delivery) => {
+                delivery.stored_bytes = record.len() as u64;
+                pending.push(delivery)
+            }
+            Err(err) => {
+                tracing::error!(id, %err, "Unreadable pending delivery skipped.")
+            }
+        }
+    }
+    journal.sync().map_err(io)?;
     let dead = dead_table.len().map_err(io)? as usize;
     let mut dedup = Vec::new();
     for entry in txn.open_table(DEDUP).map_err(io)?.iter().map_err(io)? {
@@ -287,11 +362,11 @@ fn recover(db: &Database) -> Result<Recovered, StoreError> {
     })
 }
 
-/// The writer: one transaction for everything queued, then the completions.
-fn write_loop(db: &Database, rx: mpsc::Receiver<Batch>) {
+/// The writer: one group commit for everything queued, then the completions.
+fn write_loop(db: &Database, mut journal: Journal, rx: mpsc::Receiver<Batch>) {
     const MAX_BATCHES: usize = 4096;
     while let Some(mut batches) = crate::batch::recv_batch(&rx, MAX_BATCHES) {
-        let result = apply(db, &mut batches).map_err(|e| e.to_string());
+        let result = apply(db, &mut journal, &mut batches).map_err(|e| e.to_string());
         if let Err(error) = &result {
             tracing::error!(%error, batches = batches.len(), "State store commit failed.");
             // A failing disk: slow down instead of spinning.
@@ -305,50 +380,91 @@ fn write_loop(db: &Database, rx: mpsc::Receiver<Batch>) {
     }
 }
 
-fn apply(db: &Database, batches: &mut [Batch]) -> Result<(), StoreError> {
+fn apply(db: &Database, journal: &mut Journal, batches: &mut [Batch]) -> Result<(), StoreError> {
+    let mut round = Round::default();
+    for batch in batches.iter_mut() {
+        for op in batch.ops.drain(..) {
+            // A delivery put again after being killed in this round (a dead letter replayed at
+            // once) must follow the kill's removal: finish the round first.
+            if let Op::PutDelivery { id, .. } = &op
+                && round.kills.contains(id)
+            {
+                std::mem::take(&mut round).finish(db, journal)?;
+            }
+            match op {
+                Op::PutDelivery { id, record } => journal.put(id, &record),
+                Op::RemoveDelivery(id) => journal.remove(id),
+                Op::Kill(letter) => {
+                    round.kills.push(letter.delivery.id);
+                    round.db.push(Op::Kill(letter));
+                }
+                other => round.db.push(other),
+            }
+        }
+    }
+    round.finish(db, journal)
+}
+
+/// One group commit's redb changes and kills; the journal holds its staged deliveries.
+#[derive(Default)]
+struct Round {
+    db: Vec<Op>,
+    kills: Vec<u64>,
+}
+
+impl Round {
+    /// Journal first, then redb, then the kills' removals (see the module doc for why).
+    fn finish(self, db: &Database, journal: &mut Journal) -> Result<(), StoreError> {
+        journal.sync().map_err(io)?;
+        if !self.db.is_empty() {
+            write_db(db, self.db)?;
+        }
+        if !self.kills.is_empty() {
+            for id in self.kills {
+                journal.remove(id);
+            }
+            journal.sync().map_err(io)?;
+        }
+        Ok(())
+    }
+}
+
+fn write_db(db: &Database, ops: Vec<Op>) -> Result<(), StoreError> {
     let txn = db.begin_write().map_err(io)?;
     {
-        let mut outbox = txn.open_table(OUTBOX).map_err(io)?;
         let mut dead = txn.open_table(DEAD).map_err(io)?;
         let mut dedup = txn.open_table(DEDUP).map_err(io)?;
         let mut aggregate = txn.open_table(AGGREGATE).map_err(io)?;
-        for batch in batches.iter_mut() {
-            for op in batch.ops.drain(..) {
-                match op {
-                    Op::PutDelivery { id, record } => {
-                        outbox.insert(id, record.as_slice()).map_err(io)?;
-                    }
-                    Op::RemoveDelivery(id) => {
-                        outbox.remove(id).map_err(io)?;
-                    }
-                    Op::Kill(letter) => {
-                        outbox.remove(letter.delivery.id).map_err(io)?;
-                        let bytes = serde_json::to_vec(&letter).map_err(io)?;
-                        dead.insert(letter.delivery.id, bytes.as_slice())
-                            .map_err(io)?;
-                    }
-                    Op::RemoveDead(id) => {
-                        dead.remove(id).map_err(io)?;
-                    }
-                    Op::PutDedup { key, expires_ms } => {
-                        dedup.insert(key.as_str(), expires_ms).map_err(io)?;
-                    }
-                    Op::RemoveDedup(key) => {
-                        dedup.remove(key.as_str()).map_err(io)?;
-                    }
-                    Op::PushAggregate {
-                        route,
-                        seq,
-                        message,
-                    } => {
-                        let bytes = serde_json::to_vec(&message).map_err(io)?;
-                        aggregate
-                            .insert((route.as_str(), seq), bytes.as_slice())
-                            .map_err(io)?;
-                    }
-                    Op::RemoveAggregate { route, seq } => {
-                        aggregate.remove((route.as_str(), seq)).map_err(io)?;
-                    }
+        for op in ops {
+            match op {
+                // The journal's; `apply` never passes them here.
+                Op::PutDelivery { .. } | Op::RemoveDelivery(_) => {}
+                Op::Kill(letter) => {
+                    let bytes = serde_json::to_vec(&letter).map_err(io)?;
+                    dead.insert(letter.delivery.id, bytes.as_slice())
+                        .map_err(io)?;
+                }
+                Op::RemoveDead(id) => {
+                    dead.remove(id).map_err(io)?;
+                }
+                Op::PutDedup { key, expires_ms } => {
+                    dedup.insert(key.as_str(), expires_ms).map_err(io)?;
+                }
+                Op::RemoveDedup(key) => {
+                    dedup.remove(key.as_str()).map_err(io)?;
+                }
+                Op::PushAggregate {
+                    route,
+                    seq,
+                    message,
+                } => {
+                    let bytes = serde_json::to_vec(&message).map_err(io)?;
+                    aggregate
+                        .insert((route.as_str(), seq), bytes.as_slice())
+                        .map_err(io)?;
+                }
+                Op::RemoveAggregate { route, seq } => {
+                    aggregate.remove((route.as_str(), seq)).map_err(io)?;
                 }
             }
         }
@@ -405,41 +521,144 @@ mod tests {
         txn.commit().unwrap();
     }
 
-    #[test]
-    fn a_version_1_store_resumes_and_is_marked_version_2() {
-        let path = temp("v1");
-        write_version(&path, 1);
-        let (store, recovered) = Store::open(&path).unwrap();
-        assert_eq!(recovered.pending.len(), 1);
-        assert_eq!(
-            serde_json::to_value(&recovered.pending[0]).unwrap(),
-            serde_json::to_value(delivery(41)).unwrap()
-        );
-        assert_eq!(recovered.next_id, 42);
-        // New records are written in the new format and read back.
+    fn write(store: &Store, ops: Vec<Op>) {
         let (tx, rx) = std::sync::mpsc::channel();
-        store.write(
-            vec![Op::put(&mut delivery(42), &mut Default::default()).unwrap()],
-            Some(Box::new(move |r| tx.send(r).unwrap())),
-        );
+        store.write(ops, Some(Box::new(move |r| tx.send(r).unwrap())));
         rx.recv().unwrap().unwrap();
+    }
+
+    /// Stops `store`, opens it again, and returns the ids of its pending deliveries and what
+    /// else it recovered.
+    fn reopen(store: Store, path: &Path) -> (Store, Vec<u64>, Recovered) {
+        store.close();
+        let (store, recovered) = Store::open(path).unwrap();
+        let ids = recovered.pending.iter().map(|d| d.id).collect();
+        (store, ids, recovered)
+    }
+
+    fn schema_version(store: &Store) -> u64 {
         let txn = store.db.begin_read().unwrap();
         let meta = txn.open_table(META).unwrap();
-        assert_eq!(meta.get("schema_version").unwrap().unwrap().value(), 2);
-        let recovered = recover(&store.db).unwrap();
-        assert_eq!(recovered.pending.len(), 2);
-        assert_eq!(recovered.pending[1].id, 42);
+        meta.get("schema_version").unwrap().unwrap().value()
+    }
+
+    #[test]
+    fn version_1_and_2_stores_move_their_pending_deliveries_into_the_journal() {
+        for version in [1, 2] {
+            let path = temp(&format!("v{version}"));
+            write_version(&path, version);
+            let (store, recovered) = Store::open(&path).unwrap();
+            assert_eq!(recovered.pending.len(), 1);
+            assert_eq!(
+                serde_json::to_value(&recovered.pending[0]).unwrap(),
+                serde_json::to_value(delivery(41)).unwrap()
+            );
+            assert_eq!(recovered.next_id, 42);
+            assert_eq!(schema_version(&store), 3);
+            let txn = store.db.begin_read().unwrap();
+            assert!(txn.open_table(OUTBOX).unwrap().is_empty().unwrap());
+            drop(txn);
+            // New records go to the journal too; both survive a restart.
+            write(
+                &store,
+                vec![Op::put(&mut delivery(42), &mut Default::default()).unwrap()],
+            );
+            let (store, ids, recovered) = reopen(store, &path);
+            assert_eq!(ids, vec![41, 42]);
+            assert_eq!(recovered.next_id, 43);
+            store.close();
+            let _ = std::fs::remove_dir_all(path.parent().unwrap());
+        }
+    }
+
+    #[test]
+    fn deliveries_end_as_removed_or_dead_and_ids_are_never_reused() {
+        let path = temp("ops");
+        let (store, _) = Store::open(&path).unwrap();
+        let mut ops = Vec::new();
+        for id in 1..=3 {
+            ops.push(Op::put(&mut delivery(id), &mut Default::default()).unwrap());
+        }
+        write(&store, ops);
+        let letter = DeadLetter {
+            delivery: delivery(2),
+            error: "HTTP 400".into(),
+            died_ms: 7,
+        };
+        write(&store, vec![Op::RemoveDelivery(1), Op::Kill(letter)]);
+        assert_eq!(store.dead_letters().unwrap().len(), 1);
+        let (store, ids, recovered) = reopen(store, &path);
+        assert_eq!(ids, vec![3]);
+        assert_eq!(recovered.dead, 1);
+        // Replaying the dead letter puts it back in the same commit that drops it from `dead`.
+        write(
+            &store,
+            vec![
+                Op::RemoveDelivery(3),
+                Op::put(&mut delivery(2), &mut Default::default()).unwrap(),
+                Op::RemoveDead(2),
+            ],
+        );
+        let (store, ids, recovered) = reopen(store, &path);
+        assert_eq!(ids, vec![2]);
+        assert_eq!(recovered.dead, 0);
+        assert_eq!(recovered.next_id, 4);
+        // Killed and replayed within one group commit: the kill's removal comes first.
+        let letter = DeadLetter {
+            delivery: delivery(2),
+            error: "HTTP 400".into(),
+            died_ms: 8,
+        };
+        write(
+            &store,
+            vec![
+                Op::Kill(letter),
+                Op::put(&mut delivery(2), &mut Default::default()).unwrap(),
+                Op::RemoveDead(2),
+            ],
+        );
+        let (store, ids, recovered) = reopen(store, &path);
+        assert_eq!(ids, vec![2]);
+        assert_eq!(recovered.dead, 0);
+        store.close();
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+
+    #[test]
+    fn a_crash_between_dead_letter_and_journal_resumes_it_as_dead_only() {
+        let path = temp("kill-crash");
+        let (store, _) = Store::open(&path).unwrap();
+        write(
+            &store,
+            vec![Op::put(&mut delivery(5), &mut Default::default()).unwrap()],
+        );
+        // The redb half of a kill, without the journal removal that follows it.
+        write_db(
+            &store.db,
+            vec![Op::Kill(DeadLetter {
+                delivery: delivery(5),
+                error: "HTTP 400".into(),
+                died_ms: 7,
+            })],
+        )
+        .unwrap();
+        let (store, ids, recovered) = reopen(store, &path);
+        assert!(ids.is_empty());
+        assert_eq!(recovered.dead, 1);
+        let (store, ids, _) = reopen(store, &path);
+        assert!(ids.is_empty());
+        store.close();
         let _ = std::fs::remove_dir_all(path.parent().unwrap());
     }
 
     #[test]
     fn a_newer_store_is_refused() {
-        let path = temp("v3");
-        write_version(&path, 3);
+        let path = temp("v4");
+        write_version(&path, 4);
         let err = Store::open(&path).err().map(|e| e.to_string());
         assert!(
             err.as_deref()
-                .is_some_and(|e| e.contains("schema version 3")),
+                .is_some_and(|e| e.contains("schema version 4")),
             "{err:?}"
         );
         let _ = std::fs::remove_dir_all(path.parent().unwrap());

@@ -1,0 +1,687 @@
+//! The delivery journal: pending deliveries as an append-only log of segment files, so that a
+//! group commit is one sequential write and one `fdatasync`, not a B-tree insert and delete per
+//! delivery.
+//!
+//! Each entry is `len: u32 LE | crc32c: u32 LE | segment: u32 LE | kind: u8 | id: u64 LE |
+//! record`, the CRC over everything after it and `len` counting it too. `Put` stores a delivery's
+//! record (a later `Put` of the same id replaces it: a reschedule); `Remove` ends it. Replaying
+//! the segments in order gives the pending set. Each write ends with a zero `len`, which the next
+//! write overwrites: replay stops there.
+//!
+//! Segments are `NNNNNNNNNNNNNNNN.log` in `<state>/hooker.journal/`. Writes go to the newest; past
+//! [`SEGMENT_BYTES`] a new one starts. The oldest segments are retired once nothing pending lives
+//! in them (oldest first keeps every `Remove` older than the `Put`s it could revive). Past
+//! [`MAX_SEGMENTS`], the oldest segment's live records are copied forward and it is retired, so
+//! one delivery retrying for hours does not pin the log behind it.
+//!
+//! Retired segments are renamed `NNNNNNNNNNNNNNNN.spare` and reused for new segments: writing
+//! over a file's existing blocks lets `fdatasync` skip the file-system metadata commit an append
+//! needs (0.3 against 0.8 ms per write + `fdatasync` here, measured). The `segment` field tells a
+//! reused file's entries from what a previous use left behind.
+//!
+//! - **Invariant:** a staged entry counts only after its `fdatasync`; a failed write is cut off
+//!   again, so the next commit never follows garbage.
+//! - **Invariant:** nothing is truncated or rewritten in place. At start, a damaged or torn entry
+//!   (a crash mid-write, never acknowledged) ends the replay of its segment, and writing goes on
+//!   in a new segment; the damaged one is deleted like any other once nothing in it is pending.
+//! - Rotating and retiring segments is housekeeping: if it fails, the commit that triggered it
+//!   still succeeded (its entries are on disk), and it is tried again at the next one.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+/// A segment is closed past this size.
+pub const SEGMENT_BYTES: u64 = 16 << 20;
+/// Past this many segments the oldest is compacted forward.
+pub const MAX_SEGMENTS: usize = 4;
+
+const HEADER: usize = 8;
+/// `segment`, `kind` and `id`, before the record.
+const PREFIX: usize = 13;
+/// Retired segment files kept for reuse.
+const MAX_SPARES: usize = 2;
+const PUT: u8 = 1;
+const REMOVE: u8 = 2;
+/// Larger entries are damage, not records (the intake bounds bodies far below this).
+const MAX_ENTRY: u32 = 256 << 20;
+
+/// Where one pending delivery's newest record is.
+#[derive(Debug, Clone, Copy)]
+struct Place {
+    segment: u64,
+    /// Offset of the record bytes (after the entry header, kind and id).
+    offset: u64,
+    len: u32,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Segment {
+    /// Pending deliveries whose newest record is here.
+    live: usize,
+}
+
+/// The journal, owned by the store's writer thread.
+pub struct Journal {
+    dir: PathBuf,
+    segment_bytes: u64,
+    file: File,
+    current: u64,
+    len: u64,
+    segments: BTreeMap<u64, Segment>,
+    live: HashMap<u64, Place>,
+    /// Entries written since the last sync: (kind, id, record offset within `staged`, len).
+    pending: Vec<(u8, u64, usize, u32)>,
+    staged: Vec<u8>,
+    /// The highest delivery id any entry ever named (ids are never reused).
+    max_id: u64,
+    /// Retired segment files waiting for reuse, by their old number.
+    spares: Vec<u64>,
+}
+
+impl Journal {
+    /// Opens (or creates) the journal in `dir`; returns it and the pending records, by id.
+    pub fn open(dir: &Path) -> std::io::Result<(Journal, BTreeMap<u64, Vec<u8>>)> {
+        Journal::open_with(dir, SEGMENT_BYTES)
+    }
+
+    fn open_with(
+        dir: &Path,
+        segment_bytes: u64,
+    ) -> std::io::Result<(Journal, BTreeMap<u64, Vec<u8>>)> {
+        std::fs::create_dir_all(dir)?;
+        let mut numbers: Vec<u64> = std::fs::read_dir(dir)?
+            .filter_map(|entry| entry.ok())
+            .filter_map(|entry| segment_number(&entry.file_name().to_string_lossy()))
+            .collect();
+        numbers.sort_unstable();
+        let mut segments = BTreeMap::new();
+        let mut live: HashMap<u64, Place> = HashMap::new();
+        let mut contents: HashMap<u64, Vec<u8>> = HashMap::new();
+        let mut last_damaged = false;
+        let mut last_end = 0;
+        let mut max_id = 0;
+        for &number in &numbers {
+            let path = segment_path(dir, number);
+            let bytes = std::fs::read(&path)?;
+            segments.insert(number, Segment::default());
+            let (end, damage) = replay(&bytes, number, &mut live, &mut segments, &mut max_id);
+            last_damaged = damage.is_some();
+            last_end = end as u64;
+            if let Some(damage) = damage {
+                tracing::warn!(segment = %path.display(), offset = end, %damage, "Delivery journal entry incomplete or damaged: entries from there on in this segment are skipped. At the end of the newest segment this is a write cut short by a crash, which was never acknowledged.");
+            }
+            contents.insert(number, bytes);
+        }
+        let mut records = BTreeMap::new();
+        for (&id, place) in &live {
+            let bytes = contents.get(&place.segment).and_then(|b| {
+                b.get(place.offset as usize..place.offset as usize + place.len as usize)
+            });
+            if let Some(bytes) = bytes {
+                records.insert(id, bytes.to_vec());
+            }
+        }
+        // Append to the newest segment unless it ends in damage (never write after garbage).
+        let current = match numbers.last() {
+            Some(&number) if !last_damaged => number,
+            newest => newest.map_or(1, |n| n + 1),
+        };
+        segments.entry(current).or_default();
+        let mut spares: Vec<u64> = std::fs::read_dir(dir)?
+            .filter_map(|entry| entry.ok())
+            .filter_map(|entry| spare_number(&entry.file_name().to_string_lossy()))
+            .collect();
+        let file = create_segment(dir, current, &mut spares)?;
+        let len = if numbers.last() == Some(&current) {
+            last_end
+        } else {
+            0
+        };
+        let mut journal = Journal {
+            dir: dir.to_path_buf(),
+            segment_bytes,
+            file,
+            current,
+            len,
+            segments,
+            live,
+            pending: Vec::new(),
+            staged: Vec::new(),
+            max_id,
+            spares,
+        };
+        journal.reclaim();
+        Ok((journal, records))
+    }
+
+    /// Stages a delivery's record (written at the next [`Journal::sync`]).
+    pub fn put(&mut self, id: u64, record: &[u8]) {
+        self.stage(PUT, id, record);
+    }
+
+    /// Stages the end of a delivery.
+    pub fn remove(&mut self, id: u64) {
+        self.stage(REMOVE, id, &[]);
+    }
+
+    /// The highest delivery id the journal has seen, pending or not.
+    pub fn max_id(&self) -> u64 {
+        self.max_id
+    }
+
+    fn stage(&mut self, kind: u8, id: u64, record: &[u8]) {
+        let start = self.staged.len();
+        let len = (PREFIX + record.len()) as u32;
+        self.staged.extend_from_slice(&len.to_le_bytes());
+        self.staged.extend_from_slice(&[0; 4]);
+        self.staged
+            .extend_from_slice(&(self.current as u32).to_le_bytes());
+        self.staged.push(kind);
+        self.staged.extend_from_slice(&id.to_le_bytes());
+        self.staged.extend_from_slice(record);
+        let crc = crc32c(&self.staged[start + HEADER..]);
+        self.staged[start + 4..start + HEADER].copy_from_slice(&crc.to_le_bytes());
+        self.pending
+            .push((kind, id, start + HEADER + PREFIX, record.len() as u32));
+        self.max_id = self.max_id.max(id);
+    }
+
+    /// Writes what is staged and waits for the disk; then, past the segment size, starts a new
+    /// segment and retires old ones.
+    pub fn sync(&mut self) -> std::io::Result<()> {
+        self.write_staged()?;
+        if self.len >= self.segment_bytes {
+            self.rotate();
+        }
+        Ok(())
+    }
+
+    fn write_staged(&mut self) -> std::io::Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let entries = self.staged.len();
+        // The end mark; the next write starts on it.
+        self.staged.extend_from_slice(&[0; HEADER]);
+        let written = self
+            .file
+            .write_all_at(&self.staged, self.len)
+            .and_then(|()| self.file.sync_data());
+        self.staged.truncate(entries);
+        if let Err(err) = written {
+            // Not counted: the next write goes over whatever reached the file.
+            self.pending.clear();
+            self.staged.clear();
+            return Err(err);
+        }
+        let base = self.len;
+        for (kind, id, offset, len) in std::mem::take(&mut self.pending) {
+            let place = Place {
+                segment: self.current,
+                offset: base + offset as u64,
+                len,
+            };
+            apply(kind, id, place, &mut self.live, &mut self.segments);
+        }
+        self.len += self.staged.len() as u64;
+        self.staged.clear();
+        Ok(())
+    }
+
+    /// Starts a new segment, then retires or compacts old ones. On failure writing goes on in
+    /// the current segment.
+    fn rotate(&mut self) {
+        let next = self.current + 1;
+        match create_segment(&self.dir, next, &mut self.spares) {
+            Ok(file) => {
+                self.file = file;
+                self.current = next;
+                self.len = 0;
+                self.segments.insert(next, Segment::default());
+                self.reclaim();
+            }
+            Err(error) => {
+                tracing::warn!(dir = %self.dir.display(), %error, "Cannot start a new delivery journal segment; writing goes on in the current one.");
+            }
+        }
+    }
+
+    /// Deletes the oldest segments nothing pending lives in; past [`MAX_SEGMENTS`], copies the
+    /// oldest one's live records forward first.
+    fn reclaim(&mut self) {
+        while let Some((&oldest, segment)) = self.segments.first_key_value() {
+            if oldest == self.current {
+                return;
+            }
+            if segment.live > 0 {
+                if self.segments.len() <= MAX_SEGMENTS {
+                    return;
+                }
+                if let Err(error) = self.copy_forward(oldest) {
+                    tracing::warn!(segment = oldest, %error, "Cannot compact a delivery journal segment; it stays.");
+                    return;
+                }
+            }
+            let path = segment_path(&self.dir, oldest);
+            let retired = if self.spares.len() < MAX_SPARES {
+                std::fs::rename(&path, spare_path(&self.dir, oldest))
+                    .map(|()| self.spares.push(oldest))
+            } else {
+                std::fs::remove_file(&path)
+            };
+            match retired {
+                Ok(()) => {}
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                Err(error) => {
+                    tracing::warn!(segment = oldest, %error, "Cannot retire a delivery journal segment; it stays.");
+                    return;
+                }
+            }
+            self.segments.remove(&oldest);
+        }
+    }
+
+    fn copy_forward(&mut self, segment: u64) -> std::io::Result<()> {
+        let file = File::open(segment_path(&self.dir, segment))?;
+        let mut moving: Vec<(u64, Place)> = self
+            .live
+            .iter()
+            .filter(|(_, place)| place.segment == segment)
+            .map(|(&id, &place)| (id, place))
+            .collect();
+        moving.sort_unstable_by_key(|(id, _)| *id);
+        let mut record = Vec::new();
+        for (id, place) in moving {
+            record.resize(place.len as usize, 0);
+            file.read_exact_at(&mut record, place.offset)?;
+            self.put(id, &record);
+        }
+        // On disk in the current segment before the old one goes (no rotation in between: the
+        // next commit rotates if this one overfilled the segment).
+        self.write_staged()
+    }
+
+    /// Bytes of all segment files on disk, spares included.
+    pub fn disk_bytes(dir: &Path) -> u64 {
+        std::fs::read_dir(dir)
+            .map(|entries| {
+                entries
+                    .filter_map(|e| e.ok())
+                    .filter(|e| {
+                        let name = e.file_name();
+                        let name = name.to_string_lossy();
+                        segment_number(&name).is_some() || spare_number(&name).is_some()
+                    })
+                    .filter_map(|e| e.metadata().ok())
+                    .map(|m| m.len())
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+
+    /// Pending deliveries in the journal.
+    #[cfg(test)]
+    pub fn live(&self) -> usize {
+        self.live.len()
+    }
+
+    /// Segment files in use.
+    #[cfg(test)]
+    pub fn segments(&self) -> usize {
+        self.segments.len()
+    }
+}
+
+fn apply(
+    kind: u8,
+    id: u64,
+    place: Place,
+    live: &mut HashMap<u64, Place>,
+    segments: &mut BTreeMap<u64, Segment>,
+) {
+    let old = match kind {
+        PUT => live.insert(id, place),
+        _ => live.remove(&id),
+    };
+    if let Some(old) = old
+        && let Some(segment) = segments.get_mut(&old.segment)
+    {
+        segment.live = segment.live.saturating_sub(1);
+    }
+    if kind == PUT
+        && let Some(segment) = segments.get_mut(&place.segment)
+    {
+        segment.live += 1;
+    }
+}
+
+/// Replays one segment's entries into `live`; returns where the whole entries end and, if it
+/// stopped early, why.
+fn replay(
+    bytes: &[u8],
+    number: u64,
+    live: &mut HashMap<u64, Place>,
+    segments: &mut BTreeMap<u64, Segment>,
+    max_id: &mut u64,
+) -> (usize, Option<String>) {
+    let mut at = 0;
+    while at < bytes.len() {
+        let Some(header) = bytes.get(at..at + HEADER) else {
+            return (at, Some("header cut short".into()));
+        };
+        let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
+        let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+        if len == 0 {
+            // The end mark.
+            return (at, None);
+        }
+        if !(PREFIX as u32..=MAX_ENTRY).contains(&len) {
+            return (at, Some(format!("impossible entry length {len}")));
+        }
+        let Some(body) = bytes.get(at + HEADER..at + HEADER + len as usize) else {
+            return (at, Some("entry cut short".into()));
+        };
+        if crc32c(body) != crc {
+            return (at, Some("checksum mismatch".into()));
+        }
+        let segment = u32::from_le_bytes([body[0], body[1], body[2], body[3]]);
+        if segment != number as u32 {
+            return (at, Some("entry left by a previous use of the file".into()));
+        }
+        let kind = body[4];
+        let mut id = [0; 8];
+        id.copy_from_slice(&body[5..PREFIX]);
+        let id = u64::from_le_bytes(id);
+        if kind != PUT && kind != REMOVE {
+            return (at, Some(format!("unknown entry kind {kind}")));
+        }
+        let place = Place {
+            segment: number,
+            offset: (at + HEADER + PREFIX) as u64,
+            len: len - PREFIX as u32,
+        };
+        apply(kind, id, place, live, segments);
+        *max_id = (*max_id).max(id);
+        at += HEADER + len as usize;
+    }
+    (at, None)
+}
+
+/// Segment files are `<16 digits>.log`; retired ones kept for reuse `<16 digits>.spare`.
+const LOG: &str = "log";
+const SPARE: &str = "spare";
+
+fn file_number(name: &str, extension: &str) -> Option<u64> {
+    let (digits, ext) = name.split_once('.')?;
+    if ext != extension || digits.len() != 16 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+fn file_path(dir: &Path, number: u64, extension: &str) -> PathBuf {
+    dir.join(format!("{number:016}.{extension}"))
+}
+
+fn segment_number(name: &str) -> Option<u64> {
+    file_number(name, LOG)
+}
+
+fn segment_path(dir: &Path, number: u64) -> PathBuf {
+    file_path(dir, number, LOG)
+}
+
+fn spare_number(name: &str) -> Option<u64> {
+    file_number(name, SPARE)
+}
+
+fn spare_path(dir: &Path, number: u64) -> PathBuf {
+    file_path(dir, number, SPARE)
+}
+
+/// Opens segment `number` for writing: as it is if it exists, else a spare renamed to it, else
+/// a new file; a new name is made durable in the directory before anything is written to it.
+fn create_segment(dir: &Path, number: u64, spares: &mut Vec<u64>) -> std::io::Result<File> {
+    let path = segment_path(dir, number);
+    let existed = path.exists();
+    if !existed
+        && let Some(spare) = spares.pop()
+        && let Err(error) = std::fs::rename(spare_path(dir, spare), &path)
+    {
+        tracing::warn!(spare, %error, "Cannot reuse a spare delivery journal segment.");
+    }
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .read(true)
+        .open(&path)?;
+    if !existed {
+        // Without this a crash could lose the new file, and with it acknowledged entries.
+        if let Err(error) = File::open(dir).and_then(|d| d.sync_all()) {
+            let _ = std::fs::remove_file(&path);
+            return Err(error);
+        }
+    }
+    Ok(file)
+}
+
+/// CRC-32C (Castagnoli) tables for slicing by 8 bytes (about 2 GB/s without CPU intrinsics,
+/// which this crate's `forbid(unsafe_code)` rules out).
+const CRC_TABLES: [[u32; 256]; 8] = {
+    let mut tables = [[0u32; 256]; 8];
+    let mut i = 0;
+    while i < 256 {
+        let mut crc = i as u32;
+        let mut bit = 0;
+        while bit < 8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0x82F6_3B78
+            } else {
+                crc >> 1
+            };
+            bit += 1;
+        }
+        tables[0][i] = crc;
+        i += 1;
+    }
+    let mut k = 1;
+    while k < 8 {
+        let mut i = 0;
+        while i < 256 {
+            let previous = tables[k - 1][i];
+            tables[k][i] = (previous >> 8) ^ tables[0][(previous & 0xFF) as usize];
+            i += 1;
+        }
+        k += 1;
+    }
+    tables
+};
+
+/// CRC-32C of `bytes`.
+pub fn crc32c(bytes: &[u8]) -> u32 {
+    let t = &CRC_TABLES;
+    let mut crc = !0u32;
+    let mut chunks = bytes.chunks_exact(8);
+    for c in &mut chunks {
+        let lo = u32::from_le_bytes([c[0], c[1], c[2], c[3]]) ^ crc;
+        let hi = u32::from_le_bytes([c[4], c[5], c[6], c[7]]);
+        crc = t[7][(lo & 0xFF) as usize]
+            ^ t[6][((lo >> 8) & 0xFF) as usize]
+            ^ t[5][((lo >> 16) & 0xFF) as usize]
+            ^ t[4][(lo >> 24) as usize]
+            ^ t[3][(hi & 0xFF) as usize]
+            ^ t[2][((hi >> 8) & 0xFF) as usize]
+            ^ t[1][((hi >> 16) & 0xFF) as usize]
+            ^ t[0][(hi >> 24) as usize];
+    }
+    for &byte in chunks.remainder() {
+        crc = t[0][((crc ^ byte as u32) & 0xFF) as usize] ^ (crc >> 8);
+    }
+    !crc
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn temp(name: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("hooker-journal-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    #[test]
+    fn crc32c_matches_the_standard_check_value() {
+        assert_eq!(crc32c(b"123456789"), 0xE306_9283);
+        assert_eq!(crc32c(b""), 0);
+        // RFC 3720 B.4: 32 bytes of zeros, and 32 bytes of 0xFF.
+        assert_eq!(crc32c(&[0; 32]), 0x8A91_36AA);
+        assert_eq!(crc32c(&[0xFF; 32]), 0x62A8_AB43);
+        let ascending: Vec<u8> = (0..32).collect();
+        assert_eq!(crc32c(&ascending), 0x46DD_794E);
+    }
+
+    #[test]
+    fn puts_replace_removes_end_and_a_reopen_replays_them() {
+        let dir = temp("replay");
+        let (mut journal, records) = Journal::open(&dir).unwrap();
+        assert!(records.is_empty());
+        journal.put(1, b"one");
+        journal.put(2, b"two");
+        journal.put(3, b"three");
+        journal.sync().unwrap();
+        journal.put(2, b"two, rescheduled");
+        journal.remove(3);
+        journal.remove(99);
+        journal.sync().unwrap();
+        assert_eq!(journal.live(), 2);
+        drop(journal);
+        let (journal, records) = Journal::open(&dir).unwrap();
+        assert_eq!(
+            records.into_iter().collect::<Vec<_>>(),
+            vec![(1, b"one".to_vec()), (2, b"two, rescheduled".to_vec())]
+        );
+        assert_eq!(journal.live(), 2);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_torn_tail_is_skipped_and_writing_goes_on_in_a_new_segment() {
+        let dir = temp("torn");
+        let (mut journal, _) = Journal::open(&dir).unwrap();
+        journal.put(1, b"kept");
+        journal.sync().unwrap();
+        drop(journal);
+        let path = segment_path(&dir, 1);
+        // A crash in the middle of the next entry: its header and part of its record.
+        let mut file = OpenOptions::new().append(true).open(&path).unwrap();
+        let end = file.metadata().unwrap().len() - HEADER as u64;
+        file.set_len(end).unwrap();
+        file.write_all(&[40, 0, 0, 0, 1, 2, 3, 4, 1, 0, 0, 0, PUT, 2, 0])
+            .unwrap();
+        drop(file);
+        let torn = std::fs::read(&path).unwrap();
+        let (mut journal, records) = Journal::open(&dir).unwrap();
+        assert_eq!(records.len(), 1);
+        journal.put(2, b"after");
+        journal.sync().unwrap();
+        // Nothing was written after the torn entry.
+        assert_eq!(std::fs::read(&path).unwrap(), torn);
+        assert!(segment_path(&dir, 2).exists());
+        drop(journal);
+        let (mut journal, records) = Journal::open(&dir).unwrap();
+        assert_eq!(records.keys().copied().collect::<Vec<_>>(), vec![1, 2]);
+        // Once nothing in it is pending, the damaged segment is retired like any other.
+        journal.remove(1);
+        journal.sync().unwrap();
+        journal.rotate();
+        assert!(!path.exists());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_damaged_entry_in_the_middle_is_not_read_as_a_record() {
+        let dir = temp("damaged");
+        let (mut journal, _) = Journal::open(&dir).unwrap();
+        journal.put(1, b"first");
+        journal.put(2, b"second");
+        journal.sync().unwrap();
+        drop(journal);
+        let path = segment_path(&dir, 1);
+        let mut bytes = std::fs::read(&path).unwrap();
+        // The last byte of the second record (the end mark follows it).
+        let last = bytes.len() - HEADER - 1;
+        bytes[last] ^= 0xFF;
+        std::fs::write(&path, &bytes).unwrap();
+        let (_, records) = Journal::open(&dir).unwrap();
+        assert_eq!(records.keys().copied().collect::<Vec<_>>(), vec![1]);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_reused_segment_file_never_replays_what_its_previous_use_left() {
+        let dir = temp("reuse");
+        let segment_bytes = 4 << 10;
+        let (mut journal, _) = Journal::open_with(&dir, segment_bytes).unwrap();
+        let record = vec![1u8; 1024];
+        for id in 1..=40 {
+            journal.put(id, &record);
+            journal.sync().unwrap();
+            journal.remove(id);
+            journal.sync().unwrap();
+        }
+        journal.put(100, b"small");
+        journal.sync().unwrap();
+        // The current segment is a reused file: full of the entries of its previous use.
+        let path = segment_path(&dir, journal.current);
+        assert!(journal.current > MAX_SPARES as u64 + 2);
+        assert!(std::fs::metadata(&path).unwrap().len() > segment_bytes);
+        let files = std::fs::read_dir(&dir).unwrap().count();
+        assert!(files <= MAX_SPARES + 2, "{files} files");
+        drop(journal);
+        let (_, records) = Journal::open_with(&dir, segment_bytes).unwrap();
+        assert_eq!(
+            records.into_iter().collect::<Vec<_>>(),
+            vec![(100, b"small".to_vec())]
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn emptied_segments_are_deleted_and_old_live_records_move_forward() {
+        let dir = temp("segments");
+        let segment_bytes = 64 << 10;
+        let (mut journal, _) = Journal::open_with(&dir, segment_bytes).unwrap();
+        let big = vec![7u8; (segment_bytes / 4) as usize];
+        // The first delivery stays pending throughout; the others come and go.
+        journal.put(1, b"long-lived");
+        for id in 2..(2 + MAX_SEGMENTS as u64 * 8) {
+            journal.put(id, &big);
+            journal.sync().unwrap();
+            journal.remove(id);
+            journal.sync().unwrap();
+        }
+        assert!(
+            journal.segments() <= MAX_SEGMENTS + 1,
+            "{} segments",
+            journal.segments()
+        );
+        assert!(journal.spares.len() <= MAX_SPARES);
+        assert!(
+            Journal::disk_bytes(&dir) <= (MAX_SEGMENTS + MAX_SPARES + 1) as u64 * 2 * segment_bytes
+        );
+        drop(journal);
+        let (journal, records) = Journal::open_with(&dir, segment_bytes).unwrap();
+        assert_eq!(
+            records.into_iter().collect::<Vec<_>>(),
+            vec![(1, b"long-lived".to_vec())]
+        );
+        assert_eq!(journal.live(), 1);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
