@@ -229,6 +229,11 @@ impl Journal {
     /// Writes what is staged and waits for the disk; then, past the segment size, starts a new
     /// segment and retires old ones.
     pub fn sync(&mut self) -> std::io::Result<()> {
+        if self.pending.is_empty() {
+            // Nothing written: nothing to rotate, and no reason to prepare a spare (a command
+            // that only reads the store must not start filling one).
+            return Ok(());
+        }
         self.write_staged()?;
         while let Ok(number) = self.prepared.try_recv() {
             self.spares.push(number);
