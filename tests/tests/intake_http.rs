@@ -126,13 +126,15 @@ async fn bodies_over_the_limit_are_413() -> anyhow::Result<()> {
     // The agent may close a connection whose body it refused to read: oversized requests go on
     // their own connections, so the agent's pooled one is not reused after such a close.
     let oversized = hooker_tests::client()?;
+    let post_oversized = |body: reqwest::Body| {
+        oversized
+            .post(format!("{}/", agent.http_url()))
+            .header("connection", "close")
+            .body(body)
+            .send()
+    };
     let big = format!(r#"{{"pad":"{}"}}"#, "x".repeat(2048));
-    let response = oversized
-        .post(format!("{}/", agent.http_url()))
-        .header("connection", "close")
-        .body(big)
-        .send()
-        .await?;
+    let response = post_oversized(big.into()).await?;
     assert_eq!(response.status().as_u16(), 413);
     // Chunked (no Content-Length) is cut off while reading.
     let stream = futures_stream(vec![
@@ -140,12 +142,7 @@ async fn bodies_over_the_limit_are_413() -> anyhow::Result<()> {
         vec![b'y'; 4096],
         b"\"}".to_vec(),
     ]);
-    let response = oversized
-        .post(format!("{}/", agent.http_url()))
-        .header("connection", "close")
-        .body(stream)
-        .send()
-        .await?;
+    let response = post_oversized(stream).await?;
     assert_eq!(response.status().as_u16(), 413);
     let (status, _) = agent.post("/", r#"{"small":true}"#).await?;
     assert_eq!(status, 200);

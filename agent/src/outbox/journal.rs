@@ -109,10 +109,20 @@ impl Journal {
         prepare: bool,
     ) -> std::io::Result<(Journal, BTreeMap<u64, Vec<u8>>)> {
         std::fs::create_dir_all(dir)?;
-        let mut numbers: Vec<u64> = std::fs::read_dir(dir)?
-            .filter_map(|entry| entry.ok())
-            .filter_map(|entry| segment_number(&entry.file_name().to_string_lossy()))
-            .collect();
+        let mut numbers = Vec::new();
+        let mut spares = Vec::new();
+        for entry in std::fs::read_dir(dir)?.filter_map(|entry| entry.ok()) {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if let Some(number) = segment_number(&name) {
+                numbers.push(number);
+            } else if let Some(number) = spare_number(&name) {
+                spares.push(number);
+            } else if file_number(&name, PREPARING).is_some() {
+                // A preparation cut short by a stop.
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
         numbers.sort_unstable();
         let mut segments = BTreeMap::new();
         let mut live: HashMap<u64, Place> = HashMap::new();
@@ -147,17 +157,6 @@ impl Journal {
             newest => newest.map_or(1, |n| n + 1),
         };
         segments.entry(current).or_default();
-        let mut spares = Vec::new();
-        for entry in std::fs::read_dir(dir)?.filter_map(|entry| entry.ok()) {
-            let name = entry.file_name();
-            let name = name.to_string_lossy();
-            if let Some(number) = spare_number(&name) {
-                spares.push(number);
-            } else if file_number(&name, PREPARING).is_some() {
-                // A preparation cut short by a stop.
-                let _ = std::fs::remove_file(entry.path());
-            }
-        }
         let next_prepared = spares
             .iter()
             .filter(|&&n| n >= PREPARED)
@@ -617,6 +616,11 @@ mod tests {
     use super::*;
     use std::io::Write;
 
+    /// Opens with the default segment size and no spare preparation (predictable segments).
+    fn open(dir: &Path) -> (Journal, BTreeMap<u64, Vec<u8>>) {
+        Journal::open_with(dir, SEGMENT_BYTES, false).unwrap()
+    }
+
     fn temp(name: &str) -> PathBuf {
         let dir =
             std::env::temp_dir().join(format!("hooker-journal-{name}-{}", std::process::id()));
@@ -638,7 +642,7 @@ mod tests {
     #[test]
     fn puts_replace_removes_end_and_a_reopen_replays_them() {
         let dir = temp("replay");
-        let (mut journal, records) = Journal::open_with(&dir, SEGMENT_BYTES, false).unwrap();
+        let (mut journal, records) = open(&dir);
         assert!(records.is_empty());
         journal.put(1, b"one");
         journal.put(2, b"two");
@@ -650,7 +654,7 @@ mod tests {
         journal.sync().unwrap();
         assert_eq!(journal.live(), 2);
         drop(journal);
-        let (journal, records) = Journal::open_with(&dir, SEGMENT_BYTES, false).unwrap();
+        let (journal, records) = open(&dir);
         assert_eq!(
             records.into_iter().collect::<Vec<_>>(),
             vec![(1, b"one".to_vec()), (2, b"two, rescheduled".to_vec())]
@@ -662,7 +666,7 @@ mod tests {
     #[test]
     fn a_torn_tail_is_skipped_and_writing_goes_on_in_a_new_segment() {
         let dir = temp("torn");
-        let (mut journal, _) = Journal::open_with(&dir, SEGMENT_BYTES, false).unwrap();
+        let (mut journal, _) = open(&dir);
         journal.put(1, b"kept");
         journal.sync().unwrap();
         drop(journal);
@@ -675,7 +679,7 @@ mod tests {
             .unwrap();
         drop(file);
         let torn = std::fs::read(&path).unwrap();
-        let (mut journal, records) = Journal::open_with(&dir, SEGMENT_BYTES, false).unwrap();
+        let (mut journal, records) = open(&dir);
         assert_eq!(records.len(), 1);
         journal.put(2, b"after");
         journal.sync().unwrap();
@@ -683,7 +687,7 @@ mod tests {
         assert_eq!(std::fs::read(&path).unwrap(), torn);
         assert!(segment_path(&dir, 2).exists());
         drop(journal);
-        let (mut journal, records) = Journal::open_with(&dir, SEGMENT_BYTES, false).unwrap();
+        let (mut journal, records) = open(&dir);
         assert_eq!(records.keys().copied().collect::<Vec<_>>(), vec![1, 2]);
         // Once nothing in it is pending, the damaged segment is retired like any other.
         journal.remove(1);
@@ -696,7 +700,7 @@ mod tests {
     #[test]
     fn a_damaged_entry_in_the_middle_is_not_read_as_a_record() {
         let dir = temp("damaged");
-        let (mut journal, _) = Journal::open_with(&dir, SEGMENT_BYTES, false).unwrap();
+        let (mut journal, _) = open(&dir);
         journal.put(1, b"first");
         journal.put(2, b"second");
         journal.sync().unwrap();
@@ -707,7 +711,7 @@ mod tests {
         let last = bytes.len() - HEADER - 1;
         bytes[last] ^= 0xFF;
         std::fs::write(&path, &bytes).unwrap();
-        let (_, records) = Journal::open_with(&dir, SEGMENT_BYTES, false).unwrap();
+        let (_, records) = open(&dir);
         assert_eq!(records.keys().copied().collect::<Vec<_>>(), vec![1]);
         let _ = std::fs::remove_dir_all(dir);
     }

@@ -172,33 +172,40 @@ impl Store {
                 message: e.to_string(),
             })?;
         let txn = db.begin_write().map_err(io)?;
-        {
+        // The version of a store whose pending deliveries are still in redb's `outbox` table.
+        let migrating = {
             let mut meta = txn.open_table(META).map_err(io)?;
             let found = meta.get("schema_version").map_err(io)?.map(|v| v.value());
-            match found {
+            let migrating = match found {
                 None => {
                     meta.insert("schema_version", SCHEMA_VERSION).map_err(io)?;
+                    None
                 }
-                Some(1..=SCHEMA_VERSION) => {}
+                Some(SCHEMA_VERSION) => None,
+                Some(old @ 1..SCHEMA_VERSION) => Some(old),
                 Some(found) => {
                     return Err(StoreError::Schema {
                         path: path.to_path_buf(),
                         found,
                     });
                 }
-            }
+            };
             txn.open_table(OUTBOX).map_err(io)?;
             txn.open_table(DEAD).map_err(io)?;
             txn.open_table(DEDUP).map_err(io)?;
             txn.open_table(AGGREGATE).map_err(io)?;
-        }
+            migrating
+        };
         txn.commit().map_err(io)?;
         let journal_dir = journal_dir(path);
         let (mut journal, records) = Journal::open(&journal_dir).map_err(|e| StoreError::Open {
             path: journal_dir.clone(),
             message: e.to_string(),
         })?;
-        let records = migrate(&db, &mut journal, records, path)?;
+        let records = match migrating {
+            Some(from) => migrate(&db, &mut journal, records, from, path)?,
+            None => records,
+        };
         let recovered = recover(&db, &mut journal, records)?;
         let db = std::sync::Arc::new(db);
         let (tx, rx) = mpsc::sync_channel::<Batch>(4096);
@@ -276,11 +283,12 @@ impl Store {
 }
 
 /// Moves the pending deliveries of a version 1 or 2 store (redb's `outbox` table) into the
-/// journal, then empties the table and marks the store version 3.
+/// journal, then empties the table and marks the store version 3 in the same transaction.
 fn migrate(
     db: &Database,
     journal: &mut Journal,
     mut records: BTreeMap<u64, Vec<u8>>,
+    from: u64,
     path: &Path,
 ) -> Result<BTreeMap<u64, Vec<u8>>, StoreError> {
     let txn = db.begin_write().map_err(io)?;
@@ -296,11 +304,8 @@ fn migrate(
         journal.sync().map_err(io)?;
         outbox.retain(|_, _| false).map_err(io)?;
         let mut meta = txn.open_table(META).map_err(io)?;
-        let found = meta.get("schema_version").map_err(io)?.map(|v| v.value());
-        if found != Some(SCHEMA_VERSION) {
-            meta.insert("schema_version", SCHEMA_VERSION).map_err(io)?;
-            tracing::info!(path = %path.display(), from = found, pending = moved, "State store upgraded: pending deliveries moved into the journal.");
-        }
+        meta.insert("schema_version", SCHEMA_VERSION).map_err(io)?;
+        tracing::info!(path = %path.display(), from, pending = moved, "State store upgraded: pending deliveries moved into the journal.");
     }
     txn.commit().map_err(io)?;
     Ok(records)
@@ -521,6 +526,18 @@ mod tests {
         txn.commit().unwrap();
     }
 
+    fn put(id: u64) -> Op {
+        Op::put(&mut delivery(id), &mut Default::default()).unwrap()
+    }
+
+    fn kill(id: u64) -> Op {
+        Op::Kill(DeadLetter {
+            delivery: delivery(id),
+            error: "HTTP 400".into(),
+            died_ms: 7,
+        })
+    }
+
     fn write(store: &Store, ops: Vec<Op>) {
         let (tx, rx) = std::sync::mpsc::channel();
         store.write(ops, Some(Box::new(move |r| tx.send(r).unwrap())));
@@ -559,10 +576,7 @@ mod tests {
             assert!(txn.open_table(OUTBOX).unwrap().is_empty().unwrap());
             drop(txn);
             // New records go to the journal too; both survive a restart.
-            write(
-                &store,
-                vec![Op::put(&mut delivery(42), &mut Default::default()).unwrap()],
-            );
+            write(&store, vec![put(42)]);
             let (store, ids, recovered) = reopen(store, &path);
             assert_eq!(ids, vec![41, 42]);
             assert_eq!(recovered.next_id, 43);
@@ -577,15 +591,10 @@ mod tests {
         let (store, _) = Store::open(&path).unwrap();
         let mut ops = Vec::new();
         for id in 1..=3 {
-            ops.push(Op::put(&mut delivery(id), &mut Default::default()).unwrap());
+            ops.push(put(id));
         }
         write(&store, ops);
-        let letter = DeadLetter {
-            delivery: delivery(2),
-            error: "HTTP 400".into(),
-            died_ms: 7,
-        };
-        write(&store, vec![Op::RemoveDelivery(1), Op::Kill(letter)]);
+        write(&store, vec![Op::RemoveDelivery(1), kill(2)]);
         assert_eq!(store.dead_letters().unwrap().len(), 1);
         let (store, ids, recovered) = reopen(store, &path);
         assert_eq!(ids, vec![3]);
@@ -593,30 +602,14 @@ mod tests {
         // Replaying the dead letter puts it back in the same commit that drops it from `dead`.
         write(
             &store,
-            vec![
-                Op::RemoveDelivery(3),
-                Op::put(&mut delivery(2), &mut Default::default()).unwrap(),
-                Op::RemoveDead(2),
-            ],
+            vec![Op::RemoveDelivery(3), put(2), Op::RemoveDead(2)],
         );
         let (store, ids, recovered) = reopen(store, &path);
         assert_eq!(ids, vec![2]);
         assert_eq!(recovered.dead, 0);
         assert_eq!(recovered.next_id, 4);
         // Killed and replayed within one group commit: the kill's removal comes first.
-        let letter = DeadLetter {
-            delivery: delivery(2),
-            error: "HTTP 400".into(),
-            died_ms: 8,
-        };
-        write(
-            &store,
-            vec![
-                Op::Kill(letter),
-                Op::put(&mut delivery(2), &mut Default::default()).unwrap(),
-                Op::RemoveDead(2),
-            ],
-        );
+        write(&store, vec![kill(2), put(2), Op::RemoveDead(2)]);
         let (store, ids, recovered) = reopen(store, &path);
         assert_eq!(ids, vec![2]);
         assert_eq!(recovered.dead, 0);
@@ -628,20 +621,9 @@ mod tests {
     fn a_crash_between_dead_letter_and_journal_resumes_it_as_dead_only() {
         let path = temp("kill-crash");
         let (store, _) = Store::open(&path).unwrap();
-        write(
-            &store,
-            vec![Op::put(&mut delivery(5), &mut Default::default()).unwrap()],
-        );
+        write(&store, vec![put(5)]);
         // The redb half of a kill, without the journal removal that follows it.
-        write_db(
-            &store.db,
-            vec![Op::Kill(DeadLetter {
-                delivery: delivery(5),
-                error: "HTTP 400".into(),
-                died_ms: 7,
-            })],
-        )
-        .unwrap();
+        write_db(&store.db, vec![kill(5)]).unwrap();
         let (store, ids, recovered) = reopen(store, &path);
         assert!(ids.is_empty());
         assert_eq!(recovered.dead, 1);

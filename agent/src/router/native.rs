@@ -157,11 +157,7 @@ fn parse_some(conjunct: &str) -> Option<(String, Path)> {
     if !identifier || matches!(name, "input" | "data" | "_" | "some" | "not" | "in") {
         return None;
     }
-    let Some(Check::Equals(path, _)) =
-        prefilter::parse_check(&format!("{} == true", collection.trim()), "input")
-    else {
-        return None;
-    };
+    let path = prefilter::parse_path(collection.trim(), "input")?;
     Some((name.to_string(), path))
 }
 

@@ -281,7 +281,7 @@ pub(super) fn parse_check(conjunct: &str, root: &str) -> Option<Check> {
 
 /// `input.a.b["c-d"]` → `["a", "b", "c-d"]` (for `root` "input"); anything else (indexes, other
 /// variables, calls) → None. A path of `input` itself is refused; a variable's may be empty.
-fn parse_path(text: &str, root: &str) -> Option<Path> {
+pub(super) fn parse_path(text: &str, root: &str) -> Option<Path> {
     let mut rest = text.strip_prefix(root)?;
     let mut path = Vec::new();
     while !rest.is_empty() {
