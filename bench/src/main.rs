@@ -7,7 +7,9 @@
 //!
 //! - `--rate R`: fixed rate. Event N is *due* at `N / R` seconds; latency is measured from when it
 //!   was due, not from when it was sent, so a stalled agent cannot hide its stall (no
-//!   coordinated omission).
+//!   coordinated omission). A thread of its own releases each event at its due time: Tokio's
+//!   timer wakes on whole milliseconds, which would send events up to a millisecond late and
+//!   count that against the agent.
 //! - no `--rate`: max rate, `--connections` senders as fast as the agent accepts.
 
 mod agent;
@@ -164,6 +166,15 @@ async fn main() -> Result<()> {
 
     let next = Arc::new(AtomicU64::new(0));
     let deadline = start + args.duration;
+    let pacer = rate.map(|rate| {
+        pace(
+            rate,
+            args.batch.max(1),
+            args.connections.max(1),
+            start,
+            deadline,
+        )
+    });
     let mut tasks = Vec::new();
     for _ in 0..args.connections.max(1) {
         let target = args.target.clone();
@@ -171,20 +182,22 @@ async fn main() -> Result<()> {
         let stats = stats.clone();
         let next = next.clone();
         let args = args.clone();
+        let pacer = pacer.clone();
         tasks.push(tokio::spawn(async move {
+            let pacer = pacer.as_deref();
             match target.split_once(':').map(|(scheme, _)| scheme) {
                 Some("http") | Some("unix") => {
                     let sender =
                         http::HttpSender::connect(&target, events, args.token.clone()).await?;
-                    drive(sender, &args, &stats, &next, start, deadline).await
+                    drive(sender, &args, &stats, &next, pacer, start, deadline).await
                 }
                 Some("forward") | Some("forward+unix") => {
                     let sender = forward::ForwardSender::connect(&target, events).await?;
-                    drive(sender, &args, &stats, &next, start, deadline).await
+                    drive(sender, &args, &stats, &next, pacer, start, deadline).await
                 }
                 Some("grpc") => {
                     let sender = grpc::GrpcSender::connect(&target, events).await?;
-                    drive(sender, &args, &stats, &next, start, deadline).await
+                    drive(sender, &args, &stats, &next, pacer, start, deadline).await
                 }
                 _ => bail!("unsupported target {target}"),
             }
@@ -287,24 +300,56 @@ async fn main() -> Result<()> {
     Ok(())
 }
 
-/// Sends until the deadline: on schedule in fixed-rate mode, as fast as accepted otherwise.
+/// Releases one permit per batch at the batch's due time, then one per connection past the
+/// deadline so that every sender wakes to see it. A thread, not a Tokio timer, so that events go
+/// out on time to within the kernel's timer slack (tens of µs), not Tokio's millisecond tick.
+fn pace(
+    rate: u64,
+    batch: usize,
+    connections: usize,
+    start: Instant,
+    deadline: Instant,
+) -> Arc<tokio::sync::Semaphore> {
+    let permits = Arc::new(tokio::sync::Semaphore::new(0));
+    let released = permits.clone();
+    std::thread::spawn(move || {
+        for n in 0u64.. {
+            let due = start + Duration::from_secs_f64((n * batch as u64) as f64 / rate as f64);
+            if due >= deadline {
+                break;
+            }
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+            released.add_permits(1);
+        }
+        released.add_permits(connections);
+    });
+    permits
+}
+
+/// Sends until the deadline: on schedule in fixed-rate mode (a permit from the pacer per
+/// batch), as fast as accepted otherwise.
 async fn drive(
     mut sender: impl Sender,
     args: &Args,
     stats: &Stats,
     next: &AtomicU64,
+    pacer: Option<&tokio::sync::Semaphore>,
     start: Instant,
     deadline: Instant,
 ) -> Result<()> {
     let batch = args.batch.max(1);
     loop {
+        if let Some(pacer) = pacer {
+            pacer.acquire().await?.forget();
+        }
         let first = next.fetch_add(batch as u64, Ordering::Relaxed);
         if let Some(rate) = args.rate {
             let due = start + Duration::from_secs_f64(first as f64 / rate as f64);
             if due >= deadline {
                 return Ok(());
             }
-            tokio::time::sleep_until(due.into()).await;
         } else if Instant::now() >= deadline {
             return Ok(());
         }

@@ -1,12 +1,20 @@
 //! The durable queue between the router and the actions.
 //!
-//! [`Outbox::commit`] writes deliveries to the store and only then hands them to the engine and
-//! lets the intake acknowledge. The engine runs due deliveries (bounded globally and per action,
+//! [`Outbox::commit`] queues deliveries for the store, hands them to the engine at once, and lets
+//! the intake acknowledge only when the store has them on disk. The engine does not wait for
+//! that `fdatasync`: an action may run while its delivery is still being written, which takes the
+//! store's write off every event's latency. The store writer takes changes in order, so a
+//! delivery's removal can never reach the disk before its record. If the write fails, the intake
+//! gets the error (its sender retries) and the engine forgets the deliveries it has not finished;
+//! one that already ran may run again for the resent event, as after any crash (at least once).
+//! The engine runs due deliveries (bounded globally and per action,
 //! behind a circuit breaker per action), then deletes, reschedules with backoff, or dead-letters
 //! each one. Pending deliveries survive crashes and restarts; dead letters are kept until replayed
 //! or dropped. Read `store.rs` (what is on disk), then `retry.rs` (when to try again).
 //!
 //! - **Invariant:** nothing is acknowledged to an intake before its deliveries are on disk.
+//! - **Invariant:** a delivery's store changes reach the writer in the order they happen (its
+//!   record first), so a removal never overtakes the record it removes.
 //! - **Invariant:** a delivery leaves the store only after success or as a dead letter.
 //! - **Invariant:** the action's error decides *whether* to retry; only the outbox decides *when*.
 
@@ -61,13 +69,22 @@ pub struct Outbox {
     pending_bytes: AtomicU64,
     disk_bytes: AtomicU64,
     dead: AtomicUsize,
-    engine: mpsc::UnboundedSender<Vec<Delivery>>,
+    engine: mpsc::UnboundedSender<ToEngine>,
     metrics: Metrics,
+}
+
+/// What the outbox tells the engine.
+enum ToEngine {
+    /// New deliveries, queued for the store (and usually on disk by the time they run).
+    Add(Vec<Delivery>),
+    /// Deliveries whose store write failed: their intake answered with the error, so the event
+    /// comes again. Those not finished are dropped.
+    Forget(Vec<u64>),
 }
 
 /// What the engine starts with.
 pub struct EngineStart {
-    rx: mpsc::UnboundedReceiver<Vec<Delivery>>,
+    rx: mpsc::UnboundedReceiver<ToEngine>,
     pending: Vec<Delivery>,
 }
 
@@ -118,8 +135,9 @@ impl Outbox {
         &self.store
     }
 
-    /// Persists `deliveries` and `extra` in one commit, then hands the deliveries to the engine
-    /// and calls `done`. Runs on the caller's thread up to the hand-off to the writer.
+    /// Queues `deliveries` and `extra` for one commit, hands the deliveries to the engine, and
+    /// calls `done` once the commit is on disk (or failed). Runs on the caller's thread up to
+    /// the hand-off to the writer.
     pub fn commit(
         self: &Arc<Self>,
         mut deliveries: Vec<Delivery>,
@@ -146,21 +164,32 @@ impl Outbox {
         self.pending.fetch_add(deliveries.len(), Ordering::Relaxed);
         self.pending_bytes.fetch_add(bytes, Ordering::Relaxed);
         let outbox = self.clone();
+        let ids: Vec<u64> = deliveries.iter().map(|d| d.id).collect();
+        // The write is queued before the engine can see the deliveries: whatever the engine
+        // writes about them later (a removal, a reschedule) is queued behind it.
         self.store.write(
             ops,
             Some(Box::new(move |result: Result<(), String>| {
-                match &result {
-                    Ok(()) => {
-                        if !deliveries.is_empty() && outbox.engine.send(deliveries).is_err() {
-                            tracing::warn!("Delivery engine stopped; committed deliveries resume at the next start.");
-                        }
-                    }
-                    Err(_) => outbox.release(deliveries.len(), bytes),
+                if result.is_err() && !ids.is_empty() {
+                    // Without an engine (stopping) nothing of them runs again anyway.
+                    let _ = outbox.engine.send(ToEngine::Forget(ids));
                 }
                 outbox.publish_gauges();
                 done(result);
             })),
         );
+        if deliveries.is_empty() {
+            return;
+        }
+        if let Err(mpsc::error::SendError(ToEngine::Add(lost))) =
+            self.engine.send(ToEngine::Add(deliveries))
+        {
+            // Stopping: the write above still lands, and the deliveries resume at the next start.
+            self.release(lost.len(), bytes);
+            tracing::warn!(
+                "Delivery engine stopped; committed deliveries resume at the next start."
+            );
+        }
     }
 
     /// Takes `count` deliveries of `bytes` in all off the pending totals.
@@ -294,18 +323,7 @@ pub async fn run_engine(
     mut stop: watch::Receiver<bool>,
     deadline: Duration,
 ) {
-    let mut engine = Engine {
-        outbox: outbox.clone(),
-        pipeline,
-        queue: BinaryHeap::new(),
-        items: HashMap::new(),
-        running: HashMap::new(),
-        waiting: HashMap::new(),
-        breakers: HashMap::new(),
-        inflight: tokio::task::JoinSet::new(),
-        max_inflight: max_inflight.max(1),
-        ops: Vec::new(),
-    };
+    let mut engine = Engine::new(outbox.clone(), pipeline, max_inflight);
     let mut rx = start.rx;
     engine.add(start.pending);
     let mut disk_check = tokio::time::interval(Duration::from_secs(1));
@@ -316,7 +334,7 @@ pub async fn run_engine(
             .next_due()
             .map(|due| Duration::from_millis(due.saturating_sub(now_ms()).max(1)));
         tokio::select! {
-            Some(batch) = rx.recv() => engine.add(batch),
+            Some(input) = rx.recv() => engine.take(input),
             Some(joined) = engine.inflight.join_next() => engine.joined(joined),
             _ = tokio::time::sleep(sleep.unwrap_or(Duration::from_secs(3600))), if sleep.is_some() => {}
             _ = disk_check.tick() => outbox.refresh_disk_bytes(),
@@ -332,8 +350,8 @@ pub async fn run_engine(
         let due_now = engine.next_due().is_some_and(|due| due <= now_ms());
         if engine.inflight.is_empty() && !due_now {
             match rx.try_recv() {
-                Ok(batch) => {
-                    engine.add(batch);
+                Ok(input) => {
+                    engine.take(input);
                     continue;
                 }
                 Err(_) => break,
@@ -341,7 +359,7 @@ pub async fn run_engine(
         }
         tokio::select! {
             Some(joined) = engine.inflight.join_next() => engine.joined(joined),
-            Some(batch) = rx.recv() => engine.add(batch),
+            Some(input) = rx.recv() => engine.take(input),
             _ = tokio::time::sleep(Duration::from_millis(20)) => {}
             _ = tokio::time::sleep_until(give_up) => {
                 tracing::warn!(?deadline, in_flight = engine.inflight.len(), "Deliveries still running at the deadline stay pending for the next start.");
@@ -374,14 +392,60 @@ struct Engine {
     /// Store changes (removals, reschedules, dead letters) not yet handed to the writer: they go
     /// in one batch per turn of the loop instead of one per delivery.
     ops: Vec<Op>,
+    /// Deliveries whose store write failed, dropped when they next start or finish.
+    forgotten: std::collections::HashSet<u64>,
 }
 
 impl Engine {
+    fn new(
+        outbox: Arc<Outbox>,
+        pipeline: watch::Receiver<Arc<Pipeline>>,
+        max_inflight: usize,
+    ) -> Engine {
+        Engine {
+            outbox,
+            pipeline,
+            queue: BinaryHeap::new(),
+            items: HashMap::new(),
+            running: HashMap::new(),
+            waiting: HashMap::new(),
+            breakers: HashMap::new(),
+            inflight: tokio::task::JoinSet::new(),
+            max_inflight: max_inflight.max(1),
+            ops: Vec::new(),
+            forgotten: std::collections::HashSet::new(),
+        }
+    }
+
+    fn take(&mut self, input: ToEngine) {
+        match input {
+            ToEngine::Add(deliveries) => self.add(deliveries),
+            ToEngine::Forget(ids) => {
+                let known = ids.into_iter().filter(|id| self.items.contains_key(id));
+                self.forgotten.extend(known);
+            }
+        }
+    }
+
     fn add(&mut self, deliveries: Vec<Delivery>) {
         for delivery in deliveries {
             self.queue.push(Reverse((delivery.next_ms, delivery.id)));
             self.items.insert(delivery.id, delivery);
         }
+    }
+
+    /// Drops a delivery whose store write failed, if it was one (see [`ToEngine::Forget`]). Its
+    /// removal is written too, in case a reschedule put it on disk since.
+    fn drop_forgotten(&mut self, id: u64) -> bool {
+        if self.forgotten.is_empty() || !self.forgotten.remove(&id) {
+            return false;
+        }
+        tracing::debug!(
+            delivery = id,
+            "Delivery dropped: its store write failed and its event was refused."
+        );
+        self.complete(id);
+        true
     }
 
     /// Takes a finished delivery, and every other one that has finished meanwhile.
@@ -423,6 +487,9 @@ impl Engine {
     }
 
     fn try_start(&mut self, id: u64, now: u64) {
+        if self.drop_forgotten(id) {
+            return;
+        }
         let Some(delivery) = self.items.get(&id) else {
             return;
         };
@@ -459,7 +526,7 @@ impl Engine {
     }
 
     fn finished(&mut self, id: u64, result: SendResult) {
-        let Some(delivery) = self.items.get_mut(&id) else {
+        let Some(delivery) = self.items.get(&id) else {
             return;
         };
         let name = delivery.actions.first().cloned().unwrap_or_default();
@@ -468,6 +535,9 @@ impl Engine {
         }
         if let Some(next) = self.waiting.get_mut(&name).and_then(VecDeque::pop_front) {
             self.queue.push(Reverse((now_ms(), next)));
+        }
+        if self.drop_forgotten(id) {
+            return;
         }
         let policy = self
             .pipeline
@@ -478,6 +548,9 @@ impl Engine {
             .unwrap_or_default();
         let metrics = self.outbox.metrics.clone();
         let breaker = self.breakers.entry(name.clone()).or_default();
+        let Some(delivery) = self.items.get_mut(&id) else {
+            return;
+        };
         match result {
             Ok(_) => {
                 breaker.success();
@@ -612,4 +685,128 @@ pub async fn send(action: &dyn Action, message: &Message, metrics: &Metrics) -> 
         }
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::action::{ActionError, Report};
+
+    /// Records the events it is sent; fails (retryably) those whose id starts with "fail".
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<String>>);
+
+    #[async_trait::async_trait]
+    impl Action for Recorder {
+        fn name(&self) -> &str {
+            "recorder"
+        }
+
+        fn kind(&self) -> &'static str {
+            "test"
+        }
+
+        async fn send(&self, message: &Message) -> Result<Report, ActionError> {
+            self.0.lock().unwrap().push(message.event_id.clone());
+            if message.event_id.starts_with("fail") {
+                return Err(ActionError::retryable("down"));
+            }
+            Ok(Report::none())
+        }
+    }
+
+    fn engine(name: &str, recorder: Arc<Recorder>) -> Engine {
+        let dir = std::env::temp_dir().join(format!("hooker-engine-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let options = OutboxOptions {
+            path: dir.join("hooker.db"),
+            max_pending: 100,
+            max_pending_bytes: 1 << 20,
+            max_bytes: 1 << 30,
+        };
+        let (outbox, _, _) = Outbox::open(options, Metrics::new()).unwrap();
+        let pipeline = Pipeline {
+            routes: Vec::new(),
+            templates: BTreeMap::new(),
+            actions: BTreeMap::from([("recorder".to_string(), recorder as Arc<dyn Action>)]),
+            policies: BTreeMap::new(),
+            server_url: None,
+            max_db_size: None,
+            db_verify_interval: Duration::from_secs(60),
+            warnings: Vec::new(),
+            index: Default::default(),
+        };
+        Engine::new(outbox, watch::channel(Arc::new(pipeline)).1, 8)
+    }
+
+    /// One delivery to the recorder, counted as pending as a commit would.
+    fn delivery(engine: &Engine, event_id: &str) -> Delivery {
+        let message = Message {
+            route: "r".into(),
+            event_id: event_id.into(),
+            title: String::new(),
+            body: String::new(),
+            url: None,
+            fields: BTreeMap::new(),
+            owners: Vec::new(),
+            event: Arc::new(serde_json::json!({})),
+        };
+        let outbox = &engine.outbox;
+        outbox.pending.fetch_add(1, Ordering::Relaxed);
+        let mut made = outbox.deliveries_for("r", &["recorder".into()], false, &message);
+        made.remove(0)
+    }
+
+    async fn run_all(engine: &mut Engine) {
+        engine.start_due();
+        while let Some(joined) = engine.inflight.join_next().await {
+            engine.joined(joined);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_store_write_drops_what_has_not_finished() {
+        let recorder = Arc::new(Recorder::default());
+        let mut engine = engine("forget", recorder.clone());
+        let done = delivery(&engine, "done");
+        let queued = delivery(&engine, "queued");
+        let running = delivery(&engine, "fail-running");
+        let ids = vec![done.id, queued.id, running.id];
+        // "done" finished before the write failed.
+        engine.take(ToEngine::Add(vec![done]));
+        run_all(&mut engine).await;
+        // "fail-running" is in flight when the failure arrives, "queued" has not started.
+        engine.take(ToEngine::Add(vec![running]));
+        engine.start_due();
+        engine.take(ToEngine::Add(vec![queued]));
+        engine.take(ToEngine::Forget(ids.clone()));
+        run_all(&mut engine).await;
+
+        assert_eq!(*recorder.0.lock().unwrap(), ["done", "fail-running"]);
+        // The running one failed but is not rescheduled: nothing is left, nothing is pending,
+        // and every one of them has its removal queued.
+        assert!(engine.items.is_empty());
+        assert!(engine.forgotten.is_empty());
+        assert_eq!(engine.outbox.pending.load(Ordering::Relaxed), 0);
+        let removed: Vec<u64> = engine
+            .ops
+            .iter()
+            .filter_map(|op| match op {
+                Op::RemoveDelivery(id) => Some(*id),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(removed.len(), 3, "{removed:?}");
+        assert!(ids.iter().all(|id| removed.contains(id)));
+        assert!(
+            !engine
+                .ops
+                .iter()
+                .any(|op| matches!(op, Op::PutDelivery { .. }))
+        );
+    }
 }
