@@ -26,6 +26,10 @@
 //! - **Invariant:** nothing is truncated or rewritten in place. At start, a damaged or torn entry
 //!   (a crash mid-write, never acknowledged) ends the replay of its segment, and writing goes on
 //!   in a new segment; the damaged one is deleted like any other once nothing in it is pending.
+//! - [`JournalReader`] reads a pending record while the writer goes on (the outbox keeps only
+//!   part of a backlog in memory). It shares the writer's map of where each record is and checks
+//!   the entry it reads (checksum, segment, id), so a record moved or a file retired meanwhile is
+//!   looked up again, never misread.
 //! - Rotating and retiring segments is housekeeping: if it fails, the commit that triggered it
 //!   still succeeded (its entries are on disk), and it is tried again at the next one.
 
@@ -33,7 +37,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::{Arc, PoisonError, RwLock, mpsc};
 
 /// A segment is closed past this size.
 pub const SEGMENT_BYTES: u64 = 8 << 20;
@@ -47,6 +51,8 @@ const PREFIX: usize = 13;
 const MAX_SPARES: usize = 2;
 const PUT: u8 = 1;
 const REMOVE: u8 = 2;
+/// What the write buffer keeps between group commits.
+const STAGED_KEEP: usize = 1 << 20;
 /// Larger entries are damage, not records (the intake bounds bodies far below this).
 const MAX_ENTRY: u32 = 256 << 20;
 
@@ -73,7 +79,8 @@ pub struct Journal {
     current: u64,
     len: u64,
     segments: BTreeMap<u64, Segment>,
-    live: HashMap<u64, Place>,
+    /// Shared with [`JournalReader`]s, which only read it.
+    live: Arc<RwLock<HashMap<u64, Place>>>,
     /// Entries written since the last sync: (kind, id, record offset within `staged`, len).
     pending: Vec<(u8, u64, usize, u32)>,
     staged: Vec<u8>,
@@ -177,7 +184,7 @@ impl Journal {
             current,
             len,
             segments,
-            live,
+            live: Arc::new(RwLock::new(live)),
             pending: Vec::new(),
             staged: Vec::new(),
             max_id,
@@ -201,6 +208,14 @@ impl Journal {
     /// Stages the end of a delivery.
     pub fn remove(&mut self, id: u64) {
         self.stage(REMOVE, id, &[]);
+    }
+
+    /// A reader of pending records, for other threads.
+    pub fn reader(&self) -> JournalReader {
+        JournalReader {
+            dir: self.dir.clone(),
+            live: self.live.clone(),
+        }
     }
 
     /// The highest delivery id the journal has seen, pending or not.
@@ -287,16 +302,20 @@ impl Journal {
             return Err(err);
         }
         let base = self.len;
+        let mut live = self.live.write().unwrap_or_else(PoisonError::into_inner);
         for (kind, id, offset, len) in std::mem::take(&mut self.pending) {
             let place = Place {
                 segment: self.current,
                 offset: base + offset as u64,
                 len,
             };
-            apply(kind, id, place, &mut self.live, &mut self.segments);
+            apply(kind, id, place, &mut live, &mut self.segments);
         }
+        drop(live);
         self.len += self.staged.len() as u64;
         self.staged.clear();
+        // One large group commit (a burst) must not keep its buffer for good.
+        self.staged.shrink_to(STAGED_KEEP);
         Ok(())
     }
 
@@ -358,6 +377,8 @@ impl Journal {
         let file = File::open(segment_path(&self.dir, segment))?;
         let mut moving: Vec<(u64, Place)> = self
             .live
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
             .iter()
             .filter(|(_, place)| place.segment == segment)
             .map(|(&id, &place)| (id, place))
@@ -395,7 +416,10 @@ impl Journal {
     /// Pending deliveries in the journal.
     #[cfg(test)]
     pub fn live(&self) -> usize {
-        self.live.len()
+        self.live
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
     }
 
     /// Segment files in use.
@@ -403,6 +427,64 @@ impl Journal {
     pub fn segments(&self) -> usize {
         self.segments.len()
     }
+}
+
+/// Reads pending records from another thread than the writer's.
+#[derive(Clone)]
+pub struct JournalReader {
+    dir: PathBuf,
+    live: Arc<RwLock<HashMap<u64, Place>>>,
+}
+
+impl JournalReader {
+    /// The newest record of delivery `id`, or `None` when it is not pending (or not yet on disk).
+    pub fn read(&self, id: u64) -> std::io::Result<Option<Vec<u8>>> {
+        // A record is looked up again when it moved (copied forward) or its file was retired
+        // between the lookup and the read; more than a few moves in a row is not plausible.
+        for _ in 0..4 {
+            let place = self
+                .live
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(&id)
+                .copied();
+            let Some(place) = place else {
+                return Ok(None);
+            };
+            match read_entry(&self.dir, place, id) {
+                Ok(Some(record)) => return Ok(Some(record)),
+                Ok(None) => {}
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                Err(err) => return Err(err),
+            }
+        }
+        Err(std::io::Error::other(format!(
+            "the record of delivery {id} kept moving while being read"
+        )))
+    }
+}
+
+/// Reads the `Put` entry of `id` at `place`; `None` when the entry there is no longer it.
+fn read_entry(dir: &Path, place: Place, id: u64) -> std::io::Result<Option<Vec<u8>>> {
+    let file = File::open(segment_path(dir, place.segment))?;
+    let Some(start) = place.offset.checked_sub((HEADER + PREFIX) as u64) else {
+        return Ok(None);
+    };
+    let mut entry = vec![0; HEADER + PREFIX + place.len as usize];
+    match file.read_exact_at(&mut entry, start) {
+        Ok(()) => {}
+        Err(err) if err.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(err) => return Err(err),
+    }
+    let len = u32::from_le_bytes([entry[0], entry[1], entry[2], entry[3]]);
+    let crc = u32::from_le_bytes([entry[4], entry[5], entry[6], entry[7]]);
+    let body = &entry[HEADER..];
+    let same = len as usize == body.len()
+        && crc32c(body) == crc
+        && body[0..4] == (place.segment as u32).to_le_bytes()
+        && body[4] == PUT
+        && body[5..PREFIX] == id.to_le_bytes();
+    Ok(same.then(|| entry.split_off(HEADER + PREFIX)))
 }
 
 fn apply(
@@ -775,6 +857,58 @@ mod tests {
         drop(journal);
         let (_, records) = Journal::open_with(&dir, segment_bytes, false).unwrap();
         assert_eq!(records.keys().copied().collect::<Vec<_>>(), vec![1, 2, 3]);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_reader_finds_records_while_they_move_and_files_are_reused() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let dir = temp("reader");
+        let segment_bytes = 64 << 10;
+        let (mut journal, _) = Journal::open_with(&dir, segment_bytes, false).unwrap();
+        let reader = journal.reader();
+        journal.put(1, b"long-lived");
+        assert_eq!(reader.read(1).unwrap(), None, "staged is not on disk yet");
+        journal.sync().unwrap();
+        let place = |journal: &Journal| journal.live.read().unwrap()[&1];
+        let first = place(&journal);
+        // Another thread reads the long-lived record all along, while it is copied forward
+        // and the files it was in are retired and reused.
+        let stop = Arc::new(AtomicBool::new(false));
+        let reading = {
+            let reader = reader.clone();
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut reads = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let record = reader.read(1).unwrap();
+                    assert_eq!(record.as_deref(), Some(&b"long-lived"[..]));
+                    reads += 1;
+                }
+                reads
+            })
+        };
+        let big = vec![7u8; (segment_bytes / 4) as usize];
+        for id in 2..(2 + MAX_SEGMENTS as u64 * 8) {
+            journal.put(id, &big);
+            journal.sync().unwrap();
+            assert_eq!(reader.read(id).unwrap().as_deref(), Some(&big[..]));
+            journal.remove(id);
+            journal.sync().unwrap();
+            assert_eq!(reader.read(id).unwrap(), None);
+        }
+        stop.store(true, Ordering::Relaxed);
+        assert!(reading.join().unwrap() > 0);
+        // It moved; where it was is gone or holds something else, which is never taken for it.
+        let now = place(&journal);
+        assert_ne!(now.segment, first.segment);
+        match read_entry(&dir, first, 1) {
+            Ok(None) => {}
+            Err(err) => assert_eq!(err.kind(), std::io::ErrorKind::NotFound),
+            Ok(Some(_)) => panic!("a stale place was read"),
+        }
+        assert_eq!(read_entry(&dir, now, 2).unwrap(), None);
+        assert!(read_entry(&dir, now, 1).unwrap().is_some());
         let _ = std::fs::remove_dir_all(dir);
     }
 

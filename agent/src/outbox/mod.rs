@@ -7,6 +7,10 @@
 //! delivery's removal can never reach the disk before its record. If the write fails, the intake
 //! gets the error (its sender retries) and the engine forgets the deliveries it has not finished;
 //! one that already ran may run again for the resent event, as after any crash (at least once).
+//! The engine keeps the messages of up to [`RESIDENT_BYTES`] of pending records in memory. Past
+//! that, deliveries reach it only once on disk, as metadata, and it reads each one's record back
+//! when it runs: a backlog costs disk, not memory.
+//!
 //! The engine runs due deliveries (bounded globally and per action,
 //! behind a circuit breaker per action), then deletes, reschedules with backoff, or dead-letters
 //! each one. Pending deliveries survive crashes and restarts; dead letters are kept until replayed
@@ -32,7 +36,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{mpsc, watch};
 
-use crate::action::{Action, ErrorKind};
+use crate::action::{Action, ActionError, ErrorKind};
 use crate::message::Message;
 use crate::metrics::{ActionLabels, DeliveryLabels, Metrics};
 use crate::pipeline::Pipeline;
@@ -47,14 +51,17 @@ pub fn now_ms() -> u64 {
         .unwrap_or_default()
 }
 
+/// Record bytes of pending deliveries whose messages the engine keeps in memory (about three
+/// times this in memory); the rest of a backlog waits on disk only.
+pub const RESIDENT_BYTES: u64 = 1 << 20;
+
 /// Limits on what may wait on disk.
 #[derive(Debug, Clone)]
 pub struct OutboxOptions {
     pub path: PathBuf,
     /// Deliveries pending at once; beyond it intake answers 429.
     pub max_pending: usize,
-    /// Total record size of the pending deliveries (which the engine holds in memory); beyond
-    /// it intake answers 429.
+    /// Total record size of the pending deliveries; beyond it intake answers 429.
     pub max_pending_bytes: u64,
     /// Size of the store file; beyond it intake answers 429.
     pub max_bytes: u64,
@@ -67,6 +74,8 @@ pub struct Outbox {
     next_id: AtomicU64,
     pending: AtomicUsize,
     pending_bytes: AtomicU64,
+    /// Record bytes of the deliveries whose messages the engine holds (or is about to).
+    resident_bytes: AtomicU64,
     disk_bytes: AtomicU64,
     dead: AtomicUsize,
     engine: mpsc::UnboundedSender<ToEngine>,
@@ -77,6 +86,8 @@ pub struct Outbox {
 enum ToEngine {
     /// New deliveries, queued for the store (and usually on disk by the time they run).
     Add(Vec<Delivery>),
+    /// Deliveries on disk whose messages are not kept in memory (read back when they run).
+    AddStored(Vec<Delivery>),
     /// Deliveries whose store write failed: their intake answered with the error, so the event
     /// comes again. Those not finished are dropped.
     Forget(Vec<u64>),
@@ -103,6 +114,7 @@ impl Outbox {
             next_id: AtomicU64::new(recovered.next_id),
             pending: AtomicUsize::new(pending.len()),
             pending_bytes: AtomicU64::new(pending.iter().map(|d| d.stored_bytes).sum()),
+            resident_bytes: AtomicU64::new(0),
             disk_bytes: AtomicU64::new(Store::disk_bytes(&options.path)),
             dead: AtomicUsize::new(recovered.dead),
             engine,
@@ -164,6 +176,25 @@ impl Outbox {
         self.pending.fetch_add(deliveries.len(), Ordering::Relaxed);
         self.pending_bytes.fetch_add(bytes, Ordering::Relaxed);
         let outbox = self.clone();
+        if !deliveries.is_empty() && self.resident_bytes.load(Ordering::Relaxed) >= RESIDENT_BYTES {
+            // A backlog: the engine gets these once they are on disk, without their messages.
+            deliveries.iter_mut().for_each(strip);
+            self.store.write(
+                ops,
+                Some(Box::new(move |result: Result<(), String>| {
+                    match &result {
+                        Ok(()) => {
+                            // Stopping if this fails: they resume at the next start.
+                            let _ = outbox.engine.send(ToEngine::AddStored(deliveries));
+                        }
+                        Err(_) => outbox.release(deliveries.len(), bytes),
+                    }
+                    outbox.publish_gauges();
+                    done(result);
+                })),
+            );
+            return;
+        }
         let ids: Vec<u64> = deliveries.iter().map(|d| d.id).collect();
         // The write is queued before the engine can see the deliveries: whatever the engine
         // writes about them later (a removal, a reschedule) is queued behind it.
@@ -181,11 +212,13 @@ impl Outbox {
         if deliveries.is_empty() {
             return;
         }
+        self.resident_bytes.fetch_add(bytes, Ordering::Relaxed);
         if let Err(mpsc::error::SendError(ToEngine::Add(lost))) =
             self.engine.send(ToEngine::Add(deliveries))
         {
             // Stopping: the write above still lands, and the deliveries resume at the next start.
             self.release(lost.len(), bytes);
+            self.release_resident(bytes);
             tracing::warn!(
                 "Delivery engine stopped; committed deliveries resume at the next start."
             );
@@ -201,11 +234,11 @@ impl Outbox {
     /// Takes `n` bytes off the pending total (never below zero: a miscount must not wrap into a
     /// permanently full outbox).
     fn release_bytes(&self, n: u64) {
-        let _ = self
-            .pending_bytes
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |total| {
-                Some(total.saturating_sub(n))
-            });
+        saturating_sub(&self.pending_bytes, n);
+    }
+
+    fn release_resident(&self, n: u64) {
+        saturating_sub(&self.resident_bytes, n);
     }
 
     fn publish_gauges(&self) {
@@ -325,7 +358,7 @@ pub async fn run_engine(
 ) {
     let mut engine = Engine::new(outbox.clone(), pipeline, max_inflight);
     let mut rx = start.rx;
-    engine.add(start.pending);
+    engine.add_recovered(start.pending);
     let mut disk_check = tokio::time::interval(Duration::from_secs(1));
     loop {
         engine.start_due();
@@ -376,6 +409,10 @@ pub async fn run_engine(
 
 type SendResult = Result<crate::action::Report, crate::action::ActionError>;
 
+/// What a finished run hands back: the delivery, the result, and the message if it was read
+/// back from disk for the run.
+type Run = (u64, SendResult, Option<Message>);
+
 struct Engine {
     outbox: Arc<Outbox>,
     pipeline: watch::Receiver<Arc<Pipeline>>,
@@ -387,13 +424,16 @@ struct Engine {
     /// Due deliveries held back by their action's concurrency limit.
     waiting: HashMap<String, VecDeque<u64>>,
     breakers: HashMap<String, Breaker>,
-    inflight: tokio::task::JoinSet<(u64, SendResult)>,
+    /// Each run's delivery id, result, and the message when it was read back from disk.
+    inflight: tokio::task::JoinSet<Run>,
     max_inflight: usize,
     /// Store changes (removals, reschedules, dead letters) not yet handed to the writer: they go
     /// in one batch per turn of the loop instead of one per delivery.
     ops: Vec<Op>,
     /// Deliveries whose store write failed, dropped when they next start or finish.
     forgotten: std::collections::HashSet<u64>,
+    /// Deliveries whose messages are on disk only (see [`RESIDENT_BYTES`]).
+    stored: std::collections::HashSet<u64>,
 }
 
 impl Engine {
@@ -414,12 +454,68 @@ impl Engine {
             max_inflight: max_inflight.max(1),
             ops: Vec::new(),
             forgotten: std::collections::HashSet::new(),
+            stored: std::collections::HashSet::new(),
+        }
+    }
+
+    /// Deliveries recovered at start: their messages are kept up to the resident limit.
+    fn add_recovered(&mut self, mut deliveries: Vec<Delivery>) {
+        let outbox = self.outbox.clone();
+        for delivery in &mut deliveries {
+            if outbox.resident_bytes.load(Ordering::Relaxed) >= RESIDENT_BYTES {
+                strip(delivery);
+                self.stored.insert(delivery.id);
+            } else {
+                outbox
+                    .resident_bytes
+                    .fetch_add(delivery.stored_bytes, Ordering::Relaxed);
+            }
+        }
+        self.add(deliveries);
+    }
+
+    /// A delivery leaves memory (finished, dead, or its message dropped): its bytes no longer
+    /// count as resident unless they never did.
+    fn leave_memory(&mut self, id: u64, bytes: u64) {
+        if !self.stored.remove(&id) {
+            self.outbox.release_resident(bytes);
+        }
+    }
+
+    /// After a run: a delivery that stays pending keeps its message only while the resident
+    /// limit allows.
+    fn maybe_strip(&mut self, id: u64) {
+        if self.outbox.resident_bytes.load(Ordering::Relaxed) <= RESIDENT_BYTES
+            || self.stored.contains(&id)
+        {
+            return;
+        }
+        if let Some(delivery) = self.items.get_mut(&id) {
+            strip(delivery);
+            self.outbox.release_resident(delivery.stored_bytes);
+            self.stored.insert(id);
+        }
+    }
+
+    /// Puts a message read back from disk into its delivery, which now counts as resident.
+    fn reload(&mut self, id: u64, message: Message) {
+        if let Some(delivery) = self.items.get_mut(&id)
+            && self.stored.remove(&id)
+        {
+            delivery.message = message;
+            self.outbox
+                .resident_bytes
+                .fetch_add(delivery.stored_bytes, Ordering::Relaxed);
         }
     }
 
     fn take(&mut self, input: ToEngine) {
         match input {
             ToEngine::Add(deliveries) => self.add(deliveries),
+            ToEngine::AddStored(deliveries) => {
+                self.stored.extend(deliveries.iter().map(|d| d.id));
+                self.add(deliveries);
+            }
             ToEngine::Forget(ids) => {
                 let known = ids.into_iter().filter(|id| self.items.contains_key(id));
                 self.forgotten.extend(known);
@@ -449,11 +545,11 @@ impl Engine {
     }
 
     /// Takes a finished delivery, and every other one that has finished meanwhile.
-    fn joined(&mut self, first: Result<(u64, SendResult), tokio::task::JoinError>) {
+    fn joined(&mut self, first: Result<Run, tokio::task::JoinError>) {
         let mut joined = Some(first);
         while let Some(result) = joined {
-            if let Ok((id, result)) = result {
-                self.finished(id, result);
+            if let Ok((id, result, loaded)) = result {
+                self.finished(id, result, loaded);
             }
             joined = self.inflight.try_join_next();
         }
@@ -517,15 +613,44 @@ impl Engine {
             return;
         }
         *running += 1;
-        let message = delivery.message.clone();
         let metrics = self.outbox.metrics.clone();
+        if self.stored.contains(&id) {
+            let store = self.outbox.store.clone();
+            self.inflight.spawn(async move {
+                let message = match store.read_pending(id) {
+                    Ok(Some(delivery)) => delivery.message,
+                    Ok(None) => {
+                        let error =
+                            ActionError::retryable("its record is not in the delivery journal");
+                        return (id, Err(error), None);
+                    }
+                    Err(err) => {
+                        let error =
+                            ActionError::retryable(format!("cannot read its record: {err}"));
+                        return (id, Err(error), None);
+                    }
+                };
+                let result = send(action.as_ref(), &message, &metrics).await;
+                (id, result, Some(message))
+            });
+            return;
+        }
+        let message = delivery.message.clone();
         self.inflight.spawn(async move {
             let result = send(action.as_ref(), &message, &metrics).await;
-            (id, result)
+            (id, result, None)
         });
     }
 
-    fn finished(&mut self, id: u64, result: SendResult) {
+    fn finished(&mut self, id: u64, result: SendResult, loaded: Option<Message>) {
+        if let Some(message) = loaded {
+            self.reload(id, message);
+        }
+        self.settle(id, result);
+        self.maybe_strip(id);
+    }
+
+    fn settle(&mut self, id: u64, result: SendResult) {
         let Some(delivery) = self.items.get(&id) else {
             return;
         };
@@ -568,7 +693,9 @@ impl Engine {
                     delivery.attempts = 0;
                     delivery.next_ms = now_ms();
                     self.queue.push(Reverse((delivery.next_ms, id)));
-                    persist(delivery, &mut self.ops, &self.outbox);
+                    if !self.stored.contains(&id) {
+                        persist(delivery, &mut self.ops, &self.outbox);
+                    }
                 }
             }
             Err(error) if error.kind == ErrorKind::Permanent => self.kill(id, error.message),
@@ -601,21 +728,38 @@ impl Engine {
                     .get_or_create(&crate::metrics::ActionNameLabels { action: name })
                     .inc();
                 self.queue.push(Reverse((delivery.next_ms, id)));
-                persist(delivery, &mut self.ops, &self.outbox);
+                if !self.stored.contains(&id) {
+                    persist(delivery, &mut self.ops, &self.outbox);
+                }
             }
         }
     }
 
     fn complete(&mut self, id: u64) {
         let bytes = self.items.remove(&id).map_or(0, |d| d.stored_bytes);
+        self.leave_memory(id, bytes);
         self.outbox.release(1, bytes);
         self.ops.push(Op::RemoveDelivery(id));
     }
 
     fn kill(&mut self, id: u64, error: String) {
+        if self.stored.contains(&id) {
+            // A dead letter keeps the whole message.
+            match self.outbox.store.read_pending(id) {
+                Ok(Some(stored)) => self.reload(id, stored.message),
+                Ok(None) => tracing::error!(
+                    delivery = id,
+                    "A dead letter's record is not in the delivery journal; it is kept without its message."
+                ),
+                Err(err) => {
+                    tracing::error!(delivery = id, %err, "Cannot read a dead letter's record; it is kept without its message.")
+                }
+            }
+        }
         let Some(delivery) = self.items.remove(&id) else {
             return;
         };
+        self.leave_memory(id, delivery.stored_bytes);
         let action = delivery.actions.first().cloned().unwrap_or_default();
         tracing::error!(action = %action, route = %delivery.route, delivery = id, %error, "Delivery dead-lettered.");
         self.outbox
@@ -633,7 +777,24 @@ impl Engine {
     }
 }
 
-/// Queues the rewrite of a delivery whose schedule or chain changed.
+fn saturating_sub(total: &AtomicU64, n: u64) {
+    let _ = total.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |total| {
+        Some(total.saturating_sub(n))
+    });
+}
+
+/// Drops a delivery's message from memory (its record on disk has it), keeping the event id for
+/// the logs.
+fn strip(delivery: &mut Delivery) {
+    let event_id = std::mem::take(&mut delivery.message.event_id);
+    delivery.message = Message {
+        event_id,
+        ..Message::default()
+    };
+}
+
+/// Queues the rewrite of a delivery whose schedule or chain changed (one whose message is in
+/// memory: a stored one keeps its record, and its new schedule lives in memory only).
 fn persist(delivery: &mut Delivery, ops: &mut Vec<Op>, outbox: &Outbox) {
     let before = delivery.stored_bytes;
     match Op::put(delivery, &mut record::Encoder::default()) {
@@ -642,6 +803,10 @@ fn persist(delivery: &mut Delivery, ops: &mut Vec<Op>, outbox: &Outbox) {
                 .pending_bytes
                 .fetch_add(delivery.stored_bytes, Ordering::Relaxed);
             outbox.release_bytes(before);
+            outbox
+                .resident_bytes
+                .fetch_add(delivery.stored_bytes, Ordering::Relaxed);
+            outbox.release_resident(before);
             ops.push(op);
         }
         Err(error) => {
@@ -695,9 +860,10 @@ mod tests {
     use super::*;
     use crate::action::{ActionError, Report};
 
-    /// Records the events it is sent; fails (retryably) those whose id starts with "fail".
+    /// Records the events it is sent (and the last body); fails (retryably) those whose id starts
+    /// with "fail".
     #[derive(Default)]
-    struct Recorder(Mutex<Vec<String>>);
+    struct Recorder(Mutex<Vec<String>>, Mutex<String>);
 
     #[async_trait::async_trait]
     impl Action for Recorder {
@@ -711,6 +877,7 @@ mod tests {
 
         async fn send(&self, message: &Message) -> Result<Report, ActionError> {
             self.0.lock().unwrap().push(message.event_id.clone());
+            *self.1.lock().unwrap() = message.body.clone();
             if message.event_id.starts_with("fail") {
                 return Err(ActionError::retryable("down"));
             }
@@ -719,6 +886,10 @@ mod tests {
     }
 
     fn engine(name: &str, recorder: Arc<Recorder>) -> Engine {
+        engine_and_start(name, recorder).0
+    }
+
+    fn engine_and_start(name: &str, recorder: Arc<Recorder>) -> (Engine, EngineStart) {
         let dir = std::env::temp_dir().join(format!("hooker-engine-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
@@ -728,7 +899,7 @@ mod tests {
             max_pending_bytes: 1 << 20,
             max_bytes: 1 << 30,
         };
-        let (outbox, _, _) = Outbox::open(options, Metrics::new()).unwrap();
+        let (outbox, _, start) = Outbox::open(options, Metrics::new()).unwrap();
         let pipeline = Pipeline {
             routes: Vec::new(),
             templates: BTreeMap::new(),
@@ -740,7 +911,8 @@ mod tests {
             warnings: Vec::new(),
             index: Default::default(),
         };
-        Engine::new(outbox, watch::channel(Arc::new(pipeline)).1, 8)
+        let engine = Engine::new(outbox, watch::channel(Arc::new(pipeline)).1, 8);
+        (engine, start)
     }
 
     /// One delivery to the recorder, counted as pending as a commit would.
@@ -759,6 +931,17 @@ mod tests {
         outbox.pending.fetch_add(1, Ordering::Relaxed);
         let mut made = outbox.deliveries_for("r", &["recorder".into()], false, &message);
         made.remove(0)
+    }
+
+    /// Commits `delivery` as the router would, and waits for the disk.
+    async fn commit(engine: &Engine, delivery: Delivery) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        engine
+            .outbox
+            .commit(vec![delivery], Vec::new(), move |result| {
+                let _ = tx.send(result);
+            });
+        rx.await.unwrap().unwrap();
     }
 
     async fn run_all(engine: &mut Engine) {
@@ -807,6 +990,50 @@ mod tests {
                 .ops
                 .iter()
                 .any(|op| matches!(op, Op::PutDelivery { .. }))
+        );
+    }
+
+    #[tokio::test]
+    async fn past_the_resident_limit_messages_wait_on_disk_and_are_read_back_to_run() {
+        let recorder = Arc::new(Recorder::default());
+        let (mut engine, mut start) = engine_and_start("stored", recorder.clone());
+        engine
+            .outbox
+            .resident_bytes
+            .store(RESIDENT_BYTES, Ordering::Relaxed);
+        let mut ok = delivery(&engine, "stored");
+        ok.message.body = "the body".into();
+        let mut failing = delivery(&engine, "fail-stored");
+        failing.message.body = "the failing body".into();
+        let failing_id = failing.id;
+        commit(&engine, ok).await;
+        commit(&engine, failing).await;
+        for _ in 0..2 {
+            let Some(ToEngine::AddStored(stored)) = start.rx.recv().await else {
+                panic!("expected deliveries without their messages");
+            };
+            assert!(stored.iter().all(|d| d.message.body.is_empty()));
+            engine.take(ToEngine::AddStored(stored));
+        }
+        run_all(&mut engine).await;
+        assert_eq!(*recorder.0.lock().unwrap(), ["stored", "fail-stored"]);
+        assert_eq!(*recorder.1.lock().unwrap(), "the failing body");
+        // The failed one waits for its retry, on disk only again (the limit is still reached),
+        // and its record was not rewritten from the stripped copy.
+        assert_eq!(engine.items.len(), 1);
+        assert!(engine.stored.contains(&failing_id));
+        assert!(engine.items[&failing_id].message.body.is_empty());
+        assert_eq!(engine.items[&failing_id].attempts, 1);
+        let record = engine
+            .outbox
+            .store
+            .read_pending(failing_id)
+            .unwrap()
+            .unwrap();
+        assert_eq!(record.message.body, "the failing body");
+        assert_eq!(
+            engine.outbox.resident_bytes.load(Ordering::Relaxed),
+            RESIDENT_BYTES
         );
     }
 }

@@ -17,7 +17,7 @@ use std::time::Duration;
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
 
-use super::journal::Journal;
+use super::journal::{Journal, JournalReader};
 use crate::message::Message;
 
 /// Bump with a migration (and a test opening the previous format) when a record shape changes.
@@ -148,6 +148,7 @@ pub struct Store {
     tx: mpsc::SyncSender<Batch>,
     db: std::sync::Arc<Database>,
     writer: std::sync::Arc<std::sync::Mutex<Option<std::thread::JoinHandle<()>>>>,
+    journal: JournalReader,
 }
 
 /// Where the journal of the store at `path` lives (`hooker.redb` → `hooker.journal/`).
@@ -207,6 +208,7 @@ impl Store {
             None => records,
         };
         let recovered = recover(&db, &mut journal, records)?;
+        let reader = journal.reader();
         let db = std::sync::Arc::new(db);
         let (tx, rx) = mpsc::sync_channel::<Batch>(4096);
         let writer_db = db.clone();
@@ -218,13 +220,21 @@ impl Store {
                 message: e.to_string(),
             })?;
         let writer = std::sync::Arc::new(std::sync::Mutex::new(Some(writer)));
-        Ok((Store { tx, db, writer }, recovered))
+        Ok((
+            Store {
+                tx,
+                db,
+                writer,
+                journal: reader,
+            },
+            recovered,
+        ))
     }
 
     /// Stops the writer once everything queued is written, and waits for it (when this is the
     /// last handle; otherwise the writer stops with the last one).
     pub fn close(self) {
-        let Store { tx, db, writer } = self;
+        let Store { tx, db, writer, .. } = self;
         drop(tx);
         drop(db);
         if let Ok(writer) = std::sync::Arc::try_unwrap(writer)
@@ -232,6 +242,15 @@ impl Store {
         {
             let _ = handle.join();
         }
+    }
+
+    /// A pending delivery as it is on disk, or `None` when it is not pending (finished, or its
+    /// commit not yet written).
+    pub fn read_pending(&self, id: u64) -> Result<Option<Delivery>, StoreError> {
+        let Some(record) = self.journal.read(id).map_err(io)? else {
+            return Ok(None);
+        };
+        super::record::decode(id, &record).map(Some).map_err(io)
     }
 
     /// Queues changes; `done` runs once they are on disk (or failed). Blocks while the writer is
