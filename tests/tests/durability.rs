@@ -345,3 +345,40 @@ async fn dedup_state_survives_a_restart() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// A backlog past what the engine keeps in memory (1 MB of records) waits on disk and is read
+/// back for every attempt: each event arrives whole, on every attempt and once the destination
+/// recovers.
+#[tokio::test]
+async fn a_backlog_past_memory_is_read_back_whole_for_every_attempt() -> anyhow::Result<()> {
+    let (fixed, sink) = failing_until_fixed(503).await?;
+    let agent = Agent::builder(&config(&sink.url("/"), "")).start().await?;
+    let pad = "x".repeat(400_000);
+    for n in 1..=6u64 {
+        let event = serde_json::json!({"n": n, "pad": pad}).to_string();
+        let (status, answer) = agent.post("/", event).await?;
+        assert_eq!(status, 200, "{answer}");
+    }
+    // Every event fails at least twice (retries of records that wait on disk), then it recovers.
+    wait_until(
+        "two failed attempts of every event",
+        Duration::from_secs(20),
+        async || (sink.requests().len() >= 12).then_some(()),
+    )
+    .await?;
+    fixed.store(true, Ordering::Relaxed);
+    wait_until("all six delivered", Duration::from_secs(20), async || {
+        (numbers(&sink) == (1..=6).collect()).then_some(())
+    })
+    .await?;
+    for request in sink.requests() {
+        let body = request.body_json();
+        assert_eq!(
+            body["pad"].as_str().map(str::len),
+            Some(pad.len()),
+            "event {} arrived cut",
+            body["n"]
+        );
+    }
+    Ok(())
+}
