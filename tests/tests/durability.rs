@@ -382,3 +382,46 @@ async fn a_backlog_past_memory_is_read_back_whole_for_every_attempt() -> anyhow:
     }
     Ok(())
 }
+
+/// A backlog past the engine's memory limit survives a restart: the restarted agent decodes
+/// only part of it and reads the rest back from disk, and every event arrives whole.
+#[tokio::test]
+async fn a_backlog_past_memory_survives_a_restart_whole() -> anyhow::Result<()> {
+    let state = TempDir::new("backlog-state");
+    let down = Sink::scripted(vec![Reply::status(503)]).await?;
+    let agent = Agent::builder(&config(&down.url("/"), ""))
+        .state_dir(state.path())
+        .start()
+        .await?;
+    let pad = "x".repeat(400_000);
+    for n in 1..=6u64 {
+        let event = serde_json::json!({"n": n, "pad": pad}).to_string();
+        let (status, answer) = agent.post("/", event).await?;
+        assert_eq!(status, 200, "{answer}");
+    }
+    assert!(
+        agent.stop().await?.success(),
+        "graceful stop with a backlog"
+    );
+    let up = Sink::start().await?;
+    let _agent = Agent::builder(&config(&up.url("/"), ""))
+        .state_dir(state.path())
+        .start()
+        .await?;
+    wait_until(
+        "all six delivered after the restart",
+        Duration::from_secs(20),
+        async || (numbers(&up) == (1..=6).collect()).then_some(()),
+    )
+    .await?;
+    for request in up.requests() {
+        let body = request.body_json();
+        assert_eq!(
+            body["pad"].as_str().map(str::len),
+            Some(pad.len()),
+            "event {} arrived cut",
+            body["n"]
+        );
+    }
+    Ok(())
+}

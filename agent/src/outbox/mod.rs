@@ -97,6 +97,8 @@ enum ToEngine {
 pub struct EngineStart {
     rx: mpsc::UnboundedReceiver<ToEngine>,
     pending: Vec<Delivery>,
+    /// Those of `pending` recovered without their messages.
+    stored: std::collections::HashSet<u64>,
 }
 
 impl Outbox {
@@ -108,6 +110,7 @@ impl Outbox {
     ) -> Result<(Arc<Outbox>, Recovered, EngineStart), StoreError> {
         let (store, mut recovered) = Store::open(&options.path)?;
         let pending = std::mem::take(&mut recovered.pending);
+        let stored = std::mem::take(&mut recovered.stored);
         let (engine, rx) = mpsc::unbounded_channel();
         let outbox = Arc::new(Outbox {
             store,
@@ -129,7 +132,15 @@ impl Outbox {
                 "Resuming deliveries from the state store."
             );
         }
-        Ok((outbox, recovered, EngineStart { rx, pending }))
+        Ok((
+            outbox,
+            recovered,
+            EngineStart {
+                rx,
+                pending,
+                stored,
+            },
+        ))
     }
 
     pub fn next_id(&self) -> u64 {
@@ -358,7 +369,7 @@ pub async fn run_engine(
 ) {
     let mut engine = Engine::new(outbox.clone(), pipeline, max_inflight);
     let mut rx = start.rx;
-    engine.add_recovered(start.pending);
+    engine.add_recovered(start.pending, start.stored);
     let mut disk_check = tokio::time::interval(Duration::from_secs(1));
     loop {
         engine.start_due();
@@ -458,19 +469,18 @@ impl Engine {
         }
     }
 
-    /// Deliveries recovered at start: their messages are kept up to the resident limit.
-    fn add_recovered(&mut self, mut deliveries: Vec<Delivery>) {
-        let outbox = self.outbox.clone();
-        for delivery in &mut deliveries {
-            if outbox.resident_bytes.load(Ordering::Relaxed) >= RESIDENT_BYTES {
-                strip(delivery);
-                self.stored.insert(delivery.id);
-            } else {
-                outbox
-                    .resident_bytes
-                    .fetch_add(delivery.stored_bytes, Ordering::Relaxed);
-            }
-        }
+    /// Deliveries recovered at start; the store decoded the messages of the first
+    /// [`RESIDENT_BYTES`] of them only (`stored` are the others).
+    fn add_recovered(&mut self, deliveries: Vec<Delivery>, stored: std::collections::HashSet<u64>) {
+        let resident: u64 = deliveries
+            .iter()
+            .filter(|d| !stored.contains(&d.id))
+            .map(|d| d.stored_bytes)
+            .sum();
+        self.outbox
+            .resident_bytes
+            .fetch_add(resident, Ordering::Relaxed);
+        self.stored.extend(stored);
         self.add(deliveries);
     }
 

@@ -80,6 +80,48 @@ pub fn encode(
     Ok(())
 }
 
+/// Decodes a record's metadata only: the message is left empty but for its event id (the
+/// outbox reads the whole record back when the delivery runs). The title, body and event are
+/// skipped, not parsed.
+pub fn decode_meta(id: u64, bytes: &[u8]) -> Result<Delivery, DecodeError> {
+    if bytes.first() != Some(&FORMAT) {
+        let mut delivery = decode(id, bytes)?;
+        delivery.message = Message {
+            event_id: std::mem::take(&mut delivery.message.event_id),
+            ..Message::default()
+        };
+        return Ok(delivery);
+    }
+    let mut r = Reader { rest: &bytes[1..] };
+    let route = r.string()?;
+    let actions = (0..r.u32()?)
+        .map(|_| r.string())
+        .collect::<Result<Vec<_>, _>>()?;
+    let event_id = r.string()?;
+    r.bytes()?; // title
+    r.bytes()?; // body
+    r.opt()?; // url
+    r.bytes()?; // fields
+    for _ in 0..r.u32()? {
+        r.bytes()?; // owners
+    }
+    r.bytes()?; // event
+    Ok(Delivery {
+        id,
+        message: Message {
+            event_id,
+            ..Message::default()
+        },
+        route,
+        actions,
+        attempts: r.u32()?,
+        created_ms: r.u64()?,
+        next_ms: r.u64()?,
+        last_error: r.opt()?,
+        stored_bytes: 0,
+    })
+}
+
 /// Decodes a record of either format; `id` is the record's key.
 pub fn decode(id: u64, bytes: &[u8]) -> Result<Delivery, DecodeError> {
     match bytes.first() {
@@ -242,6 +284,27 @@ mod tests {
 
         let json = serde_json::to_vec(&original).unwrap();
         same(&decode(7, &json).unwrap(), &original);
+    }
+
+    #[test]
+    fn metadata_decodes_without_the_message_in_both_formats() {
+        let original = delivery();
+        let mut expected = original.clone();
+        expected.message = Message {
+            event_id: "e-1".into(),
+            ..Message::default()
+        };
+        let mut out = Vec::new();
+        encode(&original, &mut Encoder::default(), &mut out).unwrap();
+        same(&decode_meta(7, &out).unwrap(), &expected);
+        let json = serde_json::to_vec(&original).unwrap();
+        same(&decode_meta(7, &json).unwrap(), &expected);
+        for len in 0..out.len() {
+            assert!(
+                decode_meta(7, &out[..len]).is_err(),
+                "prefix of {len} bytes"
+            );
+        }
     }
 
     #[test]

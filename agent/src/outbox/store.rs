@@ -136,6 +136,8 @@ struct Batch {
 /// What a restart finds on disk.
 pub struct Recovered {
     pub pending: Vec<Delivery>,
+    /// Pending deliveries decoded without their messages (past the resident limit).
+    pub stored: std::collections::HashSet<u64>,
     pub dead: usize,
     pub dedup: Vec<(String, u64)>,
     pub aggregate: Vec<(String, u64, Message)>,
@@ -345,15 +347,29 @@ fn recover(
         dead_ids.insert(key.value());
     }
     let mut pending = Vec::new();
+    let mut stored = std::collections::HashSet::new();
+    let mut resident = 0;
     for (id, record) in records {
         if dead_ids.contains(&id) {
             // Killed, and the crash came before the journal heard of it.
             journal.remove(id);
             continue;
         }
-        match super::record::decode(id, &record) {
+        // Past the outbox's resident limit only the metadata is decoded: a backlog stays on disk.
+        let whole = resident < super::RESIDENT_BYTES;
+        let decoded = if whole {
+            super::record::decode(id, &record)
+        } else {
+            super::record::decode_meta(id, &record)
+        };
+        match decoded {
             Ok(mut delivery) => {
                 delivery.stored_bytes = record.len() as u64;
+                if whole {
+                    resident += delivery.stored_bytes;
+                } else {
+                    stored.insert(id);
+                }
                 pending.push(delivery)
             }
             Err(err) => {
@@ -379,6 +395,7 @@ fn recover(
     }
     Ok(Recovered {
         pending,
+        stored,
         dead,
         dedup,
         aggregate,
@@ -602,6 +619,40 @@ mod tests {
             store.close();
             let _ = std::fs::remove_dir_all(path.parent().unwrap());
         }
+    }
+
+    #[test]
+    fn a_backlog_past_the_resident_limit_is_recovered_without_its_messages() {
+        let path = temp("backlog");
+        let (store, _) = Store::open(&path).unwrap();
+        let big = "x".repeat(200_000);
+        let ops = (1..=8)
+            .map(|id| {
+                let mut d = delivery(id);
+                d.message.body = big.clone();
+                Op::put(&mut d, &mut Default::default()).unwrap()
+            })
+            .collect();
+        write(&store, ops);
+        let (store, ids, recovered) = reopen(store, &path);
+        assert_eq!(ids, (1..=8).collect::<Vec<_>>());
+        // Records are decoded whole until 1 MB is reached (the sixth of 200 KB crosses it).
+        let whole: Vec<u64> = recovered
+            .pending
+            .iter()
+            .filter(|d| d.message.body == big)
+            .map(|d| d.id)
+            .collect();
+        assert_eq!(whole, (1..=6).collect::<Vec<_>>());
+        assert_eq!(recovered.stored, [7, 8].into());
+        for d in recovered.pending.iter().filter(|d| d.id > 6) {
+            assert!(d.message.body.is_empty());
+            assert_eq!((d.attempts, d.next_ms, d.actions.len()), (1, 6, 1));
+            let read = store.read_pending(d.id).unwrap().unwrap();
+            assert_eq!(read.message.body, big);
+        }
+        store.close();
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
     }
 
     #[test]
