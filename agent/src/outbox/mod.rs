@@ -429,7 +429,9 @@ struct Engine {
     pipeline: watch::Receiver<Arc<Pipeline>>,
     /// (due ms, id), earliest first.
     queue: BinaryHeap<Reverse<(u64, u64)>>,
-    items: HashMap<u64, Delivery>,
+    /// Boxed: a backlog's map stays small per entry (a `Delivery` is ~300 bytes inline, and the
+    /// map keeps its peak capacity).
+    items: HashMap<u64, Box<Delivery>>,
     /// Deliveries running, per action.
     running: HashMap<String, usize>,
     /// Due deliveries held back by their action's concurrency limit.
@@ -536,7 +538,7 @@ impl Engine {
     fn add(&mut self, deliveries: Vec<Delivery>) {
         for delivery in deliveries {
             self.queue.push(Reverse((delivery.next_ms, delivery.id)));
-            self.items.insert(delivery.id, delivery);
+            self.items.insert(delivery.id, Box::new(delivery));
         }
     }
 
@@ -780,7 +782,7 @@ impl Engine {
         self.outbox.release(1, delivery.stored_bytes);
         self.outbox.dead.fetch_add(1, Ordering::Relaxed);
         self.ops.push(Op::Kill(DeadLetter {
-            delivery,
+            delivery: *delivery,
             error,
             died_ms: now_ms(),
         }));
