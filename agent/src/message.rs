@@ -25,6 +25,15 @@ pub struct Message {
 }
 
 impl Message {
+    /// A message of which only the event id is kept (for the logs), standing in for one whose
+    /// content waits on disk (the outbox reads it back when it is needed).
+    pub fn placeholder(event_id: String) -> Message {
+        Message {
+            event_id,
+            ..Message::default()
+        }
+    }
+
     /// The body parsed as JSON, when it is JSON (templates such as `raw-json` or Slack blocks).
     pub fn body_json(&self) -> Option<serde_json::Value> {
         serde_json::from_str(&self.body).ok()

@@ -48,6 +48,47 @@ async fn failing_until_fixed(status: u16) -> anyhow::Result<(Arc<AtomicBool>, Si
     Ok((fixed, sink))
 }
 
+/// Starts an agent on `state` (after a stop or crash) with a destination that works; both stay
+/// up while they are held.
+async fn restart(state: &TempDir) -> anyhow::Result<(Sink, Agent)> {
+    let up = Sink::start().await?;
+    let agent = Agent::builder(&config(&up.url("/"), ""))
+        .state_dir(state.path())
+        .start()
+        .await?;
+    Ok((up, agent))
+}
+
+/// Six events of 200 KB each (`n` 1 to 6): their records (event and rendered body, ~400 KB
+/// each) go past the engine's 1 MB memory limit from the third on.
+const BIG_EVENTS: u64 = 6;
+
+fn big_pad() -> String {
+    "x".repeat(200_000)
+}
+
+async fn post_big_events(agent: &Agent, pad: &str) -> anyhow::Result<()> {
+    for n in 1..=BIG_EVENTS {
+        let event = serde_json::json!({"n": n, "pad": pad}).to_string();
+        let (status, answer) = agent.post("/", event).await?;
+        assert_eq!(status, 200, "{answer}");
+    }
+    Ok(())
+}
+
+/// Every request `sink` received carried its event's whole pad.
+fn assert_arrived_whole(sink: &Sink, pad: &str) {
+    for request in sink.requests() {
+        let body = request.body_json();
+        assert_eq!(
+            body["pad"].as_str().map(str::len),
+            Some(pad.len()),
+            "event {} arrived cut",
+            body["n"]
+        );
+    }
+}
+
 fn numbers(sink: &Sink) -> BTreeSet<u64> {
     sink.requests()
         .iter()
@@ -104,11 +145,7 @@ async fn acknowledged_events_survive_kill_9() -> anyhow::Result<()> {
     assert!(acked.len() >= 100);
 
     // Phase 2: same state directory, the destination works again.
-    let up = Sink::start().await?;
-    let agent = Agent::builder(&config(&up.url("/"), ""))
-        .state_dir(state.path())
-        .start()
-        .await?;
+    let (up, agent) = restart(&state).await?;
     let delivered = wait_until(
         "every acknowledged event delivered",
         Duration::from_secs(60),
@@ -265,11 +302,7 @@ async fn a_full_outbox_answers_429_and_pending_work_resumes_after_restart() -> a
         agent.stop().await?.success(),
         "graceful stop with pending work"
     );
-    let up = Sink::start().await?;
-    let _agent = Agent::builder(&config(&up.url("/"), ""))
-        .state_dir(state.path())
-        .start()
-        .await?;
+    let (up, _agent) = restart(&state).await?;
     wait_until(
         "both pending events delivered after the restart",
         Duration::from_secs(20),
@@ -351,35 +384,48 @@ async fn dedup_state_survives_a_restart() -> anyhow::Result<()> {
 /// recovers.
 #[tokio::test]
 async fn a_backlog_past_memory_is_read_back_whole_for_every_attempt() -> anyhow::Result<()> {
-    let (fixed, sink) = failing_until_fixed(503).await?;
-    let agent = Agent::builder(&config(&sink.url("/"), "")).start().await?;
-    let pad = "x".repeat(400_000);
-    for n in 1..=6u64 {
-        let event = serde_json::json!({"n": n, "pad": pad}).to_string();
-        let (status, answer) = agent.post("/", event).await?;
-        assert_eq!(status, 200, "{answer}");
-    }
+    // Failing until fixed; it counts each event's failed attempts and notes the events it
+    // accepted (decided with the reply, so a failed attempt never counts as a delivery).
+    let fixed = Arc::new(AtomicBool::new(false));
+    let failed = Arc::new(std::sync::Mutex::new(std::collections::BTreeMap::new()));
+    let accepted = Arc::new(std::sync::Mutex::new(BTreeSet::new()));
+    let sink = Sink::with({
+        let fixed = fixed.clone();
+        let failed = failed.clone();
+        let accepted = accepted.clone();
+        move |request| {
+            let n = request.body_json()["n"].as_u64().unwrap_or(0);
+            if !fixed.load(Ordering::Relaxed) {
+                *failed.lock().expect("lock").entry(n).or_insert(0u32) += 1;
+                return Reply::status(503);
+            }
+            accepted.lock().expect("lock").insert(n);
+            Reply::status(200)
+        }
+    })
+    .await?;
+    // No circuit breaker in the way: every event is retried on its own backoff.
+    let cfg = config(&sink.url("/"), "    circuit-breaker-threshold: 1000\n");
+    let agent = Agent::builder(&cfg).start().await?;
+    let pad = big_pad();
+    post_big_events(&agent, &pad).await?;
     // Every event fails at least twice (retries of records that wait on disk), then it recovers.
     wait_until(
         "two failed attempts of every event",
         Duration::from_secs(20),
-        async || (sink.requests().len() >= 12).then_some(()),
+        async || {
+            let failed = failed.lock().expect("lock");
+            let all = (1..=BIG_EVENTS).all(|n| failed.get(&n).is_some_and(|&c| c >= 2));
+            all.then_some(())
+        },
     )
     .await?;
     fixed.store(true, Ordering::Relaxed);
     wait_until("all six delivered", Duration::from_secs(20), async || {
-        (numbers(&sink) == (1..=6).collect()).then_some(())
+        (*accepted.lock().expect("lock") == (1..=BIG_EVENTS).collect()).then_some(())
     })
     .await?;
-    for request in sink.requests() {
-        let body = request.body_json();
-        assert_eq!(
-            body["pad"].as_str().map(str::len),
-            Some(pad.len()),
-            "event {} arrived cut",
-            body["n"]
-        );
-    }
+    assert_arrived_whole(&sink, &pad);
     Ok(())
 }
 
@@ -393,35 +439,19 @@ async fn a_backlog_past_memory_survives_a_restart_whole() -> anyhow::Result<()> 
         .state_dir(state.path())
         .start()
         .await?;
-    let pad = "x".repeat(400_000);
-    for n in 1..=6u64 {
-        let event = serde_json::json!({"n": n, "pad": pad}).to_string();
-        let (status, answer) = agent.post("/", event).await?;
-        assert_eq!(status, 200, "{answer}");
-    }
+    let pad = big_pad();
+    post_big_events(&agent, &pad).await?;
     assert!(
         agent.stop().await?.success(),
         "graceful stop with a backlog"
     );
-    let up = Sink::start().await?;
-    let _agent = Agent::builder(&config(&up.url("/"), ""))
-        .state_dir(state.path())
-        .start()
-        .await?;
+    let (up, _agent) = restart(&state).await?;
     wait_until(
         "all six delivered after the restart",
         Duration::from_secs(20),
-        async || (numbers(&up) == (1..=6).collect()).then_some(()),
+        async || (numbers(&up) == (1..=BIG_EVENTS).collect()).then_some(()),
     )
     .await?;
-    for request in up.requests() {
-        let body = request.body_json();
-        assert_eq!(
-            body["pad"].as_str().map(str::len),
-            Some(pad.len()),
-            "event {} arrived cut",
-            body["n"]
-        );
-    }
+    assert_arrived_whole(&up, &pad);
     Ok(())
 }

@@ -484,7 +484,12 @@ fn read_entry(dir: &Path, place: Place, id: u64) -> std::io::Result<Option<Vec<u
         && body[0..4] == (place.segment as u32).to_le_bytes()
         && body[4] == PUT
         && body[5..PREFIX] == id.to_le_bytes();
-    Ok(same.then(|| entry.split_off(HEADER + PREFIX)))
+    if !same {
+        return Ok(None);
+    }
+    // The record is the rest of the entry: shifted down in place, not copied out.
+    entry.drain(..HEADER + PREFIX);
+    Ok(Some(entry))
 }
 
 fn apply(

@@ -798,11 +798,7 @@ fn saturating_sub(total: &AtomicU64, n: u64) {
 /// Drops a delivery's message from memory (its record on disk has it), keeping the event id for
 /// the logs.
 fn strip(delivery: &mut Delivery) {
-    let event_id = std::mem::take(&mut delivery.message.event_id);
-    delivery.message = Message {
-        event_id,
-        ..Message::default()
-    };
+    delivery.message = Message::placeholder(std::mem::take(&mut delivery.message.event_id));
 }
 
 /// Queues the rewrite of a delivery whose schedule or chain changed (one whose message is in

@@ -84,48 +84,25 @@ pub fn encode(
 /// outbox reads the whole record back when the delivery runs). The title, body and event are
 /// skipped, not parsed.
 pub fn decode_meta(id: u64, bytes: &[u8]) -> Result<Delivery, DecodeError> {
-    if bytes.first() != Some(&FORMAT) {
-        let mut delivery = decode(id, bytes)?;
-        delivery.message = Message {
-            event_id: std::mem::take(&mut delivery.message.event_id),
-            ..Message::default()
-        };
-        return Ok(delivery);
-    }
-    let mut r = Reader { rest: &bytes[1..] };
-    let route = r.string()?;
-    let actions = (0..r.u32()?)
-        .map(|_| r.string())
-        .collect::<Result<Vec<_>, _>>()?;
-    let event_id = r.string()?;
-    r.bytes()?; // title
-    r.bytes()?; // body
-    r.opt()?; // url
-    r.bytes()?; // fields
-    for _ in 0..r.u32()? {
-        r.bytes()?; // owners
-    }
-    r.bytes()?; // event
-    Ok(Delivery {
-        id,
-        message: Message {
-            event_id,
-            ..Message::default()
-        },
-        route,
-        actions,
-        attempts: r.u32()?,
-        created_ms: r.u64()?,
-        next_ms: r.u64()?,
-        last_error: r.opt()?,
-        stored_bytes: 0,
-    })
+    read(id, bytes, false)
 }
 
 /// Decodes a record of either format; `id` is the record's key.
 pub fn decode(id: u64, bytes: &[u8]) -> Result<Delivery, DecodeError> {
+    read(id, bytes, true)
+}
+
+/// Decodes a record, its message content only when `content` is set.
+fn read(id: u64, bytes: &[u8], content: bool) -> Result<Delivery, DecodeError> {
     match bytes.first() {
-        Some(b'{') => return Ok(serde_json::from_slice(bytes)?),
+        Some(b'{') => {
+            let mut delivery: Delivery = serde_json::from_slice(bytes)?;
+            if !content {
+                delivery.message =
+                    Message::placeholder(std::mem::take(&mut delivery.message.event_id));
+            }
+            return Ok(delivery);
+        }
         Some(&FORMAT) => {}
         Some(&other) => return Err(DecodeError::Format(other)),
         None => return Err(DecodeError::Truncated),
@@ -136,36 +113,39 @@ pub fn decode(id: u64, bytes: &[u8]) -> Result<Delivery, DecodeError> {
         .map(|_| r.string())
         .collect::<Result<Vec<_>, _>>()?;
     let event_id = r.string()?;
-    let title = r.string()?;
-    let body = r.string()?;
-    let url = r.opt()?;
-    let fields = serde_json::from_slice(r.bytes()?)?;
-    let owners = (0..r.u32()?)
-        .map(|_| r.string())
-        .collect::<Result<Vec<_>, _>>()?;
-    let event = Arc::new(serde_json::from_slice(r.bytes()?)?);
-    let attempts = r.u32()?;
-    let created_ms = r.u64()?;
-    let next_ms = r.u64()?;
-    let last_error = r.opt()?;
-    Ok(Delivery {
-        id,
-        message: Message {
+    let message = if content {
+        Message {
             route: route.clone(),
             event_id,
-            title,
-            body,
-            url,
-            fields,
-            owners,
-            event,
-        },
+            title: r.string()?,
+            body: r.string()?,
+            url: r.opt()?,
+            fields: serde_json::from_slice(r.bytes()?)?,
+            owners: (0..r.u32()?)
+                .map(|_| r.string())
+                .collect::<Result<Vec<_>, _>>()?,
+            event: Arc::new(serde_json::from_slice(r.bytes()?)?),
+        }
+    } else {
+        r.bytes()?; // title
+        r.bytes()?; // body
+        r.opt()?; // url
+        r.bytes()?; // fields
+        for _ in 0..r.u32()? {
+            r.bytes()?; // owners
+        }
+        r.bytes()?; // event
+        Message::placeholder(event_id)
+    };
+    Ok(Delivery {
+        id,
+        message,
         route,
         actions,
-        attempts,
-        created_ms,
-        next_ms,
-        last_error,
+        attempts: r.u32()?,
+        created_ms: r.u64()?,
+        next_ms: r.u64()?,
+        last_error: r.opt()?,
         stored_bytes: 0,
     })
 }
@@ -290,10 +270,7 @@ mod tests {
     fn metadata_decodes_without_the_message_in_both_formats() {
         let original = delivery();
         let mut expected = original.clone();
-        expected.message = Message {
-            event_id: "e-1".into(),
-            ..Message::default()
-        };
+        expected.message = Message::placeholder("e-1".into());
         let mut out = Vec::new();
         encode(&original, &mut Encoder::default(), &mut out).unwrap();
         same(&decode_meta(7, &out).unwrap(), &expected);
