@@ -30,7 +30,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGET = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "release"
-AGENT = TARGET / "hooker"
+# HOOKER_BENCH_AGENT: another agent binary (e.g. target/profiling/hooker, for perf).
+AGENT = Path(os.environ.get("HOOKER_BENCH_AGENT", TARGET / "hooker"))
 LOAD = TARGET / "hooker-load"
 FIXTURES = ROOT.parent / "shared" / "fixtures"
 EVENT = FIXTURES / "tracee" / "v0.12-era-signature-dropped-executable-TRC-1022.json"

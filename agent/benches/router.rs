@@ -18,6 +18,7 @@ use std::sync::Arc;
 use criterion::{Criterion, criterion_group, criterion_main};
 use hooker::action::BuildContext;
 use hooker::config::Config;
+use hooker::event_json::EventJson;
 use hooker::pipeline::{Paths, Pipeline};
 use hooker::router::rego::to_rego;
 use hooker::router::template::{Catalog, Template, TemplateText};
@@ -58,8 +59,9 @@ struct Worker<'a> {
 
 impl Worker<'_> {
     fn route(&mut self, bytes: &[u8]) -> usize {
-        let payload: Arc<serde_json::Value> =
-            Arc::new(serde_json::from_slice(bytes).unwrap_or_default());
+        let payload: Arc<EventJson> = Arc::new(EventJson::new(
+            serde_json::from_slice(bytes).unwrap_or_default(),
+        ));
         self.pipeline
             .index
             .candidates(&payload, &mut self.candidates);
@@ -124,7 +126,7 @@ fn bench(c: &mut Criterion) {
 
     let catalog = Catalog::load(None).unwrap_or_else(|errors| panic!("{errors:?}"));
     let raw_json = include_str!("../templates/raw-json.rego");
-    let payload = Arc::new(value.clone());
+    let payload = Arc::new(EventJson::new(value.clone()));
     let base = pipeline("routes-10");
     for (name, text) in [
         ("raw-json", TemplateText::Package("hooker.rawmessage.json")),

@@ -6,6 +6,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use crate::event_json::EventJson;
+
 /// Which way an event came in. A closed set, so it is safe as a metric label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -42,7 +44,7 @@ pub struct Event {
     pub peer: Option<String>,
     /// Only this route may take the event (`POST /tenant/{route}`).
     pub only_route: Option<Arc<str>>,
-    pub payload: Arc<serde_json::Value>,
+    pub payload: Arc<EventJson>,
 }
 
 static SEQUENCE: AtomicU64 = AtomicU64::new(0);
@@ -56,7 +58,7 @@ impl Event {
             intake,
             peer,
             only_route: None,
-            payload: Arc::new(payload),
+            payload: Arc::new(EventJson::new(payload)),
         }
     }
 }

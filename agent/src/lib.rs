@@ -10,6 +10,7 @@ pub mod batch;
 pub mod commands;
 pub mod config;
 pub mod event;
+pub mod event_json;
 pub mod image_ref;
 pub mod intake;
 pub mod message;

@@ -5,6 +5,8 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::event_json::EventJson;
+
 /// A rendered message, as Postee's templates define it (`title`, `result`, `url`, `result_*`).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Message {
@@ -21,7 +23,7 @@ pub struct Message {
     /// Owners of the event's application scope (`<%application_scope_owner%>`).
     pub owners: Vec<String>,
     /// The event the message was rendered from.
-    pub event: Arc<serde_json::Value>,
+    pub event: Arc<EventJson>,
 }
 
 impl Message {
@@ -136,7 +138,7 @@ mod tests {
             url: None,
             fields: BTreeMap::new(),
             owners: vec![],
-            event: Arc::new(event),
+            event: Arc::new(event.into()),
         }
     }
 

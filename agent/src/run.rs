@@ -303,6 +303,7 @@ pub async fn run(settings: RunSettings) -> anyhow::Result<()> {
         router: router.handle.clone(),
         metrics: metrics.clone(),
         ready: ready.clone(),
+        stream_wait: settings.grpc_stream_wait,
     };
     socket_guards
         .extend(start_grpc(&settings, grpc_intake, tokens, &mut listeners, &stop_rx).await?);

@@ -259,6 +259,8 @@ async fn a_full_outbox_answers_resource_exhausted() -> anyhow::Result<()> {
     let down = Sink::scripted(vec![Reply::status(503)]).await?;
     let agent = Agent::builder(&config(&down))
         .env("HOOKER_OUTBOX_MAX_PENDING", "1")
+        // A streamed batch waits this long for room before it is refused.
+        .env("HOOKER_GRPC_STREAM_WAIT", "200ms")
         .start()
         .await?;
     let target = grpc_address(&agent);
@@ -291,6 +293,44 @@ async fn a_full_outbox_answers_resource_exhausted() -> anyhow::Result<()> {
             .metric(r#"hooker_events_received_total{intake="grpc",outcome="queue_full"}"#)
             .await?,
         3.0
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_streamed_batch_waits_for_room_in_a_full_outbox() -> anyhow::Result<()> {
+    // The first event fails once and is retried 3 s later: until then the outbox is full.
+    let flaky = Sink::scripted(vec![Reply::status(503), Reply::status(200)]).await?;
+    let config = config(&flaky).replace("    url:", "    retry-initial-backoff: 3s\n    url:");
+    let agent = Agent::builder(&config)
+        .env("HOOKER_OUTBOX_MAX_PENDING", "1")
+        .env("HOOKER_GRPC_STREAM_WAIT", "60s")
+        .start()
+        .await?;
+    let target = grpc_address(&agent);
+    let first = client(&target, &["publish-text", "{\"n\": 1}"]).await?;
+    assert_eq!(first[0]["code"], "OK", "{first:?}");
+    let dir = TempDir::new("grpc-wait");
+    std::fs::write(dir.join("e.json"), "{\"n\": 2}")?;
+    let file = dir.join("e.json").display().to_string();
+
+    let acks = client(&target, &["stream", &file]).await?;
+    let ack = &acks[0];
+    assert_eq!(ack["accepted"], 1, "held until the retry made room: {ack}");
+    assert_eq!(ack["rejected"], 0, "{ack}");
+    assert_eq!(
+        agent
+            .metric(r#"hooker_events_received_total{intake="grpc",outcome="queue_full"}"#)
+            .await
+            .unwrap_or(0.0),
+        0.0
+    );
+    let got = flaky.wait_for(3).await?;
+    let ns: Vec<Value> = got.iter().map(|r| r.body_json()["n"].clone()).collect();
+    assert_eq!(
+        ns,
+        [1, 1, 2],
+        "the held event came after the retry: {got:?}"
     );
     Ok(())
 }

@@ -314,7 +314,7 @@ mod tests {
             url: None,
             fields: BTreeMap::new(),
             owners: vec![],
-            event: Arc::new(event),
+            event: Arc::new(event.into()),
         }
     }
 

@@ -211,7 +211,8 @@ struct Record<'a> {
     route: &'a str,
     event_id: &'a str,
     title: &'a str,
-    event: &'a serde_json::Value,
+    /// The event's text, serialized once for the outbox record and every line.
+    event: &'a serde_json::value::RawValue,
 }
 
 impl<'a> Record<'a> {
@@ -222,7 +223,7 @@ impl<'a> Record<'a> {
             route: &message.route,
             event_id: &message.event_id,
             title: &message.title,
-            event: &message.event,
+            event: message.event.text(),
         }
     }
 }

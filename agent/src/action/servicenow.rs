@@ -239,7 +239,7 @@ mod tests {
             url: None,
             fields: serde_json::from_value(fields).unwrap_or_default(),
             owners: vec![],
-            event: Arc::new(json!({"metadata": {"Properties": {"Severity": 4}}})),
+            event: Arc::new(json!({"metadata": {"Properties": {"Severity": 4}}}).into()),
         }
     }
 

@@ -325,7 +325,7 @@ mod tests {
             url: None,
             fields: BTreeMap::new(),
             owners: vec![],
-            event: Arc::new(json!({})),
+            event: Arc::new(json!({}).into()),
         }
     }
 

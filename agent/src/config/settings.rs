@@ -143,6 +143,12 @@ pub struct RunSettings {
     #[arg(long, env = "HOOKER_GRPC_TLS", value_parser = parse_flag, default_value = "false", num_args = 0..=1, default_missing_value = "true")]
     pub grpc_tls: bool,
 
+    /// How long a streamed gRPC batch that finds the outbox full waits for room before it is
+    /// refused (RESOURCE_EXHAUSTED). The stream is not read meanwhile, so HTTP/2 flow control
+    /// holds the producer back instead of it resending the batch.
+    #[arg(long, env = "HOOKER_GRPC_STREAM_WAIT", default_value = "10s", value_parser = crate::config::units::parse_duration)]
+    pub grpc_stream_wait: std::time::Duration,
+
     /// Tracee gRPC server to subscribe to: `unix:/var/run/tracee.sock`, `tcp:127.0.0.1:4466`,
     /// or `on` for Tracee's default socket. Off unless set.
     #[arg(long, env = "HOOKER_TRACEE")]

@@ -3,8 +3,12 @@
 //! (`serve.rs`: connection cap, HTTP/2 stream cap, optional TLS, graceful shutdown).
 //!
 //! Same guarantee as the HTTP intake: success only once the router has the events and their
-//! deliveries are on disk. A full queue or outbox answers RESOURCE_EXHAUSTED (a streamed batch:
-//! a rejection with that code), bad JSON INVALID_ARGUMENT with the parser's message. On TCP,
+//! deliveries are on disk. A full queue or outbox answers RESOURCE_EXHAUSTED, bad JSON
+//! INVALID_ARGUMENT with the parser's message. A streamed batch that finds them full is held
+//! (up to `HOOKER_GRPC_STREAM_WAIT`) and the stream is not read meanwhile: HTTP/2 flow control
+//! slows the producer down, where a refusal would have it send the batch again and again while
+//! the agent needs its CPU for the deliveries it holds. Past the wait, the batch is refused with
+//! a rejection of that code. On TCP,
 //! publishing needs a bearer token when tokens are configured; `Health` and reflection stay open,
 //! and the Unix socket relies on its file mode.
 
@@ -37,6 +41,11 @@ const ROUTE_TIMEOUT: Duration = Duration::from_secs(30);
 /// so HTTP/2 flow control holds the producer back.
 const MAX_BATCHES_IN_FLIGHT: usize = 64;
 
+/// How long a streamed batch waits for the outbox to keep deliveries in memory again (see
+/// [`Hold::Disk`]), and how long after such a wait ran out batches go to disk without waiting.
+const SPILL_WAIT: Duration = Duration::from_millis(50);
+const SPILL_PAUSE: Duration = Duration::from_secs(1);
+
 /// Listener names (metric labels and the auth exemption).
 pub const TCP_LISTENER: &str = "grpc";
 pub const UNIX_LISTENER: &str = "grpc_unix";
@@ -55,6 +64,8 @@ pub struct GrpcIntake {
     pub metrics: Metrics,
     /// False while starting and once shutdown begins; `Health` reports it.
     pub ready: Arc<AtomicBool>,
+    /// How long a streamed batch that finds the outbox full waits for room before it is refused.
+    pub stream_wait: Duration,
 }
 
 /// What an app needs besides the service.
@@ -95,15 +106,18 @@ impl GrpcIntake {
     }
 
     /// Submits and waits until stored; errors are the status to answer and the outcome label.
+    /// With `room_until`, a full queue or outbox is waited out until then instead of refused.
     async fn submit(
         &self,
         events: Vec<Event>,
         bytes: usize,
+        room_until: Option<tokio::time::Instant>,
     ) -> Result<Routed, (Status, &'static str)> {
-        let done = self
-            .router
-            .try_submit(events, bytes)
-            .map_err(submit_status)?;
+        let done = match room_until {
+            Some(deadline) => self.router.submit_within(events, bytes, deadline).await,
+            None => self.router.try_submit(events, bytes),
+        }
+        .map_err(submit_status)?;
         match tokio::time::timeout(ROUTE_TIMEOUT, done).await {
             Ok(Ok(Ok(routed))) => Ok(routed),
             Ok(Ok(Err(store_error))) => Err((
@@ -130,8 +144,7 @@ impl GrpcIntake {
             seq,
             ..Settled::default()
         };
-        let wire_bytes = batch.events.iter().map(|e| e.payload.len()).sum();
-        if let Err(err) = self.router.admits(wire_bytes) {
+        if let Err(err) = self.router.admits(wire_bytes(&batch)) {
             // Refused before parsing: shedding must cost little while the producer retries.
             let n = batch.events.len() as u64;
             let (status, outcome) = submit_status(err);
@@ -162,7 +175,8 @@ impl GrpcIntake {
         let n = events.len();
         let intake = self.clone();
         Box::pin(async move {
-            match intake.submit(events, bytes).await {
+            let room_until = tokio::time::Instant::now() + intake.stream_wait;
+            match intake.submit(events, bytes, Some(room_until)).await {
                 Ok(routed) => {
                     intake.metrics.received(KIND.as_str(), "accepted", n as u64);
                     settled.accepted += n as u64;
@@ -200,6 +214,11 @@ impl GrpcIntake {
         let payload = payloads.pop().unwrap_or_default();
         Ok((make_event(payload, &event, peer), size))
     }
+}
+
+/// What a batch's events take on the wire (what the router's queue and the outbox admit).
+fn wire_bytes(batch: &pb::PublishBatch) -> usize {
+    batch.events.iter().map(|e| e.payload.len()).sum()
 }
 
 fn make_event(payload: serde_json::Value, event: &pb::Event, peer: &Option<String>) -> Event {
@@ -306,7 +325,7 @@ impl Intake for GrpcIntake {
             .into_iter()
             .map(|payload| make_event(payload, &event, &peer))
             .collect();
-        match self.submit(events, event.payload.len()).await {
+        match self.submit(events, event.payload.len(), None).await {
             Ok(routed) => {
                 self.metrics.received(KIND.as_str(), "accepted", n as u64);
                 Ok(tonic::Response::new(pb::PublishReply {
@@ -346,7 +365,29 @@ impl Intake for GrpcIntake {
     }
 }
 
+/// Why a streamed batch waits before it is submitted, and until when.
+#[derive(Clone, Copy)]
+enum Hold {
+    None,
+    /// The router's queue or the outbox is full: wait for room.
+    Full(tokio::time::Instant),
+    /// The outbox would keep the batch's deliveries on disk only (a backlog past
+    /// `outbox::RESIDENT_BYTES`), to be read back when they run. Deliveries that are merely busy
+    /// make room within milliseconds, and a batch that waits for it costs the agent far less
+    /// than one written out and read back; if none comes in time, the batch goes to disk.
+    Disk(tokio::time::Instant),
+}
+
 impl GrpcIntake {
+    /// Waits as `hold` says; false if it ran out of time.
+    async fn hold(&self, bytes: usize, hold: Hold) -> bool {
+        match hold {
+            Hold::None => true,
+            Hold::Full(until) => self.router.wait_for_room(bytes, until).await.is_ok(),
+            Hold::Disk(until) => self.router.wait_in_memory(until).await,
+        }
+    }
+
     /// Reads batches, submits each at once, and acknowledges in order; batches that settled
     /// together are folded into one cumulative ack.
     async fn stream(
@@ -357,10 +398,16 @@ impl GrpcIntake {
     ) {
         let mut pending: FuturesOrdered<Pin<Box<dyn Future<Output = Settled> + Send>>> =
             FuturesOrdered::new();
+        // A batch waiting for room (see `Hold`): with one held, the stream is not read.
+        let mut held: Option<(pb::PublishBatch, usize, Hold)> = None;
+        // When a wait to stay in memory last ran out: the deliveries are stalled, not busy, and
+        // later batches go to disk without waiting, for a while.
+        let mut spilled_at: Option<tokio::time::Instant> = None;
         let mut reading = true;
         let mut last_seq: Option<u64> = None;
         let (mut total_accepted, mut total_rejected) = (0u64, 0u64);
         loop {
+            let (held_bytes, hold) = held.as_ref().map_or((0, Hold::None), |(_, b, h)| (*b, *h));
             tokio::select! {
                 biased;
                 Some(mut settled) = pending.next(), if !pending.is_empty() => {
@@ -382,7 +429,16 @@ impl GrpcIntake {
                         return;
                     }
                 }
-                message = inbound.message(), if reading && pending.len() < MAX_BATCHES_IN_FLIGHT => {
+                // Admitted, or waited long enough: `submit_batch` checks again and refuses.
+                in_time = self.hold(held_bytes, hold), if held.is_some() => {
+                    if !in_time && matches!(hold, Hold::Disk(_)) {
+                        spilled_at = Some(tokio::time::Instant::now());
+                    }
+                    if let Some((batch, _, _)) = held.take() {
+                        pending.push_back(self.submit_batch(batch, &peer));
+                    }
+                }
+                message = inbound.message(), if reading && held.is_none() && pending.len() < MAX_BATCHES_IN_FLIGHT => {
                     match message {
                         Ok(Some(batch)) => {
                             if last_seq.is_some_and(|last| batch.seq <= last) {
@@ -394,7 +450,22 @@ impl GrpcIntake {
                                 return;
                             }
                             last_seq = Some(batch.seq);
-                            pending.push_back(self.submit_batch(batch, &peer));
+                            let bytes = wire_bytes(&batch);
+                            let now = tokio::time::Instant::now();
+                            let hold = if self.router.admits(bytes) == Err(SubmitError::Full) {
+                                Hold::Full(now + self.stream_wait)
+                            } else if self.router.spills()
+                                && spilled_at.is_none_or(|at| now > at + SPILL_PAUSE)
+                            {
+                                Hold::Disk(now + SPILL_WAIT)
+                            } else {
+                                Hold::None
+                            };
+                            if matches!(hold, Hold::None) {
+                                pending.push_back(self.submit_batch(batch, &peer));
+                            } else {
+                                held = Some((batch, bytes, hold));
+                            }
                         }
                         Ok(None) => reading = false,
                         Err(status) => {

@@ -643,59 +643,11 @@ fn create_segment(dir: &Path, number: u64, spares: &mut Vec<u64>) -> std::io::Re
     Ok(file)
 }
 
-/// CRC-32C (Castagnoli) tables for slicing by 8 bytes (about 2 GB/s without CPU intrinsics,
-/// which this crate's `forbid(unsafe_code)` rules out).
-const CRC_TABLES: [[u32; 256]; 8] = {
-    let mut tables = [[0u32; 256]; 8];
-    let mut i = 0;
-    while i < 256 {
-        let mut crc = i as u32;
-        let mut bit = 0;
-        while bit < 8 {
-            crc = if crc & 1 == 1 {
-                (crc >> 1) ^ 0x82F6_3B78
-            } else {
-                crc >> 1
-            };
-            bit += 1;
-        }
-        tables[0][i] = crc;
-        i += 1;
-    }
-    let mut k = 1;
-    while k < 8 {
-        let mut i = 0;
-        while i < 256 {
-            let previous = tables[k - 1][i];
-            tables[k][i] = (previous >> 8) ^ tables[0][(previous & 0xFF) as usize];
-            i += 1;
-        }
-        k += 1;
-    }
-    tables
-};
-
-/// CRC-32C of `bytes`.
+/// CRC-32C (Castagnoli) of `bytes`, with the CPU's CRC instructions where it has them (the
+/// `crc32c` crate; a table-driven version read ~1.5 GB/s and was 7% of the agent's CPU time under
+/// load).
 pub fn crc32c(bytes: &[u8]) -> u32 {
-    let t = &CRC_TABLES;
-    let mut crc = !0u32;
-    let mut chunks = bytes.chunks_exact(8);
-    for c in &mut chunks {
-        let lo = u32::from_le_bytes([c[0], c[1], c[2], c[3]]) ^ crc;
-        let hi = u32::from_le_bytes([c[4], c[5], c[6], c[7]]);
-        crc = t[7][(lo & 0xFF) as usize]
-            ^ t[6][((lo >> 8) & 0xFF) as usize]
-            ^ t[5][((lo >> 16) & 0xFF) as usize]
-            ^ t[4][(lo >> 24) as usize]
-            ^ t[3][(hi & 0xFF) as usize]
-            ^ t[2][((hi >> 8) & 0xFF) as usize]
-            ^ t[1][((hi >> 16) & 0xFF) as usize]
-            ^ t[0][(hi >> 24) as usize];
-    }
-    for &byte in chunks.remainder() {
-        crc = t[0][((crc ^ byte as u32) & 0xFF) as usize] ^ (crc >> 8);
-    }
-    !crc
+    crc32c::crc32c(bytes)
 }
 
 #[cfg(test)]

@@ -79,7 +79,10 @@ pub struct Outbox {
     disk_bytes: AtomicU64,
     dead: AtomicUsize,
     engine: mpsc::UnboundedSender<ToEngine>,
-    metrics: Metrics,
+    /// Woken as deliveries leave, for intakes that wait for room instead of refusing.
+    room: tokio::sync::Notify,
+    /// Shared with every running delivery (one reference count, not one per metric family).
+    metrics: Arc<Metrics>,
 }
 
 /// What the outbox tells the engine.
@@ -121,7 +124,8 @@ impl Outbox {
             disk_bytes: AtomicU64::new(Store::disk_bytes(&options.path)),
             dead: AtomicUsize::new(recovered.dead),
             engine,
-            metrics,
+            room: tokio::sync::Notify::new(),
+            metrics: Arc::new(metrics),
             options,
         });
         outbox.publish_gauges();
@@ -154,6 +158,11 @@ impl Outbox {
             || self.disk_bytes.load(Ordering::Relaxed) >= self.options.max_bytes
     }
 
+    /// Whether new deliveries are kept on disk only, their messages read back when they run.
+    pub fn spills(&self) -> bool {
+        self.resident_bytes.load(Ordering::Relaxed) >= RESIDENT_BYTES
+    }
+
     pub fn store(&self) -> &Store {
         &self.store
     }
@@ -171,10 +180,9 @@ impl Outbox {
             done(Ok(()));
             return;
         }
-        let mut encoder = record::Encoder::default();
         let mut ops = Vec::with_capacity(deliveries.len() + extra.len());
         for delivery in &mut deliveries {
-            match Op::put(delivery, &mut encoder) {
+            match Op::put(delivery) {
                 Ok(op) => ops.push(op),
                 Err(err) => {
                     done(Err(err.to_string()));
@@ -187,7 +195,7 @@ impl Outbox {
         self.pending.fetch_add(deliveries.len(), Ordering::Relaxed);
         self.pending_bytes.fetch_add(bytes, Ordering::Relaxed);
         let outbox = self.clone();
-        if !deliveries.is_empty() && self.resident_bytes.load(Ordering::Relaxed) >= RESIDENT_BYTES {
+        if !deliveries.is_empty() && self.spills() {
             // A backlog: the engine gets these once they are on disk, without their messages.
             deliveries.iter_mut().for_each(strip);
             self.store.write(
@@ -240,6 +248,13 @@ impl Outbox {
     fn release(&self, count: usize, bytes: u64) {
         self.pending.fetch_sub(count, Ordering::Relaxed);
         self.release_bytes(bytes);
+        self.room.notify_waiters();
+    }
+
+    /// Resolves the next time deliveries leave the outbox (create it, then check
+    /// [`Outbox::is_full`], then await it, so that no wake-up is missed in between).
+    pub fn room(&self) -> tokio::sync::futures::Notified<'_> {
+        self.room.notified()
     }
 
     /// Takes `n` bytes off the pending total (never below zero: a miscount must not wrap into a
@@ -690,13 +705,14 @@ impl Engine {
         };
         match result {
             Ok(_) => {
-                breaker.success();
-                metrics
-                    .circuit_open
-                    .get_or_create(&crate::metrics::ActionNameLabels {
-                        action: name.clone(),
-                    })
-                    .set(0);
+                if breaker.success() {
+                    metrics
+                        .circuit_open
+                        .get_or_create(&crate::metrics::ActionNameLabels {
+                            action: name.clone(),
+                        })
+                        .set(0);
+                }
                 delivery.actions.remove(0);
                 if delivery.actions.is_empty() {
                     self.complete(id);
@@ -805,7 +821,7 @@ fn strip(delivery: &mut Delivery) {
 /// memory: a stored one keeps its record, and its new schedule lives in memory only).
 fn persist(delivery: &mut Delivery, ops: &mut Vec<Op>, outbox: &Outbox) {
     let before = delivery.stored_bytes;
-    match Op::put(delivery, &mut record::Encoder::default()) {
+    match Op::put(delivery) {
         Ok(op) => {
             outbox
                 .pending_bytes
@@ -933,7 +949,7 @@ mod tests {
             url: None,
             fields: BTreeMap::new(),
             owners: Vec::new(),
-            event: Arc::new(serde_json::json!({})),
+            event: Arc::new(serde_json::json!({}).into()),
         };
         let outbox = &engine.outbox;
         outbox.pending.fetch_add(1, Ordering::Relaxed);

@@ -1,8 +1,9 @@
 //! How a pending delivery is written in the store: length-prefixed fields after a format byte.
 //!
 //! Strings (the rendered body above all, often JSON itself) are copied as they are instead of
-//! being escaped into a JSON document, and the event is encoded once for all the deliveries made
-//! from it (see [`Encoder`]). Records of schema version 1 were JSON documents; [`decode`] still
+//! being escaped into a JSON document, and the event is the text its [`EventJson`] serialized once
+//! for all the deliveries made from it (and for the forensic log). Decoding checks the event's
+//! JSON without parsing it: an action that reads the event parses it then. Records of schema version 1 were JSON documents; [`decode`] still
 //! reads them, so a store written by an older Hooker resumes where it stopped.
 //!
 //! Layout (integers little-endian, `str` = u32 length + UTF-8 bytes):
@@ -13,6 +14,7 @@
 use std::sync::Arc;
 
 use super::store::Delivery;
+use crate::event_json::EventJson;
 use crate::message::Message;
 
 const FORMAT: u8 = 2;
@@ -29,32 +31,14 @@ pub enum DecodeError {
     Json(#[from] serde_json::Error),
 }
 
-/// Encodes records; remembers the last event encoded, so that the deliveries of one event (which
-/// share it) encode it once.
-#[derive(Default)]
-pub struct Encoder {
-    last: Option<(Arc<serde_json::Value>, Vec<u8>)>,
-}
-
-impl Encoder {
-    fn encoded(&mut self, event: &Arc<serde_json::Value>) -> Result<&[u8], serde_json::Error> {
-        let hit = matches!(&self.last, Some((cached, _)) if Arc::ptr_eq(cached, event));
-        if !hit {
-            self.last = Some((event.clone(), serde_json::to_vec(&**event)?));
-        }
-        Ok(self
-            .last
-            .as_ref()
-            .map_or(&[][..], |(_, bytes)| bytes.as_slice()))
-    }
+/// About how many bytes `delivery` encodes to (to size the buffer once).
+pub fn size_hint(delivery: &Delivery) -> usize {
+    let message = &delivery.message;
+    256 + message.title.len() + message.body.len() + message.event.text().get().len()
 }
 
 /// Encodes `delivery` into `out` (cleared first).
-pub fn encode(
-    delivery: &Delivery,
-    events: &mut Encoder,
-    out: &mut Vec<u8>,
-) -> Result<(), serde_json::Error> {
+pub fn encode(delivery: &Delivery, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
     let message = &delivery.message;
     out.clear();
     out.push(FORMAT);
@@ -72,7 +56,7 @@ pub fn encode(
     for owner in &message.owners {
         put_str(out, owner);
     }
-    put_bytes(out, events.encoded(&message.event)?);
+    put_bytes(out, message.event.text().get().as_bytes());
     out.extend_from_slice(&delivery.attempts.to_le_bytes());
     out.extend_from_slice(&delivery.created_ms.to_le_bytes());
     out.extend_from_slice(&delivery.next_ms.to_le_bytes());
@@ -124,7 +108,7 @@ fn read(id: u64, bytes: &[u8], content: bool) -> Result<Delivery, DecodeError> {
             owners: (0..r.u32()?)
                 .map(|_| r.string())
                 .collect::<Result<Vec<_>, _>>()?,
-            event: Arc::new(serde_json::from_slice(r.bytes()?)?),
+            event: Arc::new(EventJson::from_text(r.bytes()?)?),
         }
     } else {
         r.bytes()?; // title
@@ -223,9 +207,9 @@ mod tests {
     use super::*;
 
     fn delivery() -> Delivery {
-        let event = Arc::new(
+        let event = Arc::new(EventJson::new(
             serde_json::json!({"eventName": "x", "args": [{"name": "p", "value": "é\n\"q\""}]}),
-        );
+        ));
         Delivery {
             id: 7,
             route: "r".into(),
@@ -259,7 +243,7 @@ mod tests {
     fn round_trips_and_reads_the_json_format() {
         let original = delivery();
         let mut out = Vec::new();
-        encode(&original, &mut Encoder::default(), &mut out).unwrap();
+        encode(&original, &mut out).unwrap();
         same(&decode(7, &out).unwrap(), &original);
 
         let json = serde_json::to_vec(&original).unwrap();
@@ -272,7 +256,7 @@ mod tests {
         let mut expected = original.clone();
         expected.message = Message::placeholder("e-1".into());
         let mut out = Vec::new();
-        encode(&original, &mut Encoder::default(), &mut out).unwrap();
+        encode(&original, &mut out).unwrap();
         same(&decode_meta(7, &out).unwrap(), &expected);
         let json = serde_json::to_vec(&original).unwrap();
         same(&decode_meta(7, &json).unwrap(), &expected);
@@ -287,7 +271,7 @@ mod tests {
     #[test]
     fn damaged_records_are_errors_not_panics() {
         let mut out = Vec::new();
-        encode(&delivery(), &mut Encoder::default(), &mut out).unwrap();
+        encode(&delivery(), &mut out).unwrap();
         for len in 0..out.len() {
             assert!(decode(7, &out[..len]).is_err(), "prefix of {len} bytes");
         }
@@ -295,16 +279,20 @@ mod tests {
     }
 
     #[test]
-    fn the_event_is_encoded_once_for_its_deliveries() {
+    fn the_event_is_serialized_once_for_its_deliveries() {
         let first = delivery();
         let mut second = delivery();
         second.message.event = first.message.event.clone();
-        let mut cache = Encoder::default();
         let mut out = Vec::new();
-        encode(&first, &mut cache, &mut out).unwrap();
-        let cached = cache.last.as_ref().map(|(_, b)| b.as_ptr());
-        encode(&second, &mut cache, &mut out).unwrap();
-        assert_eq!(cache.last.as_ref().map(|(_, b)| b.as_ptr()), cached);
-        same(&decode(7, &out).unwrap(), &second);
+        encode(&first, &mut out).unwrap();
+        let text = first.message.event.text().get().as_ptr();
+        encode(&second, &mut out).unwrap();
+        assert_eq!(second.message.event.text().get().as_ptr(), text);
+        let decoded = decode(7, &out).unwrap();
+        same(&decoded, &second);
+        assert_eq!(
+            decoded.message.event.text().get(),
+            first.message.event.text().get()
+        );
     }
 }

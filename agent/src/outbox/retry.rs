@@ -109,6 +109,8 @@ pub struct Breaker {
     open_until_ms: Option<u64>,
     cooldown: Option<Duration>,
     trial_running: bool,
+    /// Whether the closed state has been published (the `hooker_circuit_open` gauge).
+    published: bool,
 }
 
 impl Breaker {
@@ -131,8 +133,15 @@ impl Breaker {
         self.open_until_ms.is_some()
     }
 
-    pub fn success(&mut self) {
-        *self = Breaker::default();
+    /// Records a success; returns true when the closed state is news (the breaker had failures,
+    /// or its state was never published), so that the gauge is set only then.
+    pub fn success(&mut self) -> bool {
+        let news = !self.published || self.failures > 0 || self.open_until_ms.is_some();
+        *self = Breaker {
+            published: true,
+            ..Breaker::default()
+        };
+        news
     }
 
     /// Records a retryable failure; returns true when this opened the breaker.

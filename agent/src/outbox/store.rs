@@ -110,14 +110,10 @@ pub enum Op {
 }
 
 impl Op {
-    /// Encodes `delivery` for [`Op::PutDelivery`] and notes the record's size in it; `encoder`
-    /// encodes an event shared by several deliveries once.
-    pub fn put(
-        delivery: &mut Delivery,
-        encoder: &mut super::record::Encoder,
-    ) -> Result<Op, StoreError> {
-        let mut record = Vec::new();
-        super::record::encode(delivery, encoder, &mut record).map_err(io)?;
+    /// Encodes `delivery` for [`Op::PutDelivery`] and notes the record's size in it.
+    pub fn put(delivery: &mut Delivery) -> Result<Op, StoreError> {
+        let mut record = Vec::with_capacity(super::record::size_hint(delivery));
+        super::record::encode(delivery, &mut record).map_err(io)?;
         delivery.stored_bytes = record.len() as u64;
         Ok(Op::PutDelivery {
             id: delivery.id,
@@ -537,7 +533,7 @@ mod tests {
                 url: None,
                 fields: Default::default(),
                 owners: vec![],
-                event: std::sync::Arc::new(serde_json::json!({"n": 1})),
+                event: std::sync::Arc::new(serde_json::json!({"n": 1}).into()),
             },
             attempts: 1,
             created_ms: 5,
@@ -563,7 +559,7 @@ mod tests {
     }
 
     fn put(id: u64) -> Op {
-        Op::put(&mut delivery(id), &mut Default::default()).unwrap()
+        Op::put(&mut delivery(id)).unwrap()
     }
 
     fn kill(id: u64) -> Op {
@@ -630,7 +626,7 @@ mod tests {
             .map(|id| {
                 let mut d = delivery(id);
                 d.message.body = big.clone();
-                Op::put(&mut d, &mut Default::default()).unwrap()
+                Op::put(&mut d).unwrap()
             })
             .collect();
         write(&store, ops);

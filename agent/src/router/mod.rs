@@ -73,6 +73,10 @@ pub struct Generation {
     aggregators: HashMap<String, mpsc::Sender<(u64, Message)>>,
 }
 
+/// Resolves once a submission's events are routed and their deliveries are on disk (or with
+/// why they could not be stored).
+pub type Routing = oneshot::Receiver<Result<Routed, String>>;
+
 /// The intakes' way into the router. Cheap to clone.
 #[derive(Clone)]
 pub struct RouterHandle {
@@ -91,13 +95,48 @@ impl RouterHandle {
         &self,
         events: Vec<Event>,
         body_bytes: usize,
-    ) -> Result<oneshot::Receiver<Result<Routed, String>>, SubmitError> {
-        self.admits(body_bytes)?;
-        let permits = u32::try_from(body_bytes.max(1)).map_err(|_| SubmitError::TooLarge)?;
+    ) -> Result<Routing, SubmitError> {
+        self.offer(events, body_bytes).map_err(|(err, _)| err)
+    }
+
+    /// Like [`RouterHandle::try_submit`], but when the queue or the outbox is full, waits for
+    /// room until `deadline` (the events are parsed already: they are kept, not refused).
+    pub async fn submit_within(
+        &self,
+        mut events: Vec<Event>,
+        body_bytes: usize,
+        deadline: tokio::time::Instant,
+    ) -> Result<Routing, SubmitError> {
+        loop {
+            match self.offer(events, body_bytes) {
+                Err((SubmitError::Full, back)) if tokio::time::Instant::now() < deadline => {
+                    events = back;
+                    // Its answer is the next offer's to give.
+                    let _ = self.wait_for_room(body_bytes, deadline).await;
+                }
+                answer => return answer.map_err(|(err, _)| err),
+            }
+        }
+    }
+
+    /// Queues `events` or gives them back with the reason.
+    fn offer(
+        &self,
+        events: Vec<Event>,
+        body_bytes: usize,
+    ) -> Result<Routing, (SubmitError, Vec<Event>)> {
+        if let Err(err) = self.admits(body_bytes) {
+            return Err((err, events));
+        }
+        let Ok(permits) = u32::try_from(body_bytes.max(1)) else {
+            return Err((SubmitError::TooLarge, events));
+        };
         let permit = match self.bytes.clone().try_acquire_many_owned(permits) {
             Ok(permit) => permit,
-            Err(tokio::sync::TryAcquireError::NoPermits) => return Err(SubmitError::Full),
-            Err(tokio::sync::TryAcquireError::Closed) => return Err(SubmitError::Closed),
+            Err(tokio::sync::TryAcquireError::NoPermits) => {
+                return Err((SubmitError::Full, events));
+            }
+            Err(tokio::sync::TryAcquireError::Closed) => return Err((SubmitError::Closed, events)),
         };
         let (ack, done) = oneshot::channel();
         let submission = Submission {
@@ -110,8 +149,10 @@ impl RouterHandle {
                 self.metrics.queue("router").set(self.tx.len() as i64);
                 Ok(done)
             }
-            Err(async_channel::TrySendError::Full(_)) => Err(SubmitError::Full),
-            Err(async_channel::TrySendError::Closed(_)) => Err(SubmitError::Closed),
+            Err(async_channel::TrySendError::Full(back)) => Err((SubmitError::Full, back.events)),
+            Err(async_channel::TrySendError::Closed(back)) => {
+                Err((SubmitError::Closed, back.events))
+            }
         }
     }
 
@@ -134,6 +175,51 @@ impl RouterHandle {
             return Err(SubmitError::Closed);
         }
         Ok(())
+    }
+
+    /// Waits until a submission of `body_bytes` would be admitted, or until `deadline`, and
+    /// answers as [`RouterHandle::admits`] does then. The outbox wakes waiters as deliveries
+    /// leave; the router's own queue is checked again every few milliseconds.
+    pub async fn wait_for_room(
+        &self,
+        body_bytes: usize,
+        deadline: tokio::time::Instant,
+    ) -> Result<(), SubmitError> {
+        const RECHECK: std::time::Duration = std::time::Duration::from_millis(5);
+        loop {
+            let room = self.outbox.room();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            match self.admits(body_bytes) {
+                Err(SubmitError::Full) if tokio::time::Instant::now() < deadline => {}
+                answer => return answer,
+            }
+            let recheck = deadline.min(tokio::time::Instant::now() + RECHECK);
+            let _ = tokio::time::timeout_at(recheck, room).await;
+        }
+    }
+
+    /// Whether the outbox keeps new deliveries on disk only (a backlog; see
+    /// [`crate::outbox::RESIDENT_BYTES`]).
+    pub fn spills(&self) -> bool {
+        self.outbox.spills()
+    }
+
+    /// Waits until the outbox keeps new deliveries in memory again, or until `deadline`; false
+    /// if the deadline came first.
+    pub async fn wait_in_memory(&self, deadline: tokio::time::Instant) -> bool {
+        loop {
+            let room = self.outbox.room();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            if !self.outbox.spills() {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            let _ = tokio::time::timeout_at(deadline, room).await;
+        }
     }
 
     /// Whether the running config has a route of that name (for `POST /tenant/{route}`).

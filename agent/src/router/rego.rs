@@ -340,7 +340,7 @@ fn jsonformat(args: Vec<Value>) -> anyhow::Result<Value> {
 
 /// JSON text the way `jsonformat` writes it: pretty, with a one-space indent.
 pub fn pretty_json(value: &impl serde::Serialize) -> anyhow::Result<String> {
-    let mut out = Vec::new();
+    let mut out = Vec::with_capacity(1024);
     let formatter = serde_json::ser::PrettyFormatter::with_indent(b" ");
     let mut serializer = serde_json::Serializer::with_formatter(&mut out, formatter);
     value.serialize(&mut serializer)?;

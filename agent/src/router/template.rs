@@ -12,6 +12,7 @@ use std::sync::Arc;
 use regorus::{Engine, Value};
 
 use super::rego::{Module, add_module, library, load_needed, new_engine, pretty_json};
+use crate::event_json::EventJson;
 use crate::message::Message;
 
 /// Embeds `agent/templates/<file>` for each file named: `(file, source)` pairs.
@@ -265,7 +266,7 @@ impl Template {
         input: impl FnOnce() -> Value,
         route: &str,
         event_id: &str,
-        event: Arc<serde_json::Value>,
+        event: Arc<EventJson>,
     ) -> Result<Message, String> {
         let out = if self.raw_json {
             raw_json(&event)?
@@ -394,7 +395,7 @@ fn message_from(
     mut out: serde_json::Map<String, serde_json::Value>,
     route: &str,
     event_id: &str,
-    event: Arc<serde_json::Value>,
+    event: Arc<EventJson>,
 ) -> Result<Message, String> {
     let body = match out.remove("result") {
         Some(serde_json::Value::String(s)) => s,
@@ -496,7 +497,7 @@ mod tests {
                 || Value::from(event.clone()),
                 "r",
                 "e1",
-                Arc::new(event.clone()),
+                Arc::new(event.clone().into()),
             )
             .unwrap()
     }
@@ -521,7 +522,7 @@ mod tests {
         let body = "package custom\ntitle := \"T\"\n";
         let mut t = Template::compile("c", TemplateText::Module(body), &catalog).unwrap();
         let err = t
-            .render(Value::new_object, "r", "e", Arc::new(json!({})))
+            .render(Value::new_object, "r", "e", Arc::new(json!({}).into()))
             .unwrap_err();
         assert!(err.contains("property result is not found"), "{err}");
     }

@@ -397,7 +397,7 @@ mod tests {
             url: Some("https://console/x".into()),
             fields: BTreeMap::from([("severity".to_string(), json!("critical"))]),
             owners: vec![],
-            event: Arc::new(json!({})),
+            event: Arc::new(json!({}).into()),
         };
         let severity = alert::severity(&message);
         let card = connector_card("Alert", "<p>x</p>", &message, severity);

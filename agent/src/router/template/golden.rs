@@ -53,7 +53,7 @@ fn render(template: &mut Template, event: &serde_json::Value) -> Result<Message,
         }
         Value::from(input)
     };
-    template.render(input, "r", "e", Arc::new(event.clone()))
+    template.render(input, "r", "e", Arc::new(event.clone().into()))
 }
 
 /// Two events of each family, different enough that the aggregate shows both.

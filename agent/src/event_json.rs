@@ -1,0 +1,148 @@
+//! An event as JSON, held as the parsed value, as compact text, or both: each is made from the
+//! other the first time it is asked for.
+//!
+//! The router reads the value; the outbox record and the forensic log write the text. So an event
+//! is serialized once however many deliveries it makes, and an event read back from the outbox
+//! stays text (checked, not parsed) until an action reads a field of it.
+
+use std::fmt;
+use std::ops::Deref;
+use std::sync::OnceLock;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::Value;
+use serde_json::value::RawValue;
+
+/// Holds at least one of `value` and `text` from construction on.
+pub struct EventJson {
+    value: OnceLock<Value>,
+    text: OnceLock<Box<RawValue>>,
+}
+
+impl EventJson {
+    pub fn new(value: Value) -> EventJson {
+        EventJson {
+            value: OnceLock::from(value),
+            text: OnceLock::new(),
+        }
+    }
+
+    /// An event from JSON text, which is checked here (not parsed into a value).
+    pub fn from_text(bytes: &[u8]) -> Result<EventJson, serde_json::Error> {
+        let text: Box<RawValue> = serde_json::from_slice::<&RawValue>(bytes)?.to_owned();
+        Ok(EventJson {
+            value: OnceLock::new(),
+            text: OnceLock::from(text),
+        })
+    }
+
+    /// The event, parsed from its text on first use.
+    pub fn value(&self) -> &Value {
+        self.value.get_or_init(|| {
+            let text = self.text.get().map_or("null", |text| text.get());
+            serde_json::from_str(text).unwrap_or_else(|error| {
+                // Checked JSON fails to parse only past serde_json's nesting limit.
+                tracing::error!(%error, "An event read back from the outbox cannot be parsed; actions see null.");
+                Value::Null
+            })
+        })
+    }
+
+    /// The event as compact JSON text, serialized from its value on first use.
+    pub fn text(&self) -> &RawValue {
+        self.text.get_or_init(|| {
+            serde_json::value::to_raw_value(self.value()).unwrap_or_else(|error| {
+                // A `Value` always serializes; this keeps the record well-formed regardless.
+                tracing::error!(%error, "An event cannot be serialized; it is recorded as null.");
+                RawValue::NULL.to_owned()
+            })
+        })
+    }
+}
+
+impl Default for EventJson {
+    fn default() -> EventJson {
+        EventJson::new(Value::Null)
+    }
+}
+
+impl Deref for EventJson {
+    type Target = Value;
+
+    fn deref(&self) -> &Value {
+        self.value()
+    }
+}
+
+impl From<Value> for EventJson {
+    fn from(value: Value) -> EventJson {
+        EventJson::new(value)
+    }
+}
+
+impl PartialEq for EventJson {
+    fn eq(&self, other: &EventJson) -> bool {
+        self.value() == other.value()
+    }
+}
+
+impl fmt::Debug for EventJson {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.text.get() {
+            Some(text) => f.write_str(text.get()),
+            None => fmt::Debug::fmt(self.value(), f),
+        }
+    }
+}
+
+impl Serialize for EventJson {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self.value.get() {
+            Some(value) => value.serialize(serializer),
+            None => self.text().serialize(serializer),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for EventJson {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<EventJson, D::Error> {
+        Value::deserialize(deserializer).map(EventJson::new)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn text_and_value_are_made_from_each_other() {
+        let event = EventJson::new(json!({"b": 1, "a": [true, "x\"y"]}));
+        assert_eq!(event.text().get(), r#"{"b":1,"a":[true,"x\"y"]}"#);
+
+        let read = EventJson::from_text(event.text().get().as_bytes()).unwrap();
+        assert!(read.value.get().is_none(), "reading back must not parse");
+        assert_eq!(read.text().get(), event.text().get());
+        assert_eq!(read["a"][1], "x\"y");
+        assert_eq!(read, event);
+    }
+
+    #[test]
+    fn bad_text_is_an_error() {
+        assert!(EventJson::from_text(b"{\"a\":").is_err());
+        assert!(EventJson::from_text(b"{} trailing").is_err());
+        assert!(EventJson::from_text(&[0xFF]).is_err());
+    }
+
+    #[test]
+    fn serializes_as_the_event() {
+        let from_value = EventJson::new(json!({"k": [1, 2]}));
+        let from_text = EventJson::from_text(br#"{"k":[1,2]}"#).unwrap();
+        for event in [from_value, from_text] {
+            assert_eq!(serde_json::to_string(&event).unwrap(), r#"{"k":[1,2]}"#);
+            assert_eq!(serde_json::to_value(&event).unwrap(), json!({"k": [1, 2]}));
+        }
+        let back: EventJson = serde_json::from_str(r#"{"k":[1,2]}"#).unwrap();
+        assert_eq!(back["k"][0], 1);
+    }
+}
