@@ -12,6 +12,8 @@ need=()
 command -v promtool >/dev/null || need+=(prometheus)          # promtool check metrics
 command -v dockerd >/dev/null || need+=(docker.io)            # real Docker daemon (20.10, API 1.41)
 [ -x /bin/busybox ] || need+=(busybox-static)                 # tiny local image via docker import
+command -v make >/dev/null || need+=(make)                    # builds jemalloc, the agent's allocator
+command -v cc >/dev/null || need+=(gcc libc6-dev)             # (a C compiler as well)
 if [ ${#need[@]} -gt 0 ]; then
   say "apt-get install ${need[*]}"
   apt-get update -qq

@@ -6,6 +6,13 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use hooker::config::settings::{LogFormat, RunSettings};
 
+/// jemalloc, with one arena and small thread caches (`.cargo/config.toml` builds that setting in;
+/// `_RJEM_MALLOC_CONF` overrides it at run time). An event is parsed into a tree of small
+/// allocations on an intake thread and freed on the delivery engine's: glibc's allocator spent a
+/// quarter of the agent's CPU time on that traffic (BENCHMARKS.md has the before and after).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(
     name = "hooker",

@@ -216,13 +216,22 @@ async fn permanent_failures_are_dead_lettered_and_replay_delivers_them() -> anyh
             .await?,
         1.0
     );
-    let (code, listing, stderr) = agent.cli(&["dlq", "list"]).await?;
-    assert_eq!(code, 0, "{stderr}");
-    let listing: serde_json::Value = serde_json::from_str(&listing)?;
-    let letters = listing["dead_letters"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
+    // The gauge moves when the engine dead-letters; the store has it once the writer's next
+    // commit lands, which `dlq list` (another process) reads.
+    let (listing, letters) = wait_until(
+        "the dead letter in the store",
+        Duration::from_secs(10),
+        async || {
+            let (code, listing, _) = agent.cli(&["dlq", "list"]).await.ok()?;
+            let listing: serde_json::Value = serde_json::from_str(&listing).ok()?;
+            let letters = listing["dead_letters"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            (code == 0 && !letters.is_empty()).then_some((listing, letters))
+        },
+    )
+    .await?;
     assert_eq!(letters.len(), 1, "{listing}");
     assert_eq!(letters[0]["action"], "hook");
     assert_eq!(letters[0]["route"], "r");

@@ -454,7 +454,7 @@ impl GrpcIntake {
                             let now = tokio::time::Instant::now();
                             let hold = if self.router.admits(bytes) == Err(SubmitError::Full) {
                                 Hold::Full(now + self.stream_wait)
-                            } else if self.router.spills()
+                            } else if self.router.crowded()
                                 && spilled_at.is_none_or(|at| now > at + SPILL_PAUSE)
                             {
                                 Hold::Disk(now + SPILL_WAIT)

@@ -163,6 +163,12 @@ impl Outbox {
         self.resident_bytes.load(Ordering::Relaxed) >= RESIDENT_BYTES
     }
 
+    /// Past a quarter of [`RESIDENT_BYTES`]: intakes that can wait (the gRPC stream) hold new batches
+    /// here rather than at [`Outbox::spills`], so that several let in at once still fit in memory.
+    pub fn crowded(&self) -> bool {
+        self.resident_bytes.load(Ordering::Relaxed) >= RESIDENT_BYTES / 4
+    }
+
     pub fn store(&self) -> &Store {
         &self.store
     }

@@ -199,20 +199,20 @@ impl RouterHandle {
         }
     }
 
-    /// Whether the outbox keeps new deliveries on disk only (a backlog; see
-    /// [`crate::outbox::RESIDENT_BYTES`]).
-    pub fn spills(&self) -> bool {
-        self.outbox.spills()
+    /// Whether the outbox is about to keep new deliveries on disk only (a backlog; see
+    /// [`crate::outbox::Outbox::crowded`]).
+    pub fn crowded(&self) -> bool {
+        self.outbox.crowded()
     }
 
-    /// Waits until the outbox keeps new deliveries in memory again, or until `deadline`; false
-    /// if the deadline came first.
+    /// Waits until the outbox is no longer [crowded](RouterHandle::crowded), or until
+    /// `deadline`; false if the deadline came first.
     pub async fn wait_in_memory(&self, deadline: tokio::time::Instant) -> bool {
         loop {
             let room = self.outbox.room();
             tokio::pin!(room);
             room.as_mut().enable();
-            if !self.outbox.spills() {
+            if !self.outbox.crowded() {
                 return true;
             }
             if tokio::time::Instant::now() >= deadline {
