@@ -183,7 +183,10 @@ impl Action for Log {
     }
 
     async fn send(&self, message: &Message) -> Result<Report, ActionError> {
-        let mut line = serde_json::to_vec(&Record::new(&self.node, message))
+        let record = Record::new(&self.node, message);
+        // Sized once: the event's text is most of the line.
+        let mut line = Vec::with_capacity(256 + record.event.get().len() + record.title.len());
+        serde_json::to_writer(&mut line, &record)
             .map_err(|err| ActionError::permanent(format!("cannot encode record: {err}")))?;
         line.push(b'\n');
         let (done, written) = tokio::sync::oneshot::channel();

@@ -40,6 +40,7 @@ use crate::action::{Action, ActionError, ErrorKind};
 use crate::message::Message;
 use crate::metrics::{ActionLabels, DeliveryLabels, Metrics};
 use crate::pipeline::Pipeline;
+use prometheus_client::metrics::{counter::Counter, histogram::Histogram};
 use retry::Breaker;
 pub use retry::DeliveryPolicy;
 pub use store::{DeadLetter, Delivery, Op, Recovered, Store, StoreError};
@@ -458,6 +459,8 @@ struct Engine {
     /// Due deliveries held back by their action's concurrency limit.
     waiting: HashMap<String, VecDeque<u64>>,
     breakers: HashMap<String, Breaker>,
+    /// Each action's metric handles, by name and type.
+    action_metrics: HashMap<(String, &'static str), Arc<ActionMetrics>>,
     /// Each run's delivery id, result, and the message when it was read back from disk.
     inflight: tokio::task::JoinSet<Run>,
     max_inflight: usize,
@@ -484,6 +487,7 @@ impl Engine {
             running: HashMap::new(),
             waiting: HashMap::new(),
             breakers: HashMap::new(),
+            action_metrics: HashMap::new(),
             inflight: tokio::task::JoinSet::new(),
             max_inflight: max_inflight.max(1),
             ops: Vec::new(),
@@ -646,7 +650,13 @@ impl Engine {
             return;
         }
         *running += 1;
-        let metrics = self.outbox.metrics.clone();
+        let metrics = self
+            .action_metrics
+            .entry((name, action.kind()))
+            .or_insert_with_key(|(name, kind)| {
+                Arc::new(ActionMetrics::new(&self.outbox.metrics, name, kind))
+            })
+            .clone();
         if self.stored.contains(&id) {
             let store = self.outbox.store.clone();
             self.inflight.spawn(async move {
@@ -845,32 +855,69 @@ fn persist(delivery: &mut Delivery, ops: &mut Vec<Op>, outbox: &Outbox) {
     }
 }
 
+/// One action's delivery metrics, looked up once: a lookup in a metric family takes its lock and
+/// builds the labels' strings, which every delivery paid twice.
+struct ActionMetrics {
+    duration: Histogram,
+    /// `hooker_deliveries_total` by outcome, each made on its first use (a series that never
+    /// happened is not exported).
+    outcomes: [(&'static str, std::sync::OnceLock<Counter>); 3],
+    metrics: Arc<Metrics>,
+    action: String,
+    kind: &'static str,
+}
+
+impl ActionMetrics {
+    fn new(metrics: &Arc<Metrics>, action: &str, kind: &'static str) -> ActionMetrics {
+        let duration = metrics
+            .delivery_duration
+            .get_or_create(&ActionLabels {
+                action: action.to_string(),
+                r#type: kind,
+            })
+            .clone();
+        ActionMetrics {
+            duration,
+            outcomes: ["success", "retryable_error", "permanent_error"]
+                .map(|outcome| (outcome, std::sync::OnceLock::new())),
+            metrics: metrics.clone(),
+            action: action.to_string(),
+            kind,
+        }
+    }
+
+    fn count(&self, outcome: &'static str) {
+        let Some((_, counter)) = self.outcomes.iter().find(|(o, _)| *o == outcome) else {
+            return;
+        };
+        counter
+            .get_or_init(|| {
+                self.metrics
+                    .deliveries
+                    .get_or_create(&DeliveryLabels {
+                        action: self.action.clone(),
+                        r#type: self.kind,
+                        outcome,
+                    })
+                    .clone()
+            })
+            .inc();
+    }
+}
+
 /// One attempt: send, measure, count, log.
-pub async fn send(action: &dyn Action, message: &Message, metrics: &Metrics) -> SendResult {
+async fn send(action: &dyn Action, message: &Message, metrics: &ActionMetrics) -> SendResult {
     let started = Instant::now();
     let result = action.send(message).await;
     let elapsed = started.elapsed();
     let kind = action.kind();
-    metrics
-        .delivery_duration
-        .get_or_create(&ActionLabels {
-            action: action.name().to_string(),
-            r#type: kind,
-        })
-        .observe(elapsed.as_secs_f64());
+    metrics.duration.observe(elapsed.as_secs_f64());
     let outcome = match &result {
         Ok(_) => "success",
         Err(err) if err.kind == ErrorKind::Retryable => "retryable_error",
         Err(_) => "permanent_error",
     };
-    metrics
-        .deliveries
-        .get_or_create(&DeliveryLabels {
-            action: action.name().to_string(),
-            r#type: kind,
-            outcome,
-        })
-        .inc();
+    metrics.count(outcome);
     match &result {
         Ok(report) => {
             tracing::debug!(action = action.name(), r#type = kind, route = %message.route, event = %message.event_id, detail = report.detail.as_deref().unwrap_or(""), ms = elapsed.as_millis() as u64, "Delivered.");

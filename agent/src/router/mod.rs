@@ -29,6 +29,7 @@ use crate::metrics::{Metrics, RouteErrorLabels, RouteLabels};
 use crate::outbox::{Delivery, Op, Outbox};
 use crate::pipeline::{Pipeline, Route};
 use dedup::{DedupStore, Seen};
+use prometheus_client::metrics::counter::Counter;
 use template::Template;
 
 /// A batch of events from one request, and who to tell once they are routed and stored.
@@ -411,6 +412,8 @@ struct Worker {
     generation_rx: watch::Receiver<Arc<Generation>>,
     generation: Arc<Generation>,
     routes: Vec<Route>,
+    /// `hooker_route_matches_total` of each route, by index, once it has matched.
+    matched: Vec<Option<Counter>>,
     templates: BTreeMap<String, Template>,
     /// Scratch list of candidate routes, reused across events.
     candidates: Vec<usize>,
@@ -437,6 +440,7 @@ impl Worker {
             shared,
             generation_rx,
             generation,
+            matched: vec![None; routes.len()],
             routes,
             templates,
             candidates: Vec::new(),
@@ -447,6 +451,7 @@ impl Worker {
         if self.generation_rx.has_changed().unwrap_or(false) {
             self.generation = self.generation_rx.borrow_and_update().clone();
             self.routes = self.generation.pipeline.routes.clone();
+            self.matched = vec![None; self.routes.len()];
             self.templates = self.generation.pipeline.templates.clone();
         }
     }
@@ -538,10 +543,14 @@ impl Worker {
             matches += 1;
             let route = &self.routes[index];
             let metrics = &self.shared.metrics;
-            metrics
-                .route_matches
-                .get_or_create(&RouteLabels {
-                    route: route.name.to_string(),
+            self.matched[index]
+                .get_or_insert_with(|| {
+                    metrics
+                        .route_matches
+                        .get_or_create(&RouteLabels {
+                            route: route.name.to_string(),
+                        })
+                        .clone()
                 })
                 .inc();
             if !route.unique_props.is_empty()
