@@ -3,8 +3,11 @@
 //! refusals carry their reason and code, reflection lists the service, bearer tokens guard TCP,
 //! mutual TLS can be required; and `hooker send --grpc`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::PermissionsExt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use hooker_grpc::hooker::v1 as pb;
 use hooker_tests::{
@@ -332,6 +335,68 @@ async fn a_streamed_batch_waits_for_room_in_a_full_outbox() -> anyhow::Result<()
         [1, 1, 2],
         "the held event came after the retry: {got:?}"
     );
+    Ok(())
+}
+
+/// A streamed batch that finds the outbox crowded waits briefly for the deliveries to make room.
+/// When they are stalled none comes, and the batches go to the outbox at once (none is refused
+/// or kept waiting); every event arrives whole once the action recovers.
+#[tokio::test]
+async fn a_stalled_action_does_not_hold_up_the_stream() -> anyhow::Result<()> {
+    let fixed = Arc::new(AtomicBool::new(false));
+    let failed = Arc::new(Mutex::new(BTreeSet::new()));
+    let sink = Sink::with({
+        let (fixed, failed) = (fixed.clone(), failed.clone());
+        move |request| {
+            if fixed.load(Ordering::Relaxed) {
+                return Reply::status(200);
+            }
+            let n = request.body_json()["n"].as_u64().unwrap_or(0);
+            failed.lock().expect("lock").insert(n);
+            Reply::status(503)
+        }
+    })
+    .await?;
+    let config = config(&sink).replace("    url:", "    circuit-breaker-threshold: 1000\n    url:");
+    let agent = Agent::builder(&config).start().await?;
+    // Each record is ~400 KB (the event and its raw JSON body): past the first, the outbox is
+    // crowded, and the stalled action never makes room.
+    let pad = "x".repeat(200_000);
+    let dir = TempDir::new("grpc-stalled");
+    let mut args = vec!["stream".to_string(), "--batch".into(), "1".into()];
+    for n in 1..=6 {
+        let path = dir.join(&format!("e{n}.json"));
+        std::fs::write(&path, serde_json::json!({"n": n, "pad": pad}).to_string())?;
+        args.push(path.display().to_string());
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let acks = client(&grpc_address(&agent), &args).await?;
+    let last = acks.last().cloned().unwrap_or_default();
+    assert_eq!(last["total_accepted"], 6, "{acks:?}");
+    assert_eq!(last["total_rejected"], 0, "{acks:?}");
+
+    hooker_tests::wait_until(
+        "a failed attempt of every event",
+        Duration::from_secs(20),
+        async || (failed.lock().expect("lock").len() == 6).then_some(()),
+    )
+    .await?;
+    fixed.store(true, Ordering::Relaxed);
+    hooker_tests::wait_until(
+        "every event delivered",
+        Duration::from_secs(30),
+        async || (agent.metric("hooker_outbox_pending").await.ok()? == 0.0).then_some(()),
+    )
+    .await?;
+    for request in sink.requests() {
+        let body = request.body_json();
+        assert_eq!(
+            body["pad"].as_str().map(str::len),
+            Some(pad.len()),
+            "event {} arrived cut",
+            body["n"]
+        );
+    }
     Ok(())
 }
 

@@ -371,10 +371,10 @@ enum Hold {
     None,
     /// The router's queue or the outbox is full: wait for room.
     Full(tokio::time::Instant),
-    /// The outbox would keep the batch's deliveries on disk only (a backlog past
-    /// `outbox::RESIDENT_BYTES`), to be read back when they run. Deliveries that are merely busy
-    /// make room within milliseconds, and a batch that waits for it costs the agent far less
-    /// than one written out and read back; if none comes in time, the batch goes to disk.
+    /// The outbox is crowded (`Outbox::crowded`): the batch's deliveries would soon be kept on
+    /// disk only, to be read back when they run. Deliveries that are merely busy make room
+    /// within milliseconds, and a batch that waits for it costs the agent far less than one
+    /// written out and read back; if none comes in time, the batch goes to disk.
     Disk(tokio::time::Instant),
 }
 
