@@ -693,6 +693,24 @@ impl Drop for Sink {
 
 /// The config most tests need: one route `r` taking events that have `input.n` (or anything,
 /// with `input`), the raw-JSON template, and one webhook action `hook` posting to `url`.
+/// A 200 KB string, for events whose records are too big to stay in the agent's memory.
+pub fn big_pad() -> String {
+    "x".repeat(200_000)
+}
+
+/// Every request `sink` received carried its event's whole `pad` (read back from disk uncut).
+pub fn assert_arrived_whole(sink: &Sink, pad: &str) {
+    for request in sink.requests() {
+        let body = request.body_json();
+        assert_eq!(
+            body["pad"].as_str().map(str::len),
+            Some(pad.len()),
+            "event {} arrived cut",
+            body["n"]
+        );
+    }
+}
+
 pub fn webhook_config(url: &str) -> String {
     format!(
         "routes:\n  - name: r\n    input: input.n\n    template: raw\n    actions: [hook]\ntemplates:\n  - name: raw\n    rego-package: hooker.rawmessage.json\nactions:\n  - name: hook\n    type: webhook\n    enable: true\n    url: {url}\n"

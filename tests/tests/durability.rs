@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
-use hooker_tests::{Agent, Reply, Sink, TempDir, wait_until};
+use hooker_tests::{Agent, Reply, Sink, TempDir, assert_arrived_whole, big_pad, wait_until};
 
 /// One route, one webhook action with fast retries, pointed at `url`.
 fn config(url: &str, extra: &str) -> String {
@@ -63,10 +63,6 @@ async fn restart(state: &TempDir) -> anyhow::Result<(Sink, Agent)> {
 /// each) go past the engine's 1 MB memory limit from the third on.
 const BIG_EVENTS: u64 = 6;
 
-fn big_pad() -> String {
-    "x".repeat(200_000)
-}
-
 async fn post_big_events(agent: &Agent, pad: &str) -> anyhow::Result<()> {
     for n in 1..=BIG_EVENTS {
         let event = serde_json::json!({"n": n, "pad": pad}).to_string();
@@ -74,19 +70,6 @@ async fn post_big_events(agent: &Agent, pad: &str) -> anyhow::Result<()> {
         assert_eq!(status, 200, "{answer}");
     }
     Ok(())
-}
-
-/// Every request `sink` received carried its event's whole pad.
-fn assert_arrived_whole(sink: &Sink, pad: &str) {
-    for request in sink.requests() {
-        let body = request.body_json();
-        assert_eq!(
-            body["pad"].as_str().map(str::len),
-            Some(pad.len()),
-            "event {} arrived cut",
-            body["n"]
-        );
-    }
 }
 
 fn numbers(sink: &Sink) -> BTreeSet<u64> {

@@ -361,7 +361,7 @@ async fn a_stalled_action_does_not_hold_up_the_stream() -> anyhow::Result<()> {
     let agent = Agent::builder(&config).start().await?;
     // Each record is ~400 KB (the event and its raw JSON body): past the first, the outbox is
     // crowded, and the stalled action never makes room.
-    let pad = "x".repeat(200_000);
+    let pad = hooker_tests::big_pad();
     let dir = TempDir::new("grpc-stalled");
     let mut args = vec!["stream".to_string(), "--batch".into(), "1".into()];
     for n in 1..=6 {
@@ -388,15 +388,7 @@ async fn a_stalled_action_does_not_hold_up_the_stream() -> anyhow::Result<()> {
         async || (agent.metric("hooker_outbox_pending").await.ok()? == 0.0).then_some(()),
     )
     .await?;
-    for request in sink.requests() {
-        let body = request.body_json();
-        assert_eq!(
-            body["pad"].as_str().map(str::len),
-            Some(pad.len()),
-            "event {} arrived cut",
-            body["n"]
-        );
-    }
+    hooker_tests::assert_arrived_whole(&sink, &pad);
     Ok(())
 }
 

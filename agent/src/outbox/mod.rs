@@ -258,8 +258,9 @@ impl Outbox {
         self.room.notify_waiters();
     }
 
-    /// Resolves the next time deliveries leave the outbox (create it, then check
-    /// [`Outbox::is_full`], then await it, so that no wake-up is missed in between).
+    /// Resolves the next time deliveries leave the outbox (create and enable it, then check
+    /// [`Outbox::is_full`] or [`Outbox::crowded`], then await it, so that no wake-up is missed
+    /// in between).
     pub fn room(&self) -> tokio::sync::futures::Notified<'_> {
         self.room.notified()
     }

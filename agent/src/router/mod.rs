@@ -179,25 +179,18 @@ impl RouterHandle {
     }
 
     /// Waits until a submission of `body_bytes` would be admitted, or until `deadline`, and
-    /// answers as [`RouterHandle::admits`] does then. The outbox wakes waiters as deliveries
-    /// leave; the router's own queue is checked again every few milliseconds.
+    /// answers as [`RouterHandle::admits`] does then.
     pub async fn wait_for_room(
         &self,
         body_bytes: usize,
         deadline: tokio::time::Instant,
     ) -> Result<(), SubmitError> {
-        const RECHECK: std::time::Duration = std::time::Duration::from_millis(5);
-        loop {
-            let room = self.outbox.room();
-            tokio::pin!(room);
-            room.as_mut().enable();
-            match self.admits(body_bytes) {
-                Err(SubmitError::Full) if tokio::time::Instant::now() < deadline => {}
-                answer => return answer,
-            }
-            let recheck = deadline.min(tokio::time::Instant::now() + RECHECK);
-            let _ = tokio::time::timeout_at(recheck, room).await;
-        }
+        self.wait_until(deadline, || match self.admits(body_bytes) {
+            Err(SubmitError::Full) => None,
+            answer => Some(answer),
+        })
+        .await
+        .unwrap_or(Err(SubmitError::Full))
     }
 
     /// Whether the outbox is about to keep new deliveries on disk only (a backlog; see
@@ -209,17 +202,33 @@ impl RouterHandle {
     /// Waits until the outbox is no longer [crowded](RouterHandle::crowded), or until
     /// `deadline`; false if the deadline came first.
     pub async fn wait_in_memory(&self, deadline: tokio::time::Instant) -> bool {
+        self.wait_until(deadline, || (!self.outbox.crowded()).then_some(()))
+            .await
+            .is_some()
+    }
+
+    /// Asks `ready` again each time deliveries leave the outbox, and every few milliseconds for
+    /// what does not wake it (the router's own queue, memory freed by a delivery's message going
+    /// to disk), until it answers or `deadline` passes (`None`).
+    async fn wait_until<T>(
+        &self,
+        deadline: tokio::time::Instant,
+        mut ready: impl FnMut() -> Option<T>,
+    ) -> Option<T> {
+        const RECHECK: std::time::Duration = std::time::Duration::from_millis(5);
         loop {
+            // Registered before asking, so that a wake-up in between is not missed.
             let room = self.outbox.room();
             tokio::pin!(room);
             room.as_mut().enable();
-            if !self.outbox.crowded() {
-                return true;
+            if let Some(answer) = ready() {
+                return Some(answer);
             }
-            if tokio::time::Instant::now() >= deadline {
-                return false;
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return None;
             }
-            let _ = tokio::time::timeout_at(deadline, room).await;
+            let _ = tokio::time::timeout_at(deadline.min(now + RECHECK), room).await;
         }
     }
 
