@@ -55,7 +55,10 @@ class Agent:
         self.log = self.work / "forensic.jsonl"
         if route_set:
             config = (ROOT / "bench" / "configs" / f"{route_set}.yaml").read_text()
-            (self.work / "cfg.yaml").write_text(config.replace("@LOG@", str(self.log)))
+            # The config in a directory of its own, as a ConfigMap mount is: the agent watches
+            # the config's directory, and every forensic log write in it would wake the watcher.
+            (self.work / "config").mkdir()
+            (self.work / "config" / "cfg.yaml").write_text(config.replace("@LOG@", str(self.log)))
         self.http = free_port()
         self.grpc = free_port()
         self.forward = free_port()
@@ -72,7 +75,7 @@ class Agent:
             HOOKER_LOG="warn",
         )
         if route_set:
-            self.env["HOOKER_CFG"] = str(self.work / "cfg.yaml")
+            self.env["HOOKER_CFG"] = str(self.work / "config" / "cfg.yaml")
         else:
             # The embedded default config (no file at the default path).
             self.env.pop("HOOKER_CFG", None)

@@ -17,6 +17,11 @@ pub struct Message {
     pub title: String,
     /// The template's `result` (Postee's "description"): a string, or compact JSON for any other value.
     pub body: String,
+    /// The body is the built-in raw-JSON template's rendering of `event`, not made yet: a route
+    /// whose actions never read the body (the forensic `log`) skips that render, and the outbox
+    /// makes it ([`Message::fill_body`]) before an action that reads it runs.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub body_pending: bool,
     pub url: Option<String>,
     /// `result_date`, `result_severity`, … keyed without the `result_` prefix.
     pub fields: BTreeMap<String, serde_json::Value>,
@@ -27,6 +32,15 @@ pub struct Message {
 }
 
 impl Message {
+    /// Renders a [pending](Message::body_pending) body.
+    pub fn fill_body(&mut self) -> Result<(), String> {
+        if self.body_pending {
+            self.body = crate::router::template::raw_json_body(&self.event)?;
+            self.body_pending = false;
+        }
+        Ok(())
+    }
+
     /// A message of which only the event id is kept (for the logs), standing in for one whose
     /// content waits on disk (the outbox reads it back when it is needed).
     pub fn placeholder(event_id: String) -> Message {
@@ -135,11 +149,36 @@ mod tests {
             event_id: "e".into(),
             title: "t".into(),
             body: body.into(),
+            body_pending: false,
             url: None,
             fields: BTreeMap::new(),
             owners: vec![],
             event: Arc::new(event.into()),
         }
+    }
+
+    #[test]
+    fn a_pending_body_is_the_raw_json_rendering_of_the_event() {
+        let event = json!({"b": [1, {"d": 2, "c": 3}], "a": "x"});
+        let mut pending = message("", event.clone());
+        pending.body_pending = true;
+        pending.fill_body().unwrap();
+        assert!(!pending.body_pending);
+        let catalog = crate::router::template::Catalog::load(None).unwrap();
+        let mut raw = crate::router::template::Template::compile(
+            "raw",
+            crate::router::template::TemplateText::Package("hooker.rawmessage.json"),
+            &catalog,
+        )
+        .unwrap();
+        let rendered = raw
+            .render(|| unreachable!(), "r", "e", Arc::new(event.into()))
+            .unwrap();
+        assert_eq!(pending.body, rendered.body);
+        // A body already made is left alone.
+        let before = pending.body.clone();
+        pending.fill_body().unwrap();
+        assert_eq!(pending.body, before);
     }
 
     #[test]

@@ -3,6 +3,8 @@
 //! Label values come from closed sets (intake kinds, outcomes) or from the config (route and
 //! action names), never from events: pod names or images as labels would grow without bound.
 
+use std::sync::Arc;
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -108,9 +110,20 @@ fn delivery_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.001, 2.0, 16))
 }
 
-/// The metric handles; cheap to clone into every component (each handle is an `Arc`).
+/// The metric handles; cheap to clone into every component (one `Arc`: handlers clone it per
+/// request, and twenty families cloned one by one cost as much as parsing a small event).
 #[derive(Clone)]
-pub struct Metrics {
+pub struct Metrics(Arc<Handles>);
+
+impl std::ops::Deref for Metrics {
+    type Target = Handles;
+    fn deref(&self) -> &Handles {
+        &self.0
+    }
+}
+
+/// Every metric family Hooker exports.
+pub struct Handles {
     pub events_received: Family<IntakeLabels, Counter>,
     pub route_matches: Family<RouteLabels, Counter>,
     pub route_errors: Family<RouteErrorLabels, Counter>,
@@ -122,6 +135,8 @@ pub struct Metrics {
     pub config_reloads: Family<OutcomeLabels, Counter>,
     pub connections: Family<ListenerLabels, Gauge>,
     pub outbox_pending: Gauge,
+    /// 1 while every route and template of the running config is decided without Rego.
+    pub routes_native: Gauge,
     pub dead_letters: Gauge,
     pub dead_lettered: Family<ActionNameLabels, Counter>,
     pub delivery_retries: Family<ActionNameLabels, Counter>,
@@ -141,7 +156,7 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Metrics {
-        let metrics = Metrics {
+        let metrics = Metrics(Arc::new(Handles {
             events_received: Family::default(),
             route_matches: Family::default(),
             route_errors: Family::default(),
@@ -153,6 +168,7 @@ impl Metrics {
             config_reloads: Family::default(),
             connections: Family::default(),
             outbox_pending: Gauge::default(),
+            routes_native: Gauge::default(),
             dead_letters: Gauge::default(),
             dead_lettered: Family::default(),
             delivery_retries: Family::default(),
@@ -162,7 +178,7 @@ impl Metrics {
             intake_reconnects: Family::default(),
             intake_shed: Family::default(),
             build_info: Family::default(),
-        };
+        }));
         metrics
             .build_info
             .get_or_create(&BuildLabels {
@@ -229,6 +245,11 @@ impl Metrics {
             "outbox_pending",
             "Deliveries waiting in the durable outbox",
             self.outbox_pending.clone(),
+        );
+        r.register(
+            "routes_native",
+            "1 while every route and template of the running config is decided without Rego (events are routed on the intake's thread), else 0",
+            self.routes_native.clone(),
         );
         r.register(
             "dead_letters",

@@ -4,16 +4,13 @@
 use anyhow::{Context, Result, bail};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::{Events, Outcome, Sender};
+use crate::{Events, Outcome, Sender, Stream};
 
 pub struct ForwardSender {
     stream: Box<dyn Stream>,
     events: Events,
     buffer: Vec<u8>,
 }
-
-trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
-impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Stream for T {}
 
 impl ForwardSender {
     pub async fn connect(target: &str, events: Events) -> Result<Self> {

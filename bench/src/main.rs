@@ -136,6 +136,10 @@ impl Events {
     }
 }
 
+/// A TCP or Unix connection.
+pub trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Stream for T {}
+
 /// What a sender answers for one request.
 pub enum Outcome {
     Accepted(usize),

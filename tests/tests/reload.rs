@@ -170,3 +170,48 @@ async fn deliveries_of_a_removed_action_are_dead_lettered_not_lost() -> anyhow::
     assert!(listing.contains("no longer configured"), "{listing}");
     Ok(())
 }
+
+/// Native routes are routed on the intake's thread (`hooker_routes_native` 1); a route only Rego
+/// can decide sends every event to the router threads (0). Both paths deliver, and a reload moves
+/// between them.
+#[tokio::test]
+async fn a_reload_moves_routing_between_the_native_path_and_the_router_threads()
+-> anyhow::Result<()> {
+    let sink = Sink::start().await?;
+    let dir = TempDir::new("reload-native");
+    let path = dir.join("cfg.yaml");
+    let native =
+        webhook_config(&sink.url("/")).replace("input: input.n\n", "input: input.n >= 1\n");
+    std::fs::write(&path, &native)?;
+    let agent = Agent::default_config()
+        .env("HOOKER_CFG", path.display().to_string())
+        .start()
+        .await?;
+    assert_eq!(agent.metric("hooker_routes_native").await?, 1.0);
+    agent.post("/", r#"{"n":1,"items":[1,2]}"#).await?;
+    sink.wait_for(1).await?;
+
+    let rego_only = native.replace("input: input.n >= 1\n", "input: count(input.items) > 1\n");
+    replace(&path, &rego_only)?;
+    wait_reloads(&agent, "success", 2.0).await?;
+    assert_eq!(agent.metric("hooker_routes_native").await?, 0.0);
+    agent.post("/", r#"{"n":2,"items":[1,2]}"#).await?;
+    agent.post("/", r#"{"n":3,"items":[1]}"#).await?;
+    sink.wait_for(2).await?;
+
+    replace(&path, &native)?;
+    wait_reloads(&agent, "success", 3.0).await?;
+    assert_eq!(agent.metric("hooker_routes_native").await?, 1.0);
+    agent.post("/", r#"{"n":4}"#).await?;
+    let delivered = sink.wait_for(3).await?;
+    let numbers: Vec<_> = delivered
+        .iter()
+        .map(|r| r.body_json()["n"].clone())
+        .collect();
+    assert_eq!(
+        numbers,
+        [1, 2, 4],
+        "n=3 has one item: no match under the Rego route"
+    );
+    Ok(())
+}

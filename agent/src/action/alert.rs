@@ -311,6 +311,7 @@ mod tests {
             event_id: "e".into(),
             title: "t".into(),
             body: String::new(),
+            body_pending: false,
             url: None,
             fields: BTreeMap::new(),
             owners: vec![],

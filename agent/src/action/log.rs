@@ -182,6 +182,10 @@ impl Action for Log {
         "log"
     }
 
+    fn reads_body(&self) -> bool {
+        false
+    }
+
     async fn send(&self, message: &Message) -> Result<Report, ActionError> {
         let record = Record::new(&self.node, message);
         // Sized once: the event's text is most of the line.

@@ -221,6 +221,12 @@ pub trait Action: Send + Sync + 'static {
 
     async fn send(&self, message: &Message) -> Result<Report, ActionError>;
 
+    /// Whether `send` reads the message's body. One that does not (the forensic `log`) lets its
+    /// routes skip rendering the raw-JSON template's body ([`Message::body_pending`]).
+    fn reads_body(&self) -> bool {
+        true
+    }
+
     /// What `send` would do with `message`, without doing it (`hooker test-route`).
     fn preview(&self, message: &Message) -> serde_json::Value {
         serde_json::json!({ "title": message.title, "body": message.body })

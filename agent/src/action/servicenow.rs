@@ -236,6 +236,7 @@ mod tests {
             event_id: "e".into(),
             title: "Incident".into(),
             body: "<p>x</p>".into(),
+            body_pending: false,
             url: None,
             fields: serde_json::from_value(fields).unwrap_or_default(),
             owners: vec![],

@@ -322,6 +322,7 @@ mod tests {
             event_id: "e".into(),
             title: title.into(),
             body: body.into(),
+            body_pending: false,
             url: None,
             fields: BTreeMap::new(),
             owners: vec![],

@@ -82,8 +82,7 @@ pub struct Outbox {
     engine: mpsc::UnboundedSender<ToEngine>,
     /// Woken as deliveries leave, for intakes that wait for room instead of refusing.
     room: tokio::sync::Notify,
-    /// Shared with every running delivery (one reference count, not one per metric family).
-    metrics: Arc<Metrics>,
+    metrics: Metrics,
 }
 
 /// What the outbox tells the engine.
@@ -126,7 +125,7 @@ impl Outbox {
             dead: AtomicUsize::new(recovered.dead),
             engine,
             room: tokio::sync::Notify::new(),
-            metrics: Arc::new(metrics),
+            metrics,
             options,
         });
         outbox.publish_gauges();
@@ -445,7 +444,18 @@ type SendResult = Result<crate::action::Report, crate::action::ActionError>;
 
 /// What a finished run hands back: the delivery, the result, and the message if it was read
 /// back from disk for the run.
-type Run = (u64, SendResult, Option<Message>);
+type Run = (u64, SendResult, Taken);
+
+/// The message a finished run hands back to its delivery.
+enum Taken {
+    /// Lent from memory for the run (a message is a few kilobytes: moving it out and back costs
+    /// nothing, copying it per attempt did).
+    Lent(Message),
+    /// Read back from disk for the run.
+    Loaded(Message),
+    /// The record could not be read.
+    Nothing,
+}
 
 struct Engine {
     outbox: Arc<Outbox>,
@@ -586,8 +596,8 @@ impl Engine {
     fn joined(&mut self, first: Result<Run, tokio::task::JoinError>) {
         let mut joined = Some(first);
         while let Some(result) = joined {
-            if let Ok((id, result, loaded)) = result {
-                self.finished(id, result, loaded);
+            if let Ok((id, result, taken)) = result {
+                self.finished(id, result, taken);
             }
             joined = self.inflight.try_join_next();
         }
@@ -661,34 +671,43 @@ impl Engine {
         if self.stored.contains(&id) {
             let store = self.outbox.store.clone();
             self.inflight.spawn(async move {
-                let message = match store.read_pending(id) {
+                let mut message = match store.read_pending(id) {
                     Ok(Some(delivery)) => delivery.message,
                     Ok(None) => {
                         let error =
                             ActionError::retryable("its record is not in the delivery journal");
-                        return (id, Err(error), None);
+                        return (id, Err(error), Taken::Nothing);
                     }
                     Err(err) => {
                         let error =
                             ActionError::retryable(format!("cannot read its record: {err}"));
-                        return (id, Err(error), None);
+                        return (id, Err(error), Taken::Nothing);
                     }
                 };
-                let result = send(action.as_ref(), &message, &metrics).await;
-                (id, result, Some(message))
+                let result = send(action.as_ref(), &mut message, &metrics).await;
+                (id, result, Taken::Loaded(message))
             });
             return;
         }
-        let message = delivery.message.clone();
+        let Some(delivery) = self.items.get_mut(&id) else {
+            return;
+        };
+        let mut message = std::mem::take(&mut delivery.message);
         self.inflight.spawn(async move {
-            let result = send(action.as_ref(), &message, &metrics).await;
-            (id, result, None)
+            let result = send(action.as_ref(), &mut message, &metrics).await;
+            (id, result, Taken::Lent(message))
         });
     }
 
-    fn finished(&mut self, id: u64, result: SendResult, loaded: Option<Message>) {
-        if let Some(message) = loaded {
-            self.reload(id, message);
+    fn finished(&mut self, id: u64, result: SendResult, taken: Taken) {
+        match taken {
+            Taken::Lent(message) => {
+                if let Some(delivery) = self.items.get_mut(&id) {
+                    delivery.message = message;
+                }
+            }
+            Taken::Loaded(message) => self.reload(id, message),
+            Taken::Nothing => {}
         }
         self.settle(id, result);
         self.maybe_strip(id);
@@ -801,9 +820,11 @@ impl Engine {
                 }
             }
         }
-        let Some(delivery) = self.items.remove(&id) else {
+        let Some(mut delivery) = self.items.remove(&id) else {
             return;
         };
+        // A dead letter is read by people: its body is made, whatever its action reads.
+        let _ = delivery.message.fill_body();
         self.leave_memory(id, delivery.stored_bytes);
         let action = delivery.actions.first().cloned().unwrap_or_default();
         tracing::error!(action = %action, route = %delivery.route, delivery = id, %error, "Delivery dead-lettered.");
@@ -863,13 +884,13 @@ struct ActionMetrics {
     /// `hooker_deliveries_total` by outcome, each made on its first use (a series that never
     /// happened is not exported).
     outcomes: [(&'static str, std::sync::OnceLock<Counter>); 3],
-    metrics: Arc<Metrics>,
+    metrics: Metrics,
     action: String,
     kind: &'static str,
 }
 
 impl ActionMetrics {
-    fn new(metrics: &Arc<Metrics>, action: &str, kind: &'static str) -> ActionMetrics {
+    fn new(metrics: &Metrics, action: &str, kind: &'static str) -> ActionMetrics {
         let duration = metrics
             .delivery_duration
             .get_or_create(&ActionLabels {
@@ -906,8 +927,15 @@ impl ActionMetrics {
     }
 }
 
-/// One attempt: send, measure, count, log.
-async fn send(action: &dyn Action, message: &Message, metrics: &ActionMetrics) -> SendResult {
+/// One attempt: send, measure, count, log. A pending body is made first if the action reads it.
+async fn send(action: &dyn Action, message: &mut Message, metrics: &ActionMetrics) -> SendResult {
+    if action.reads_body()
+        && let Err(error) = message.fill_body()
+    {
+        return Err(ActionError::permanent(format!(
+            "cannot render the message body: {error}"
+        )));
+    }
     let started = Instant::now();
     let result = action.send(message).await;
     let elapsed = started.elapsed();
@@ -1000,6 +1028,7 @@ mod tests {
             event_id: event_id.into(),
             title: String::new(),
             body: String::new(),
+            body_pending: false,
             url: None,
             fields: BTreeMap::new(),
             owners: Vec::new(),

@@ -3,13 +3,14 @@
 //! Strings (the rendered body above all, often JSON itself) are copied as they are instead of
 //! being escaped into a JSON document, and the event is the text its [`EventJson`] serialized once
 //! for all the deliveries made from it (and for the forensic log). Decoding checks the event's
-//! JSON without parsing it: an action that reads the event parses it then. Records of schema version 1 were JSON documents; [`decode`] still
-//! reads them, so a store written by an older Hooker resumes where it stopped.
+//! JSON without parsing it: an action that reads the event parses it then. Records of schema
+//! version 1 were JSON documents, and format 2 had no `body_pending`; [`decode`] still reads
+//! both, so a store written by an older Hooker resumes where it stopped.
 //!
 //! Layout (integers little-endian, `str` = u32 length + UTF-8 bytes):
-//! `2, route: str, actions: u32 + str…, event_id: str, title: str, body: str, url: u8 (+ str),
-//! fields: str (JSON object), owners: u32 + str…, event: str (JSON), attempts: u32,
-//! created_ms: u64, next_ms: u64, last_error: u8 (+ str)`.
+//! `3, route: str, actions: u32 + str…, event_id: str, title: str, body_pending: u8, body: str,
+//! url: u8 (+ str), fields: str (JSON object), owners: u32 + str…, event: str (JSON),
+//! attempts: u32, created_ms: u64, next_ms: u64, last_error: u8 (+ str)`.
 
 use std::sync::Arc;
 
@@ -17,7 +18,9 @@ use super::store::Delivery;
 use crate::event_json::EventJson;
 use crate::message::Message;
 
-const FORMAT: u8 = 2;
+const FORMAT: u8 = 3;
+/// The format before `body_pending`.
+const FORMAT_2: u8 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
@@ -49,6 +52,7 @@ pub fn encode(delivery: &Delivery, out: &mut Vec<u8>) -> Result<(), serde_json::
     }
     put_str(out, &message.event_id);
     put_str(out, &message.title);
+    out.push(u8::from(message.body_pending));
     put_str(out, &message.body);
     put_opt(out, message.url.as_deref());
     put_bytes(out, &serde_json::to_vec(&message.fields)?);
@@ -87,10 +91,11 @@ fn read(id: u64, bytes: &[u8], content: bool) -> Result<Delivery, DecodeError> {
             }
             return Ok(delivery);
         }
-        Some(&FORMAT) => {}
+        Some(&FORMAT | &FORMAT_2) => {}
         Some(&other) => return Err(DecodeError::Format(other)),
         None => return Err(DecodeError::Truncated),
     }
+    let has_pending = bytes[0] == FORMAT;
     let mut r = Reader { rest: &bytes[1..] };
     let route = r.string()?;
     let actions = (0..r.u32()?)
@@ -102,6 +107,7 @@ fn read(id: u64, bytes: &[u8], content: bool) -> Result<Delivery, DecodeError> {
             route: route.clone(),
             event_id,
             title: r.string()?,
+            body_pending: has_pending && r.take(1)?[0] == 1,
             body: r.string()?,
             url: r.opt()?,
             fields: serde_json::from_slice(r.bytes()?)?,
@@ -112,6 +118,9 @@ fn read(id: u64, bytes: &[u8], content: bool) -> Result<Delivery, DecodeError> {
         }
     } else {
         r.bytes()?; // title
+        if has_pending {
+            r.take(1)?; // body_pending
+        }
         r.bytes()?; // body
         r.opt()?; // url
         r.bytes()?; // fields
@@ -219,6 +228,7 @@ mod tests {
                 event_id: "e-1".into(),
                 title: "T".into(),
                 body: "{\n  \"k\": \"v\"\n}".into(),
+                body_pending: false,
                 url: Some("https://x".into()),
                 fields: [("severity".to_string(), serde_json::json!("high"))].into(),
                 owners: vec!["o@x".into()],
@@ -276,6 +286,32 @@ mod tests {
             assert!(decode(7, &out[..len]).is_err(), "prefix of {len} bytes");
         }
         assert!(matches!(decode(7, &[9]), Err(DecodeError::Format(9))));
+    }
+
+    #[test]
+    fn a_pending_body_round_trips_and_format_2_still_decodes() {
+        let mut pending = delivery();
+        pending.message.body = String::new();
+        pending.message.body_pending = true;
+        let mut out = Vec::new();
+        encode(&pending, &mut out).unwrap();
+        same(&decode(7, &out).unwrap(), &pending);
+        let json = serde_json::to_vec(&pending).unwrap();
+        same(&decode(7, &json).unwrap(), &pending);
+
+        // Format 2 is format 3 without the body_pending byte before the body.
+        let original = delivery();
+        encode(&original, &mut out).unwrap();
+        let at = 1 + (4 + 1) + (4 + 2 * (4 + 1)) + (4 + 3) + (4 + 1);
+        assert_eq!(out[at], 0, "the body_pending byte is where the layout says");
+        out.remove(at);
+        out[0] = FORMAT_2;
+        same(&decode(7, &out).unwrap(), &original);
+        same(&decode_meta(7, &out).unwrap(), &{
+            let mut meta = original.clone();
+            meta.message = Message::placeholder("e-1".into());
+            meta
+        });
     }
 
     #[test]

@@ -530,6 +530,7 @@ mod tests {
                 event_id: "e".into(),
                 title: "t".into(),
                 body: "{\"n\":1}".into(),
+                body_pending: false,
                 url: None,
                 fields: Default::default(),
                 owners: vec![],

@@ -3,7 +3,10 @@
 //! Intakes submit batches of events into one bounded queue ([`RouterHandle::try_submit`]); a full
 //! queue (or a full outbox) is refused at once (the intake answers 429), never buffered. Router
 //! workers are OS threads, each owning clones of the compiled engines, so evaluation takes no
-//! lock and never blocks the I/O runtime. Each event is converted for Rego once and evaluated
+//! lock and never blocks the I/O runtime. When every route and template of the running config is
+//! decided without Rego, a submission is routed on the submitting thread instead, with a worker
+//! borrowed from a small pool ([`Inline`]): native routing costs a few microseconds, less than
+//! the hand-off to a router thread and back. Each event is converted for Rego once and evaluated
 //! against every route; matches pass dedup and are rendered. A submission's deliveries, new dedup
 //! keys and aggregation entries are committed to the outbox together, and only then is the
 //! submitter answered.
@@ -72,6 +75,11 @@ impl SubmitError {
 pub struct Generation {
     pub pipeline: Arc<Pipeline>,
     aggregators: HashMap<String, mpsc::Sender<(u64, Message)>>,
+    /// Every route and template decided without Rego: submissions may be routed inline.
+    inline: bool,
+    /// By route: none of its actions reads the message body, so a native template may leave
+    /// it pending ([`Message::body_pending`]).
+    body_unread: Vec<bool>,
 }
 
 /// Resolves once a submission's events are routed and their deliveries are on disk (or with
@@ -86,7 +94,9 @@ pub struct RouterHandle {
     max_bytes: u64,
     outbox: Arc<Outbox>,
     generation: watch::Receiver<Arc<Generation>>,
-    metrics: Metrics,
+    /// `hooker_queue_depth{queue="router"}`, looked up once.
+    depth: prometheus_client::metrics::gauge::Gauge,
+    inline: Arc<Inline>,
 }
 
 impl RouterHandle {
@@ -145,9 +155,17 @@ impl RouterHandle {
             ack: Some(ack),
             _bytes: Some(permit),
         };
+        if submission.events.len() <= INLINE_MAX_EVENTS
+            && self.generation.borrow().inline
+            && let Some(mut worker) = self.inline.take()
+        {
+            worker.handle(submission);
+            self.inline.give_back(worker);
+            return Ok(done);
+        }
         match self.tx.try_send(submission) {
             Ok(()) => {
-                self.metrics.queue("router").set(self.tx.len() as i64);
+                self.depth.set(self.tx.len() as i64);
                 Ok(done)
             }
             Err(async_channel::TrySendError::Full(back)) => Err((SubmitError::Full, back.events)),
@@ -295,6 +313,13 @@ impl Router {
             metrics: metrics.clone(),
             node: options.node_name,
         });
+        let inline = Arc::new(Inline {
+            shared: shared.clone(),
+            generation: generation_rx.clone(),
+            idle: std::sync::Mutex::new(Vec::new()),
+            made: std::sync::atomic::AtomicUsize::new(0),
+            max: options.workers.max(1),
+        });
         let mut workers = Vec::new();
         for index in 0..options.workers.max(1) {
             let rx = rx.clone();
@@ -311,7 +336,8 @@ impl Router {
             max_bytes,
             outbox: outbox.clone(),
             generation: generation_rx,
-            metrics: metrics.clone(),
+            depth: metrics.queue("router"),
+            inline,
         };
         Ok(Router {
             handle,
@@ -358,6 +384,8 @@ impl Router {
         self.generation.send_replace(Arc::new(Generation {
             pipeline,
             aggregators: HashMap::new(),
+            inline: false,
+            body_unread: Vec::new(),
         }));
         let tasks = self.aggregator_tasks.into_inner().unwrap_or_default();
         for task in tasks {
@@ -398,13 +426,70 @@ fn new_generation(
     for (route, items) in leftovers {
         tracing::warn!(%route, n = items.len(), "Buffered aggregation messages belong to a route that no longer aggregates; they stay in the state store.");
     }
+    let inline = pipeline.routes.iter().all(|route| {
+        route.rule.is_native()
+            && pipeline
+                .templates
+                .get(&route.template)
+                .is_none_or(|t| t.is_native())
+    });
+    metrics.routes_native.set(i64::from(inline));
+    let body_unread = pipeline
+        .routes
+        .iter()
+        .map(|route| {
+            !route.aggregates()
+                && route.actions.iter().all(|name| {
+                    pipeline
+                        .actions
+                        .get(name)
+                        .is_some_and(|action| !action.reads_body())
+                })
+        })
+        .collect();
     (
         Generation {
             pipeline,
             aggregators,
+            inline,
+            body_unread,
         },
         tasks,
     )
+}
+
+/// The largest submission routed on the submitter's thread: a bigger batch already spreads the
+/// hand-off over its events, and routing it inline would hold an I/O thread for a millisecond.
+const INLINE_MAX_EVENTS: usize = 8;
+
+/// Workers lent to submitters for routing on their own thread (see the module's doc). Made on
+/// first use, at most `max` (one per router thread: as many as can route at once anyway); when
+/// all are lent, a submission goes to the router threads' queue.
+struct Inline {
+    shared: Arc<Shared>,
+    generation: watch::Receiver<Arc<Generation>>,
+    idle: std::sync::Mutex<Vec<Worker>>,
+    made: std::sync::atomic::AtomicUsize,
+    max: usize,
+}
+
+impl Inline {
+    fn take(&self) -> Option<Worker> {
+        if let Some(worker) = self.idle.lock().ok()?.pop() {
+            return Some(worker);
+        }
+        use std::sync::atomic::Ordering::Relaxed;
+        self.made
+            .fetch_update(Relaxed, Relaxed, |n| (n < self.max).then_some(n + 1))
+            .ok()?;
+        Some(Worker::new(self.shared.clone(), self.generation.clone()))
+    }
+
+    fn give_back(&self, worker: Worker) {
+        if let Ok(mut idle) = self.idle.lock() {
+            idle.push(worker);
+        }
+    }
 }
 
 /// What all workers share (thread-safe).
@@ -469,46 +554,51 @@ impl Worker {
         let depth = self.shared.metrics.queue("router");
         while let Ok(submission) = rx.recv_blocking() {
             depth.set(rx.len() as i64);
-            self.refresh();
-            let mut routed = Routed {
-                events: submission.events.len(),
-                matches: 0,
-            };
-            let mut output = Output::default();
-            for event in &submission.events {
-                routed.matches += self.route(event, &mut output);
-            }
-            let ack = submission.ack;
-            let permit = submission._bytes;
-            let dedup = self.shared.dedup.clone();
-            let Output {
-                deliveries,
-                ops,
-                aggregated,
-                new_keys,
-            } = output;
-            self.shared.outbox.commit(deliveries, ops, move |result| {
-                drop(permit);
-                match &result {
-                    Ok(()) => {
-                        for (aggregator, seq, message) in aggregated {
-                            if aggregator.try_send((seq, message)).is_err() {
-                                tracing::warn!(seq, "Aggregator busy or stopped; the message stays buffered in the state store until the next start.");
-                            }
-                        }
-                    }
-                    Err(_) => {
-                        for key in &new_keys {
-                            dedup.forget(key);
-                        }
-                    }
-                }
-                if let Some(ack) = ack {
-                    // The submitter may have given up waiting; the events are stored regardless.
-                    let _ = ack.send(result.map(|()| routed));
-                }
-            });
+            self.handle(submission);
         }
+    }
+
+    /// Routes a submission's events, then commits what they produced and answers once stored.
+    fn handle(&mut self, submission: Submission) {
+        self.refresh();
+        let mut routed = Routed {
+            events: submission.events.len(),
+            matches: 0,
+        };
+        let mut output = Output::default();
+        for event in &submission.events {
+            routed.matches += self.route(event, &mut output);
+        }
+        let ack = submission.ack;
+        let permit = submission._bytes;
+        let dedup = self.shared.dedup.clone();
+        let Output {
+            deliveries,
+            ops,
+            aggregated,
+            new_keys,
+        } = output;
+        self.shared.outbox.commit(deliveries, ops, move |result| {
+            drop(permit);
+            match &result {
+                Ok(()) => {
+                    for (aggregator, seq, message) in aggregated {
+                        if aggregator.try_send((seq, message)).is_err() {
+                            tracing::warn!(seq, "Aggregator busy or stopped; the message stays buffered in the state store until the next start.");
+                        }
+                    }
+                }
+                Err(_) => {
+                    for key in &new_keys {
+                        dedup.forget(key);
+                    }
+                }
+            }
+            if let Some(ack) = ack {
+                // The submitter may have given up waiting; the events are stored regardless.
+                let _ = ack.send(result.map(|()| routed));
+            }
+        });
     }
 
     /// Evaluates every route for `event`; returns how many matched.
@@ -517,7 +607,8 @@ impl Worker {
         let mut template_input = None;
         // Messages already rendered for this event, by template: a template's output depends on
         // the event alone, so routes sharing a template share one rendering.
-        let mut rendered: Vec<(String, Message)> = Vec::new();
+        // Keyed by whether the body was left pending, too.
+        let mut rendered: Vec<(String, bool, Message)> = Vec::new();
         let mut matches = 0;
         let mut candidates = std::mem::take(&mut self.candidates);
         self.generation
@@ -592,7 +683,11 @@ impl Worker {
             }
             let pipeline = &self.generation.pipeline;
             let node = &self.shared.node;
-            if let Some((_, done)) = rendered.iter().find(|(t, _)| *t == route.template) {
+            let body_unread = self.generation.body_unread.get(index) == Some(&true);
+            if let Some((_, _, done)) = rendered
+                .iter()
+                .find(|(t, unread, _)| *t == route.template && *unread == body_unread)
+            {
                 let mut message = done.clone();
                 message.route = route.name.to_string();
                 self.deliver(index, &message, output);
@@ -601,16 +696,17 @@ impl Worker {
             let Some(template) = self.templates.get_mut(&route.template) else {
                 continue;
             };
-            let message = match template.render(
-                || {
-                    template_input
-                        .get_or_insert_with(|| pipeline.template_input(&event.payload, node))
-                        .clone()
-                },
-                &route.name,
-                &event.id,
-                event.payload.clone(),
-            ) {
+            let input = || {
+                template_input
+                    .get_or_insert_with(|| pipeline.template_input(&event.payload, node))
+                    .clone()
+            };
+            let rendering = if body_unread {
+                template.render_unread_body(input, &route.name, &event.id, event.payload.clone())
+            } else {
+                template.render(input, &route.name, &event.id, event.payload.clone())
+            };
+            let message = match rendering {
                 Ok(message) => message,
                 Err(error) => {
                     self.count_error(index, "render");
@@ -619,7 +715,7 @@ impl Worker {
                 }
             };
             self.deliver(index, &message, output);
-            rendered.push((self.routes[index].template.clone(), message));
+            rendered.push((self.routes[index].template.clone(), body_unread, message));
         }
         self.candidates = candidates;
         matches

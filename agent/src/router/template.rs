@@ -259,8 +259,33 @@ impl Template {
         self.aggregation.is_some()
     }
 
+    /// Whether rendering one event runs without Rego (the built-in raw-JSON template).
+    pub fn is_native(&self) -> bool {
+        self.raw_json
+    }
+
     /// Renders one event. `input` gives the event with Postee's `postee` key added; it is not
     /// called when the template renders without Rego.
+    /// Like [`Template::render`] for a route whose actions never read the body: a native
+    /// template leaves it [pending](Message::body_pending) (the others render as usual).
+    pub fn render_unread_body(
+        &mut self,
+        input: impl FnOnce() -> Value,
+        route: &str,
+        event_id: &str,
+        event: Arc<EventJson>,
+    ) -> Result<Message, String> {
+        if !self.raw_json {
+            return self.render(input, route, event_id, event);
+        }
+        let mut out = serde_json::Map::new();
+        out.insert("title".into(), RAW_JSON_TITLE.into());
+        out.insert("result".into(), String::new().into());
+        let mut message = message_from(&self.name, out, route, event_id, event)?;
+        message.body_pending = true;
+        Ok(message)
+    }
+
     pub fn render(
         &mut self,
         input: impl FnOnce() -> Value,
@@ -308,11 +333,18 @@ impl Template {
 fn raw_json(
     event: &serde_json::Value,
 ) -> Result<serde_json::Map<String, serde_json::Value>, String> {
-    let body = pretty_json(&Sorted(event, true)).map_err(|err| err.to_string())?;
     let mut map = serde_json::Map::new();
-    map.insert("title".into(), "Raw Message Received".into());
-    map.insert("result".into(), body.into());
+    map.insert("title".into(), RAW_JSON_TITLE.into());
+    map.insert("result".into(), raw_json_body(event)?.into());
     Ok(map)
+}
+
+const RAW_JSON_TITLE: &str = "Raw Message Received";
+
+/// The raw-JSON template's `result`: the event, keys sorted, pretty-printed, without Postee's
+/// and Hooker's additions.
+pub fn raw_json_body(event: &serde_json::Value) -> Result<String, String> {
+    pretty_json(&Sorted(event, true)).map_err(|err| err.to_string())
 }
 
 /// A JSON value serialized with object keys sorted; the top level drops `postee` and `hooker`.
@@ -431,6 +463,7 @@ fn message_from(
         event_id: event_id.to_string(),
         title,
         body,
+        body_pending: false,
         url,
         fields,
         owners,

@@ -429,6 +429,7 @@ mod tests {
             event_id: "e".into(),
             title: "Title".into(),
             body: body.into(),
+            body_pending: false,
             url: None,
             fields: BTreeMap::new(),
             owners: vec![],

@@ -394,6 +394,7 @@ mod tests {
             event_id: "e".into(),
             title: "Alert".into(),
             body: "<p>x</p>".into(),
+            body_pending: false,
             url: Some("https://console/x".into()),
             fields: BTreeMap::from([("severity".to_string(), json!("critical"))]),
             owners: vec![],
