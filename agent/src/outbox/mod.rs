@@ -1101,6 +1101,25 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_pending_body_is_made_before_an_action_that_reads_it_and_kept_for_retries() {
+        let recorder = Arc::new(Recorder::default());
+        let mut engine = engine("pending-body", recorder.clone());
+        let event = serde_json::json!({"b": 1, "a": {"d": [2], "c": "x"}});
+        let expected = crate::router::template::raw_json_body(&event).unwrap();
+        let mut pending = delivery(&engine, "fail-pending");
+        pending.message.event = Arc::new(event.into());
+        pending.message.body_pending = true;
+        let id = pending.id;
+        engine.take(ToEngine::Add(vec![pending]));
+        run_all(&mut engine).await;
+        assert_eq!(*recorder.1.lock().unwrap(), expected);
+        // The failed attempt gave the message back, made: the retry sends the same body.
+        let kept = &engine.items[&id].message;
+        assert!(!kept.body_pending);
+        assert_eq!(kept.body, expected);
+    }
+
+    #[tokio::test]
     async fn past_the_resident_limit_messages_wait_on_disk_and_are_read_back_to_run() {
         let recorder = Arc::new(Recorder::default());
         let (mut engine, mut start) = engine_and_start("stored", recorder.clone());

@@ -32,6 +32,10 @@ pub const SCHEMA_VERSION: u64 = 3;
 /// store is written far more than read (reads happen at start-up and for dead-letter commands),
 /// so a small cache costs little.
 const CACHE_BYTES: usize = 16 << 20;
+/// How long a busy writer waits for more to commit together (see `write_loop`).
+const LINGER: Duration = Duration::from_micros(200);
+/// Batches in one commit that make the writer busy (see `write_loop`).
+const BUSY: usize = 4;
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox");
@@ -400,9 +404,27 @@ fn recover(
 }
 
 /// The writer: one group commit for everything queued, then the completions.
+///
+/// Under load it lingers a moment before committing, so that one `fdatasync` serves more
+/// requests: on a VM a sync costs an exit to kick the disk and tens of microseconds of CPU,
+/// which a busy node would rather spend on events, while each waiting request waits at most
+/// [`LINGER`] longer. Load means a commit of [`BUSY`] batches or more (a node taking about
+/// 20,000 events a second); it lasts while commits keep half that. A node below that commits at
+/// once: lingering there would add latency and save little (measured: at 5,000 events/s over
+/// gRPC streams that wait for each ack, lingering from 4 batches on took p99 from 3 to 6–16 ms).
 fn write_loop(db: &Database, mut journal: Journal, rx: mpsc::Receiver<Batch>) {
     const MAX_BATCHES: usize = 4096;
+    let mut busy = false;
     while let Some(mut batches) = crate::batch::recv_batch(&rx, MAX_BATCHES) {
+        if busy {
+            // A sleep, not a timed receive: senders do not wake a writer that is not waiting.
+            std::thread::sleep(LINGER);
+            batches.extend(
+                rx.try_iter()
+                    .take(MAX_BATCHES.saturating_sub(batches.len())),
+            );
+        }
+        busy = batches.len() >= if busy { BUSY / 2 } else { BUSY };
         let result = apply(db, &mut journal, &mut batches).map_err(|e| e.to_string());
         if let Err(error) = &result {
             tracing::error!(%error, batches = batches.len(), "State store commit failed.");
