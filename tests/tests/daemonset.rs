@@ -232,15 +232,15 @@ fn hooker_metrics(expr: &str) -> Vec<String> {
     names
 }
 
-/// Every series name `/metrics` can show, read from `agent/src/metrics.rs` (families with no
-/// sample yet are not printed, so a scrape alone would not list them all).
+/// Every series name `/metrics` can show, read from the `Handles` of `agent/src/metrics.rs`
+/// (families with no sample yet are not printed, so a scrape alone would not list them all).
 fn exported_metrics() -> BTreeSet<String> {
     let source = std::fs::read_to_string(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../agent/src/metrics.rs"),
     )
     .expect("agent/src/metrics.rs");
-    let fields_start = source.find("pub struct Metrics {").expect("struct Metrics");
-    let fields_end = fields_start + source[fields_start..].find('}').expect("end of Metrics");
+    let fields_start = source.find("pub struct Handles {").expect("struct Handles");
+    let fields_end = fields_start + source[fields_start..].find('}').expect("end of Handles");
     let field_type = |field: &str| -> String {
         source[fields_start..fields_end]
             .lines()
