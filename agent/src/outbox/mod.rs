@@ -442,8 +442,7 @@ pub async fn run_engine(
 
 type SendResult = Result<crate::action::Report, crate::action::ActionError>;
 
-/// What a finished run hands back: the delivery, the result, and the message if it was read
-/// back from disk for the run.
+/// What a finished run hands back: the delivery, the result, and the message it ran with.
 type Run = (u64, SendResult, Taken);
 
 /// The message a finished run hands back to its delivery.

@@ -264,8 +264,6 @@ impl Template {
         self.raw_json
     }
 
-    /// Renders one event. `input` gives the event with Postee's `postee` key added; it is not
-    /// called when the template renders without Rego.
     /// Like [`Template::render`] for a route whose actions never read the body: a native
     /// template leaves it [pending](Message::body_pending) (the others render as usual).
     pub fn render_unread_body(
@@ -278,14 +276,14 @@ impl Template {
         if !self.raw_json {
             return self.render(input, route, event_id, event);
         }
-        let mut out = serde_json::Map::new();
-        out.insert("title".into(), RAW_JSON_TITLE.into());
-        out.insert("result".into(), String::new().into());
+        let out = raw_json_out(String::new());
         let mut message = message_from(&self.name, out, route, event_id, event)?;
         message.body_pending = true;
         Ok(message)
     }
 
+    /// Renders one event. `input` gives the event with Postee's `postee` key added; it is not
+    /// called when the template renders without Rego.
     pub fn render(
         &mut self,
         input: impl FnOnce() -> Value,
@@ -294,7 +292,7 @@ impl Template {
         event: Arc<EventJson>,
     ) -> Result<Message, String> {
         let out = if self.raw_json {
-            raw_json(&event)?
+            raw_json_out(raw_json_body(&event)?)
         } else {
             self.engine.set_input(input());
             eval_rule(&mut self.engine, &format!("data.{WRAPPER}.out"))?.ok_or_else(|| {
@@ -330,16 +328,13 @@ impl Template {
 
 /// What `raw-json.rego` computes: the event without the `postee` and `hooker` keys Hooker adds,
 /// as pretty JSON with a one-space indent and object keys in Rego's (sorted) order.
-fn raw_json(
-    event: &serde_json::Value,
-) -> Result<serde_json::Map<String, serde_json::Value>, String> {
+/// The raw-JSON template's output around its `result`.
+fn raw_json_out(body: String) -> serde_json::Map<String, serde_json::Value> {
     let mut map = serde_json::Map::new();
-    map.insert("title".into(), RAW_JSON_TITLE.into());
-    map.insert("result".into(), raw_json_body(event)?.into());
-    Ok(map)
+    map.insert("title".into(), "Raw Message Received".into());
+    map.insert("result".into(), body.into());
+    map
 }
-
-const RAW_JSON_TITLE: &str = "Raw Message Received";
 
 /// The raw-JSON template's `result`: the event, keys sorted, pretty-printed, without Postee's
 /// and Hooker's additions.
