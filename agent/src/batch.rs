@@ -1,4 +1,4 @@
-//! Receiving in batches, for the writer threads (the state store, the forensic log): block for
+//! Receiving in batches, for the state store's writer thread: block for
 //! one item, then take whatever else has queued meanwhile, so one commit or one write serves all.
 
 use std::sync::mpsc::Receiver;

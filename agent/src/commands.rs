@@ -78,7 +78,7 @@ pub async fn test_route(
     };
     let mut report = Vec::new();
     for (index, event) in events.into_iter().enumerate() {
-        let event = Arc::new(crate::event_json::EventJson::new(event));
+        let event = Arc::new(event);
         let input = regorus::Value::from((*event).clone());
         let mut routes = Vec::new();
         for route in pipeline

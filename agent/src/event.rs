@@ -50,7 +50,7 @@ pub struct Event {
 static SEQUENCE: AtomicU64 = AtomicU64::new(0);
 
 impl Event {
-    pub fn new(payload: serde_json::Value, intake: IntakeKind, peer: Option<String>) -> Event {
+    pub fn new(payload: impl Into<EventJson>, intake: IntakeKind, peer: Option<String>) -> Event {
         let received_at = SystemTime::now();
         Event {
             id: next_id(received_at),
@@ -58,7 +58,7 @@ impl Event {
             intake,
             peer,
             only_route: None,
-            payload: Arc::new(EventJson::new(payload)),
+            payload: Arc::new(payload.into()),
         }
     }
 }
@@ -91,7 +91,7 @@ pub enum PayloadError {
 }
 
 /// Parses a request body: one object is one event, an array of objects is a batch.
-pub fn parse_payloads(body: &[u8]) -> Result<Vec<serde_json::Value>, PayloadError> {
+pub fn parse_payloads(body: &[u8]) -> Result<Vec<EventJson>, PayloadError> {
     let value: serde_json::Value =
         serde_json::from_slice(body).map_err(|err| PayloadError::Syntax {
             message: strip_position(&err.to_string()),
@@ -99,7 +99,7 @@ pub fn parse_payloads(body: &[u8]) -> Result<Vec<serde_json::Value>, PayloadErro
             column: err.column(),
         })?;
     match value {
-        serde_json::Value::Object(_) => Ok(vec![value]),
+        serde_json::Value::Object(_) => Ok(vec![EventJson::parsed(value, body)]),
         serde_json::Value::Array(items) => {
             if items.is_empty() {
                 return Err(PayloadError::EmptyBatch);
@@ -112,7 +112,7 @@ pub fn parse_payloads(body: &[u8]) -> Result<Vec<serde_json::Value>, PayloadErro
                     });
                 }
             }
-            Ok(items)
+            Ok(items.into_iter().map(EventJson::new).collect())
         }
         other => Err(PayloadError::NotAnObject(kind_of(&other))),
     }

@@ -27,6 +27,24 @@ impl EventJson {
         }
     }
 
+    /// An event parsed from `text`, which it keeps as its text when that is one line (a line
+    /// break can only be whitespace between tokens; escaped in strings), so it is not
+    /// serialized again for the outbox and the forensic log.
+    pub fn parsed(value: Value, text: &[u8]) -> EventJson {
+        let text = text.trim_ascii();
+        let kept = if text.contains(&b'\n') || text.contains(&b'\r') {
+            None
+        } else {
+            std::str::from_utf8(text)
+                .ok()
+                .and_then(|text| RawValue::from_string(text.to_owned()).ok())
+        };
+        EventJson {
+            value: OnceLock::from(value),
+            text: kept.map_or_else(OnceLock::new, OnceLock::from),
+        }
+    }
+
     /// An event from JSON text, which is checked here (not parsed into a value).
     pub fn from_text(bytes: &[u8]) -> Result<EventJson, serde_json::Error> {
         let text: Box<RawValue> = serde_json::from_slice::<&RawValue>(bytes)?.to_owned();
@@ -125,6 +143,19 @@ mod tests {
         assert_eq!(read.text().get(), event.text().get());
         assert_eq!(read["a"][1], "x\"y");
         assert_eq!(read, event);
+    }
+
+    #[test]
+    fn a_one_line_body_is_kept_as_the_text() {
+        let body = b" {\"b\": 1, \"a\":\"x\\ny\"}\n";
+        let value: Value = serde_json::from_slice(body).unwrap();
+        let event = EventJson::parsed(value.clone(), body);
+        assert_eq!(event.text().get(), r#"{"b": 1, "a":"x\ny"}"#);
+        assert_eq!(*event, value);
+        // Over several lines it is serialized, so a forensic log line stays one line.
+        let body = b"{\n  \"b\": 1\n}";
+        let event = EventJson::parsed(serde_json::from_slice(body).unwrap(), body);
+        assert_eq!(event.text().get(), r#"{"b":1}"#);
     }
 
     #[test]

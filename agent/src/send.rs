@@ -158,7 +158,7 @@ pub async fn send_grpc(
             .map_err(|err| anyhow!("{}: {err}", file.display()))?;
         for payload in payloads {
             events.push(pb::Event {
-                payload: serde_json::to_vec(&payload)?,
+                payload: payload.text().get().as_bytes().to_vec(),
                 source: "hooker send".into(),
                 metadata: Default::default(),
                 route: tenant.unwrap_or_default().to_string(),

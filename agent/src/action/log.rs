@@ -1,15 +1,20 @@
 //! `type: log` (Hooker's own): appends each message, with its event, as one JSON line to a
 //! per-node forensic log, rotating by size and keeping `max-files` old files.
 //!
-//! One writer thread per action owns the file: `send` hands it the encoded line and waits for the
-//! answer. The thread writes every line that has queued meanwhile with one `write` call, so a
-//! busy node pays one system call per batch instead of a blocking-pool hand-off and a write per
-//! line.
+//! Lines are written by the senders themselves, one at a time (the file is the writer's turn,
+//! see [`Turn`]): a `send` that finds the file free writes its line together with every line that
+//! queued meanwhile, in one `write` call, answers their senders, and hands the file to the next
+//! sender waiting, if any. So a busy node pays one system call per batch and no thread hand-off:
+//! a writer thread cost two context switches and a futex wake per batch, which measured 7 µs of
+//! CPU per HTTP request at 23,500 requests/s. The write is a blocking call on a runtime thread;
+//! it goes to the page cache, and only one sender writes at a time, so a slow disk holds up at
+//! most one runtime thread.
 
+use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::mpsc;
+use std::sync::{Mutex, PoisonError};
 
 use async_trait::async_trait;
 use serde::Deserialize;
@@ -35,13 +40,27 @@ pub struct Log {
     name: String,
     node: String,
     path: PathBuf,
-    writer: mpsc::Sender<Append>,
+    writer: Mutex<Writer>,
 }
 
-/// A line for the writer thread, and where to answer once it is written.
+/// The file, unless a sender is writing it, and the lines waiting meanwhile.
+struct Writer {
+    file: Option<LogFile>,
+    queue: VecDeque<Append>,
+}
+
+/// A line waiting for the file, and where to answer its sender.
 struct Append {
     line: Vec<u8>,
-    done: tokio::sync::oneshot::Sender<Result<(), String>>,
+    done: tokio::sync::oneshot::Sender<Turn>,
+}
+
+/// What a waiting sender is told.
+enum Turn {
+    /// Its line was written (or failed with the batch it was in).
+    Written(Result<(), String>),
+    /// The file is its to write, with its line and whatever queued meanwhile.
+    Write(LogFile, Vec<u8>),
 }
 
 struct LogFile {
@@ -71,39 +90,82 @@ pub fn build(config: &ActionConfig, cx: &BuildContext) -> Result<Built, Diagnost
         max_files: settings.max_files.unwrap_or(DEFAULT_MAX_FILES),
         open: None,
     };
-    // The thread ends when the action is dropped (a reload that no longer has it).
-    let (writer, rx) = mpsc::channel();
-    std::thread::Builder::new()
-        .name("hooker-log".into())
-        .spawn(move || write_loop(file, rx))
-        .map_err(|err| {
-            Diagnostic::new(
-                config.place(),
-                format!("cannot start the log writer thread: {err}"),
-            )
-        })?;
     Built::new(
         Log {
             name: config.name.clone(),
             node: cx.node_name.clone(),
             path: settings.path,
-            writer,
+            writer: Mutex::new(Writer {
+                file: Some(file),
+                queue: VecDeque::new(),
+            }),
         },
         warnings,
     )
 }
 
-/// The writer thread: everything queued is written together, then every sender is answered.
-fn write_loop(mut file: LogFile, rx: mpsc::Receiver<Append>) {
-    const MAX_BATCH: usize = 1024;
-    while let Some(batch) = crate::batch::recv_batch(&rx, MAX_BATCH) {
-        let lines: Vec<&[u8]> = batch.iter().map(|a| a.line.as_slice()).collect();
+impl Log {
+    /// Appends `line`: writes it (with whatever queues meanwhile) if the file is free, otherwise
+    /// queues it and waits until it is written or the file is handed over.
+    async fn append(&self, line: Vec<u8>) -> Result<(), String> {
+        let free = {
+            let mut writer = self.lock();
+            match writer.file.take() {
+                Some(file) => Ok((file, line)),
+                None => {
+                    let (done, turn) = tokio::sync::oneshot::channel();
+                    writer.queue.push_back(Append { line, done });
+                    Err(turn)
+                }
+            }
+        };
+        let (file, line) = match free {
+            Ok(free) => free,
+            Err(turn) => match turn.await {
+                Ok(Turn::Written(result)) => return result,
+                Ok(Turn::Write(file, line)) => (file, line),
+                // Dropped unanswered: only a writer panicking mid-batch does that.
+                Err(_) => return Err("the forensic log's writer stopped".to_string()),
+            },
+        };
+        self.write_batch(file, line)
+    }
+
+    /// Writes `own` and the queued lines with `file`, answers their senders, then hands the file
+    /// over.
+    fn write_batch(&self, mut file: LogFile, own: Vec<u8>) -> Result<(), String> {
+        let batch = std::mem::take(&mut self.lock().queue);
+        let mut lines: Vec<&[u8]> = Vec::with_capacity(batch.len() + 1);
+        lines.push(&own);
+        lines.extend(batch.iter().map(|a| a.line.as_slice()));
         let result = file
             .append_all(&lines)
             .map_err(|err| format!("cannot append to {}: {err}", file.path.display()));
         for append in batch {
-            let _ = append.done.send(result.clone());
+            let _ = append.done.send(Turn::Written(result.clone()));
         }
+        self.hand_over(file);
+        result
+    }
+
+    /// Gives `file` to the first sender still waiting, or puts it back.
+    fn hand_over(&self, file: LogFile) {
+        let mut file = Some(file);
+        let mut writer = self.lock();
+        while let Some(free) = file.take() {
+            let Some(next) = writer.queue.pop_front() else {
+                writer.file = Some(free);
+                break;
+            };
+            // A sender that stopped waiting (its delivery was cancelled) gives the file back.
+            if let Err(Turn::Write(back, _)) = next.done.send(Turn::Write(free, next.line)) {
+                file = Some(back);
+            }
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Writer> {
+        self.writer.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -193,14 +255,7 @@ impl Action for Log {
         serde_json::to_writer(&mut line, &record)
             .map_err(|err| ActionError::permanent(format!("cannot encode record: {err}")))?;
         line.push(b'\n');
-        let (done, written) = tokio::sync::oneshot::channel();
-        self.writer
-            .send(Append { line, done })
-            .map_err(|_| ActionError::retryable("the log writer thread has stopped"))?;
-        written
-            .await
-            .map_err(|_| ActionError::retryable("the log writer thread has stopped"))?
-            .map_err(ActionError::retryable)?;
+        self.append(line).await.map_err(ActionError::retryable)?;
         Ok(Report::none())
     }
 
@@ -238,6 +293,117 @@ impl<'a> Record<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
+
+    fn log_at(path: &std::path::Path) -> Log {
+        Log {
+            name: "forensic".into(),
+            node: "node-1".into(),
+            path: path.to_path_buf(),
+            writer: Mutex::new(Writer {
+                file: Some(LogFile {
+                    path: path.to_path_buf(),
+                    max_size: DEFAULT_MAX_SIZE,
+                    max_files: DEFAULT_MAX_FILES,
+                    open: None,
+                }),
+                queue: VecDeque::new(),
+            }),
+        }
+    }
+
+    fn test_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("hooker-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_senders_each_get_their_line_written_once() {
+        let dir = test_dir("log-concurrent");
+        let path = dir.join("forensic.jsonl");
+        let log = Arc::new(log_at(&path));
+        let mut tasks = tokio::task::JoinSet::new();
+        for n in 0..400 {
+            let log = log.clone();
+            tasks.spawn(async move {
+                let message = Message {
+                    route: "r".into(),
+                    event_id: format!("event-{n}"),
+                    event: Arc::new(serde_json::json!({ "n": n }).into()),
+                    ..Message::default()
+                };
+                log.send(&message).await.map(|_| ())
+            });
+        }
+        // A sender left waiting would hang here: a lost line or a file nobody holds.
+        let all = async {
+            while let Some(sent) = tasks.join_next().await {
+                sent.unwrap().unwrap();
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(30), all)
+            .await
+            .expect("every sender is answered");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let mut seen: Vec<u64> = text
+            .lines()
+            .map(|line| {
+                let line: serde_json::Value = serde_json::from_str(line).unwrap();
+                assert_eq!(line["node"], "node-1");
+                line["event"]["n"].as_u64().unwrap()
+            })
+            .collect();
+        seen.sort_unstable();
+        assert_eq!(seen, (0..400).collect::<Vec<u64>>());
+        // The file is free again once everyone is answered.
+        assert!(log.lock().file.is_some() && log.lock().queue.is_empty());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// A queued line, and the receiver its sender waits on.
+    fn queued(log: &Log, line: &str) -> tokio::sync::oneshot::Receiver<Turn> {
+        let (done, turn) = tokio::sync::oneshot::channel();
+        log.lock().queue.push_back(Append {
+            line: line.as_bytes().to_vec(),
+            done,
+        });
+        turn
+    }
+
+    #[tokio::test]
+    async fn a_writer_writes_what_queued_behind_it_and_answers_it() {
+        let dir = test_dir("log-batch");
+        let path = dir.join("forensic.jsonl");
+        let log = log_at(&path);
+        let file = log.lock().file.take().unwrap();
+        let waiting = queued(&log, "queued\n");
+        log.write_batch(file, b"own\n".to_vec()).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "own\nqueued\n");
+        assert!(matches!(waiting.await, Ok(Turn::Written(Ok(())))));
+        assert!(log.lock().file.is_some());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_file_passes_over_a_sender_that_stopped_waiting() {
+        let dir = test_dir("log-handover");
+        let log = log_at(&dir.join("forensic.jsonl"));
+        let file = log.lock().file.take().unwrap();
+        drop(queued(&log, "cancelled\n"));
+        let waiting = queued(&log, "next\n");
+        log.hand_over(file);
+        let turn = tokio::time::timeout(std::time::Duration::from_secs(10), waiting).await;
+        let Ok(Ok(Turn::Write(file, line))) = turn else {
+            panic!("the waiting sender did not get the file");
+        };
+        assert_eq!(line, b"next\n");
+        assert!(log.lock().queue.is_empty() && log.lock().file.is_none());
+        // With nobody waiting, the file is put back.
+        drop(queued(&log, "cancelled too\n"));
+        log.hand_over(file);
+        assert!(log.lock().file.is_some() && log.lock().queue.is_empty());
+    }
 
     #[test]
     fn rotation_keeps_max_files() {

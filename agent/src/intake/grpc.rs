@@ -31,6 +31,7 @@ use tonic::{Code, Status};
 use super::serve::Peer;
 use crate::auth::Tokens;
 use crate::event::{Event, IntakeKind, parse_payloads};
+use crate::event_json::EventJson;
 use crate::metrics::{ListenerLabels, Metrics};
 use crate::router::{Routed, RouterHandle, SubmitError};
 
@@ -221,7 +222,7 @@ fn wire_bytes(batch: &pb::PublishBatch) -> usize {
     batch.events.iter().map(|e| e.payload.len()).sum()
 }
 
-fn make_event(payload: serde_json::Value, event: &pb::Event, peer: &Option<String>) -> Event {
+fn make_event(payload: EventJson, event: &pb::Event, peer: &Option<String>) -> Event {
     let origin = match (peer, event.source.is_empty()) {
         (Some(peer), false) => Some(format!("{peer} ({})", event.source)),
         (None, false) => Some(event.source.clone()),
