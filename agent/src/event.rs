@@ -7,6 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::event_json::EventJson;
+use crate::router::fields::{Fields, Pruned};
 
 /// Which way an event came in. A closed set, so it is safe as a metric label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -45,6 +46,9 @@ pub struct Event {
     /// Only this route may take the event (`POST /tenant/{route}`).
     pub only_route: Option<Arc<str>>,
     pub payload: Arc<EventJson>,
+    /// The payload parsed into only the fields the routes read, when the intake did that (the
+    /// router then reads it instead of `payload`; see `router::fields`).
+    pub pruned: Option<Pruned>,
 }
 
 static SEQUENCE: AtomicU64 = AtomicU64::new(0);
@@ -59,6 +63,7 @@ impl Event {
             peer,
             only_route: None,
             payload: Arc::new(payload.into()),
+            pruned: None,
         }
     }
 }
@@ -88,6 +93,31 @@ pub enum PayloadError {
     BatchItem { index: usize, kind: &'static str },
     #[error("the array is empty")]
     EmptyBatch,
+}
+
+/// Parses a request body as [`parse_payloads`] does; but with `fields` (the running routes',
+/// see `router::fields`), one object on one line is parsed into only those, and kept as the
+/// event's text.
+pub fn parse_body(
+    body: &[u8],
+    fields: Option<Arc<Fields>>,
+) -> Result<Vec<(EventJson, Option<Pruned>)>, PayloadError> {
+    if let Some(fields) = fields {
+        let text = body.trim_ascii();
+        if text.first() == Some(&b'{')
+            && !text.contains(&b'\n')
+            && !text.contains(&b'\r')
+            && let Ok(pruned) = fields.prune(text)
+            && let Ok(json) = EventJson::from_text(text)
+        {
+            return Ok(vec![(json, Some(pruned))]);
+        }
+    }
+    // Anything else, a bad body included (parsed again for the precise error).
+    Ok(parse_payloads(body)?
+        .into_iter()
+        .map(|json| (json, None))
+        .collect())
 }
 
 /// Parses a request body: one object is one event, an array of objects is a batch.
@@ -139,6 +169,31 @@ fn kind_of(value: &serde_json::Value) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_one_line_object_is_pruned_for_routing_and_kept_as_text() {
+        let fields = Arc::new(crate::router::fields::fields_of(&[Arc::from(vec![
+            "a".to_string(),
+        ])]));
+        let parsed = parse_body(br#" {"a":1,"b":[2]} "#, Some(fields.clone())).unwrap();
+        let (json, pruned) = &parsed[0];
+        assert_eq!(json.text().get(), r#"{"a":1,"b":[2]}"#);
+        let pruned = pruned.as_ref().unwrap().for_fields(Some(&fields));
+        assert_eq!(pruned, Some(&serde_json::json!({"a": 1})));
+        assert_eq!(**json, serde_json::json!({"a": 1, "b": [2]}));
+        // Batches and bodies over several lines are parsed whole; a bad body fails as before.
+        for body in [&br#"[{"a":1}]"#[..], b"{\n\"a\":1}"] {
+            assert!(
+                parse_body(body, Some(fields.clone())).unwrap()[0]
+                    .1
+                    .is_none()
+            );
+        }
+        assert_eq!(
+            parse_body(b"{\"a\":}", Some(fields)).unwrap_err(),
+            parse_payloads(b"{\"a\":}").unwrap_err()
+        );
+    }
 
     #[test]
     fn objects_and_batches_parse() {

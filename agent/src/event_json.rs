@@ -66,6 +66,19 @@ impl EventJson {
         })
     }
 
+    /// False only when the event certainly has no member named `key` at any depth; answered from
+    /// the text, without parsing it, when the event has not been parsed (a key can hide from a
+    /// text search only behind a `\u` escape).
+    pub fn may_have(&self, key: &str) -> bool {
+        match (self.value.get(), self.text.get()) {
+            (None, Some(text)) => {
+                let text = text.get();
+                text.contains("\\u") || text.contains(&format!("\"{key}\""))
+            }
+            _ => true,
+        }
+    }
+
     /// The event as compact JSON text, serialized from its value on first use.
     pub fn text(&self) -> &RawValue {
         self.text.get_or_init(|| {
@@ -156,6 +169,19 @@ mod tests {
         let body = b"{\n  \"b\": 1\n}";
         let event = EventJson::parsed(serde_json::from_slice(body).unwrap(), body);
         assert_eq!(event.text().get(), r#"{"b":1}"#);
+    }
+
+    #[test]
+    fn a_text_without_the_key_is_answered_unparsed() {
+        let read = |text: &str| EventJson::from_text(text.as_bytes()).unwrap();
+        assert!(!read(r#"{"owners":["a"],"x":"application_scope"}"#).may_have("owners_x"));
+        assert!(read(r#"{"a":{"owners":1}}"#).may_have("owners"));
+        // An escaped key is only found by parsing.
+        let escaped = read(r#"{"\u006fwners":1}"#);
+        assert!(escaped.may_have("owners") && escaped.get("owners").is_some());
+        assert!(EventJson::new(json!({})).may_have("owners"));
+        let unparsed = read(r#"{"x":1}"#);
+        assert!(!unparsed.may_have("owners") && unparsed.value.get().is_none());
     }
 
     #[test]

@@ -286,13 +286,39 @@ actions:
     Ok(())
 }
 
+/// A config of `routes` (YAML list items) rendered with the raw-JSON template and delivered to
+/// one forensic log at `path`, with `settings` (indented YAML lines) added to the action.
+fn forensic_config(routes: &str, path: &std::path::Path, settings: &str) -> String {
+    format!(
+        "\nroutes:{routes}templates:\n  - name: raw\n    rego-package: hooker.rawmessage.json\n\
+         actions:\n  - name: forensic\n    type: log\n    enable: true\n    path: {}\n{settings}",
+        path.display()
+    )
+}
+
+async fn wait_for_log_deliveries(agent: &Agent, n: f64) -> anyhow::Result<()> {
+    wait_until(
+        &format!("{n} log deliveries"),
+        Duration::from_secs(10),
+        async || {
+            let delivered = agent
+                .metric(
+                    r#"hooker_deliveries_total{action="forensic",type="log",outcome="success"}"#,
+                )
+                .await
+                .ok()?;
+            (delivered == n).then_some(())
+        },
+    )
+    .await
+}
+
 #[tokio::test]
 async fn log_action_appends_json_lines_and_rotates() -> anyhow::Result<()> {
     let dir = TempDir::new("forensic");
     let path = dir.join("forensic.jsonl");
-    let config = format!(
+    let config = forensic_config(
         r#"
-routes:
   - name: r
     input: input
     template: raw
@@ -301,18 +327,9 @@ routes:
     input: input.n >= 11
     template: raw
     actions: [forensic]
-templates:
-  - name: raw
-    rego-package: hooker.rawmessage.json
-actions:
-  - name: forensic
-    type: log
-    enable: true
-    path: {}
-    max-size: 2KB
-    max-files: 2
 "#,
-        path.display()
+        &path,
+        "    max-size: 2KB\n    max-files: 2\n",
     );
     let agent = Agent::builder(&config)
         .env("NODE_NAME", "node-7")
@@ -324,14 +341,7 @@ actions:
             .await?;
         assert_eq!(status, 200);
     }
-    wait_until("thirteen deliveries", Duration::from_secs(10), async || {
-        let n = agent
-            .metric(r#"hooker_deliveries_total{action="forensic",type="log",outcome="success"}"#)
-            .await
-            .ok()?;
-        (n == 13.0).then_some(())
-    })
-    .await?;
+    wait_for_log_deliveries(&agent, 13.0).await?;
     let rotated = |n: u32| dir.join(&format!("forensic.jsonl.{n}"));
     assert!(rotated(1).exists() && rotated(2).exists() && !rotated(3).exists());
     // Oldest first: the rotated files, then the current one.
@@ -361,6 +371,45 @@ actions:
             file.display()
         );
     }
+    Ok(())
+}
+
+/// A config routed natively parses a one-line body into the fields its routes read only; the
+/// forensic log still gets the whole event, as it was sent.
+#[tokio::test]
+async fn a_natively_routed_event_reaches_the_log_whole() -> anyhow::Result<()> {
+    let dir = TempDir::new("forensic-native");
+    let path = dir.join("forensic.jsonl");
+    let config = forensic_config(
+        r#"
+  - name: r
+    input: |
+      input.kind == "test"
+      some a in input.args
+      a.name == "pathname"
+    template: raw
+    actions: [forensic]
+"#,
+        &path,
+        "",
+    );
+    let agent = Agent::builder(&config).start().await?;
+    assert_eq!(agent.metric("hooker_routes_native").await?, 1.0);
+    let sent = r#"{"kind":"test","detail":{"nested":[1,{"b":"x\ny"}]},"args":[{"name":"pathname","value":"/bin/sh"}],"kind2":null}"#;
+    let (status, body) = agent.post("/", sent).await?;
+    assert_eq!(status, 200, "{body}");
+    // Not routed: the other route's field has the wrong value.
+    let (status, body) = agent
+        .post("/", r#"{"kind":"test","args":[{"name":"path"}]}"#)
+        .await?;
+    assert_eq!((status, body["matches"].as_u64()), (200, Some(0)));
+    wait_for_log_deliveries(&agent, 1.0).await?;
+    let text = std::fs::read_to_string(&path)?;
+    let line: serde_json::Value = serde_json::from_str(text.trim_end())?;
+    assert_eq!(
+        line["event"],
+        serde_json::from_str::<serde_json::Value>(sent)?
+    );
     Ok(())
 }
 

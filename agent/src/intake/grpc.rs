@@ -30,9 +30,10 @@ use tonic::{Code, Status};
 
 use super::serve::Peer;
 use crate::auth::Tokens;
-use crate::event::{Event, IntakeKind, parse_payloads};
+use crate::event::{Event, IntakeKind, parse_body};
 use crate::event_json::EventJson;
 use crate::metrics::{ListenerLabels, Metrics};
+use crate::router::fields::Pruned;
 use crate::router::{Routed, RouterHandle, SubmitError};
 
 /// How long a call waits for its events to be routed and stored before answering UNAVAILABLE.
@@ -210,7 +211,7 @@ impl GrpcIntake {
             ));
         }
         let size = event.payload.len();
-        let mut payloads = parse_payloads(&event.payload)
+        let mut payloads = parse_body(&event.payload, self.router.fields())
             .map_err(|err| (Status::invalid_argument(err.to_string()), "invalid"))?;
         let payload = payloads.pop().unwrap_or_default();
         Ok((make_event(payload, &event, peer), size))
@@ -222,7 +223,11 @@ fn wire_bytes(batch: &pb::PublishBatch) -> usize {
     batch.events.iter().map(|e| e.payload.len()).sum()
 }
 
-fn make_event(payload: EventJson, event: &pb::Event, peer: &Option<String>) -> Event {
+fn make_event(
+    (payload, pruned): (EventJson, Option<Pruned>),
+    event: &pb::Event,
+    peer: &Option<String>,
+) -> Event {
     let origin = match (peer, event.source.is_empty()) {
         (Some(peer), false) => Some(format!("{peer} ({})", event.source)),
         (None, false) => Some(event.source.clone()),
@@ -232,6 +237,7 @@ fn make_event(payload: EventJson, event: &pb::Event, peer: &Option<String>) -> E
         tracing::debug!(source = %event.source, metadata = ?event.metadata, "gRPC event metadata.");
     }
     let mut made = Event::new(payload, KIND, origin);
+    made.pruned = pruned;
     if !event.route.is_empty() {
         made.only_route = Some(event.route.as_str().into());
     }
@@ -317,7 +323,7 @@ impl Intake for GrpcIntake {
             self.metrics.received(KIND.as_str(), outcome, 1);
             return Err(status);
         }
-        let payloads = parse_payloads(&event.payload).map_err(|err| {
+        let payloads = parse_body(&event.payload, self.router.fields()).map_err(|err| {
             self.metrics.received(KIND.as_str(), "invalid", 1);
             Status::invalid_argument(err.to_string())
         })?;

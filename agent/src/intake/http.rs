@@ -24,7 +24,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::serve::Peer;
 use crate::auth::Tokens;
-use crate::event::{Event, IntakeKind, parse_payloads};
+use crate::event::{Event, IntakeKind, parse_body};
 use crate::metrics::{ListenerLabels, Metrics};
 use crate::outbox::Outbox;
 use crate::router::{RouterHandle, SubmitError};
@@ -218,7 +218,7 @@ async fn receive(
         // Refused before parsing: the request counts as one event.
         return refused(&intake, kind, err, 1);
     }
-    let payloads = match parse_payloads(&bytes) {
+    let payloads = match parse_body(&bytes, intake.router.fields()) {
         Ok(payloads) => payloads,
         Err(err) => {
             intake.metrics.received(kind.as_str(), "invalid", 1);
@@ -229,9 +229,10 @@ async fn receive(
     let only_route: Option<Arc<str>> = route.map(Into::into);
     let events = payloads
         .into_iter()
-        .map(|payload| {
+        .map(|(payload, pruned)| {
             let mut event = Event::new(payload, kind, peer.address.clone());
             event.only_route = only_route.clone();
+            event.pruned = pruned;
             event
         })
         .collect();

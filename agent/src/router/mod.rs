@@ -16,6 +16,7 @@
 
 pub mod aggregate;
 pub mod dedup;
+pub mod fields;
 pub mod native;
 pub mod prefilter;
 pub mod rego;
@@ -32,6 +33,7 @@ use crate::metrics::{Metrics, RouteErrorLabels, RouteLabels};
 use crate::outbox::{Delivery, Op, Outbox};
 use crate::pipeline::{Pipeline, Route};
 use dedup::{DedupStore, Seen};
+use fields::Fields;
 use prometheus_client::metrics::counter::Counter;
 use template::Template;
 
@@ -77,6 +79,9 @@ pub struct Generation {
     aggregators: HashMap<String, mpsc::Sender<(u64, Message)>>,
     /// Every route and template decided without Rego: submissions may be routed inline.
     inline: bool,
+    /// With `inline`: the fields routing reads, for intakes to parse only those
+    /// ([`fields::Fields::prune`]).
+    fields: Option<Arc<Fields>>,
     /// By route: none of its actions reads the message body, so a native template may leave
     /// it pending ([`Message::body_pending`]).
     body_unread: Vec<bool>,
@@ -128,6 +133,12 @@ impl RouterHandle {
                 answer => return answer.map_err(|(err, _)| err),
             }
         }
+    }
+
+    /// The fields the running routes read, when an intake may parse events into only those
+    /// (see [`fields`]).
+    pub fn fields(&self) -> Option<Arc<Fields>> {
+        self.generation.borrow().fields.clone()
     }
 
     /// Queues `events` or gives them back with the reason.
@@ -385,6 +396,7 @@ impl Router {
             pipeline,
             aggregators: HashMap::new(),
             inline: false,
+            fields: None,
             body_unread: Vec::new(),
         }));
         let tasks = self.aggregator_tasks.into_inner().unwrap_or_default();
@@ -434,6 +446,10 @@ fn new_generation(
                 .is_none_or(|t| t.is_native())
     });
     metrics.routes_native.set(i64::from(inline));
+    let fields = inline
+        .then(|| Fields::of(&pipeline))
+        .flatten()
+        .map(Arc::new);
     let body_unread = pipeline
         .routes
         .iter()
@@ -452,6 +468,7 @@ fn new_generation(
             pipeline,
             aggregators,
             inline,
+            fields,
             body_unread,
         },
         tasks,
@@ -611,10 +628,16 @@ impl Worker {
         let mut rendered: Vec<(String, bool, Message)> = Vec::new();
         let mut matches = 0;
         let mut candidates = std::mem::take(&mut self.candidates);
+        // The pruned value when it was made for these routes' fields, else the whole event.
+        let fields = self.generation.fields.as_ref();
+        let routing = match event.pruned.as_ref().and_then(|p| p.for_fields(fields)) {
+            Some(pruned) => pruned,
+            None => &event.payload,
+        };
         self.generation
             .pipeline
             .index
-            .candidates(&event.payload, &mut candidates);
+            .candidates(routing, &mut candidates);
         for &index in &candidates {
             let route = &mut self.routes[index];
             if event
@@ -624,7 +647,7 @@ impl Worker {
             {
                 continue;
             }
-            let decided = match route.rule.decide_natively(&event.payload) {
+            let decided = match route.rule.decide_natively(routing) {
                 Some(decided) => Ok(decided),
                 None => {
                     let input = input.get_or_insert_with(|| rego::to_rego(&event.payload));

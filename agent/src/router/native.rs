@@ -114,6 +114,17 @@ impl Native {
         Some(native)
     }
 
+    /// The paths of `input` the decision reads (a `some` collection as a whole).
+    pub fn paths(&self) -> impl Iterator<Item = &Path> {
+        let lines = self.each.iter().flat_map(|each| &each.lines);
+        self.before
+            .iter()
+            .chain(lines)
+            .filter(|line| !line.on_item)
+            .map(|line| line.check.path())
+            .chain(self.each.iter().map(|each| &each.path))
+    }
+
     /// Whether the route matches `event`; `Unknown` means "ask Rego".
     pub fn decide(&self, event: &Json) -> Truth {
         match all(&self.before, event, None) {
@@ -162,9 +173,29 @@ fn parse_some(conjunct: &str) -> Option<(String, Path)> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use serde_json::json;
+
+    /// Native bodies of every shape, tried on every fixture.
+    pub(crate) const BODIES: &[&str] = &[
+        "input.metadata.Properties.signatureID == \"TRC-1022\"",
+        "input.metadata.Properties.Severity >= 2\nstartswith(input.podNamespace, \"def\")",
+        "not input.metadata.Properties.Severity > 2",
+        "input.eventName == \"security_file_open\"\ncontains(input.processName, \"a\")",
+        "endswith(input.containerImage, \":latest\")",
+        "input.returnValue == 0",
+        "input.contextFlags.containerStarted == true",
+        "input.Severity <= 1",
+        "input.ArtifactName == \"alpine:3.10\"",
+        "some a in input.args\na.name == \"pathname\"\ncontains(a.value, \"/etc/\")\nnot endswith(a.value, \".conf\")",
+        "input.metadata.Properties.Severity >= 2\nstartswith(input.podNamespace, \"default\")\nsome a in input.args\na.name == \"path\"\nendswith(a.value, \"-new\")",
+        "some a in input.args\nendswith(a.value, \"e\")",
+        "some a in input.args\nnot a.type == \"int\"\ninput.argsNum >= 2",
+        "some v in input.Vulnerabilities\nv.Severity == \"CRITICAL\"",
+        "some r in input.report.vulnerabilities\nnot r.fixedVersion == \"\"",
+        "some t in input.matchedScopes\nt == 1",
+    ];
 
     fn decide(body: &str, event: Json) -> Truth {
         Native::parse(body)
@@ -240,24 +271,7 @@ mod tests {
     /// Where the native decision is certain, Rego agrees, on every fixture and variations of it.
     #[test]
     fn native_decisions_agree_with_rego_on_fixtures() {
-        let bodies = [
-            "input.metadata.Properties.signatureID == \"TRC-1022\"",
-            "input.metadata.Properties.Severity >= 2\nstartswith(input.podNamespace, \"def\")",
-            "not input.metadata.Properties.Severity > 2",
-            "input.eventName == \"security_file_open\"\ncontains(input.processName, \"a\")",
-            "endswith(input.containerImage, \":latest\")",
-            "input.returnValue == 0",
-            "input.contextFlags.containerStarted == true",
-            "input.Severity <= 1",
-            "input.ArtifactName == \"alpine:3.10\"",
-            "some a in input.args\na.name == \"pathname\"\ncontains(a.value, \"/etc/\")\nnot endswith(a.value, \".conf\")",
-            "input.metadata.Properties.Severity >= 2\nstartswith(input.podNamespace, \"default\")\nsome a in input.args\na.name == \"path\"\nendswith(a.value, \"-new\")",
-            "some a in input.args\nendswith(a.value, \"e\")",
-            "some a in input.args\nnot a.type == \"int\"\ninput.argsNum >= 2",
-            "some v in input.Vulnerabilities\nv.Severity == \"CRITICAL\"",
-            "some r in input.report.vulnerabilities\nnot r.fixedVersion == \"\"",
-            "some t in input.matchedScopes\nt == 1",
-        ];
+        let bodies = BODIES;
         let events = crate::router::prefilter::tests::fixture_events();
         let filters = std::path::Path::new("/nonexistent");
         let (mut decided, mut total) = (0, 0);

@@ -75,6 +75,17 @@ pub enum Ordering {
 }
 
 impl Check {
+    /// The path the condition reads.
+    pub fn path(&self) -> &Path {
+        match self {
+            Check::Equals(path, _)
+            | Check::Compare(path, _, _)
+            | Check::StartsWith(path, _)
+            | Check::EndsWith(path, _)
+            | Check::Contains(path, _) => path,
+        }
+    }
+
     /// False only when the condition certainly fails in Rego for `event`.
     pub fn may_hold(&self, event: &Json) -> bool {
         self.truth(event) != Truth::False
@@ -371,6 +382,11 @@ impl RouteIndex {
                 .push(route);
         }
         index
+    }
+
+    /// The paths the index reads.
+    pub fn paths(&self) -> impl Iterator<Item = &Path> {
+        self.by_value.iter().map(|(path, _)| path)
     }
 
     /// The routes `event` may match, in route order, into `out`.

@@ -160,6 +160,15 @@ impl RouteRule {
     }
 
     /// Whether the rule is decided natively whenever its values have the expected types.
+    /// The paths of `input` a native decision reads (none for a route that takes everything),
+    /// or None when Rego decides.
+    pub fn native_paths(&self) -> Option<Vec<&super::prefilter::Path>> {
+        if self.matches_everything() {
+            return Some(Vec::new());
+        }
+        self.native.as_ref().map(|native| native.paths().collect())
+    }
+
     pub fn is_native(&self) -> bool {
         self.native.is_some() || self.matches_everything()
     }

@@ -446,7 +446,9 @@ fn message_from(
         .into_iter()
         .filter_map(|(key, value)| key.strip_prefix("result_").map(|k| (k.to_string(), value)))
         .collect();
-    let owners = match event.get("application_scope_owners") {
+    // Looked up only when the event may have them: a text-only event stays unparsed.
+    const OWNERS: &str = "application_scope_owners";
+    let owners = match event.may_have(OWNERS).then(|| event.get(OWNERS)).flatten() {
         Some(serde_json::Value::Array(items)) => items
             .iter()
             .filter_map(|v| v.as_str().map(str::to_string))
