@@ -14,7 +14,7 @@ use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
 use serde::Deserialize;
@@ -40,7 +40,7 @@ pub struct Log {
     name: String,
     node: String,
     path: PathBuf,
-    writer: Mutex<Writer>,
+    writer: Arc<Mutex<Writer>>,
 }
 
 /// The file, unless a sender is writing it, and the lines waiting meanwhile.
@@ -60,7 +60,46 @@ enum Turn {
     /// Its line was written (or failed with the batch it was in).
     Written(Result<(), String>),
     /// The file is its to write, with its line and whatever queued meanwhile.
-    Write(LogFile, Vec<u8>),
+    Write(Handed, Vec<u8>),
+}
+
+/// The file on its way to a waiting sender. Dropped unreceived (the sender's delivery was
+/// cancelled after the hand-over), it goes on to the next sender waiting, so it is never lost.
+struct Handed {
+    file: Option<LogFile>,
+    writer: Arc<Mutex<Writer>>,
+}
+
+impl Drop for Handed {
+    fn drop(&mut self) {
+        if let Some(file) = self.file.take() {
+            hand_over(&self.writer, file);
+        }
+    }
+}
+
+/// Gives `file` to the first sender still waiting, or puts it back.
+fn hand_over(writer: &Arc<Mutex<Writer>>, file: LogFile) {
+    let mut file = Some(file);
+    let mut state = lock(writer);
+    while let Some(free) = file.take() {
+        let Some(next) = state.queue.pop_front() else {
+            state.file = Some(free);
+            break;
+        };
+        let handed = Handed {
+            file: Some(free),
+            writer: writer.clone(),
+        };
+        // A sender that stopped waiting gives the file back.
+        if let Err(Turn::Write(mut back, _)) = next.done.send(Turn::Write(handed, next.line)) {
+            file = back.file.take();
+        }
+    }
+}
+
+fn lock(writer: &Mutex<Writer>) -> std::sync::MutexGuard<'_, Writer> {
+    writer.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 struct LogFile {
@@ -95,10 +134,10 @@ pub fn build(config: &ActionConfig, cx: &BuildContext) -> Result<Built, Diagnost
             name: config.name.clone(),
             node: cx.node_name.clone(),
             path: settings.path,
-            writer: Mutex::new(Writer {
+            writer: Arc::new(Mutex::new(Writer {
                 file: Some(file),
                 queue: VecDeque::new(),
-            }),
+            })),
         },
         warnings,
     )
@@ -123,7 +162,10 @@ impl Log {
             Ok(free) => free,
             Err(turn) => match turn.await {
                 Ok(Turn::Written(result)) => return result,
-                Ok(Turn::Write(file, line)) => (file, line),
+                Ok(Turn::Write(mut handed, line)) => match handed.file.take() {
+                    Some(file) => (file, line),
+                    None => return Err("the forensic log was handed over empty".to_string()),
+                },
                 // Dropped unanswered: only a writer panicking mid-batch does that.
                 Err(_) => return Err("the forensic log's writer stopped".to_string()),
             },
@@ -144,28 +186,12 @@ impl Log {
         for append in batch {
             let _ = append.done.send(Turn::Written(result.clone()));
         }
-        self.hand_over(file);
+        hand_over(&self.writer, file);
         result
     }
 
-    /// Gives `file` to the first sender still waiting, or puts it back.
-    fn hand_over(&self, file: LogFile) {
-        let mut file = Some(file);
-        let mut writer = self.lock();
-        while let Some(free) = file.take() {
-            let Some(next) = writer.queue.pop_front() else {
-                writer.file = Some(free);
-                break;
-            };
-            // A sender that stopped waiting (its delivery was cancelled) gives the file back.
-            if let Err(Turn::Write(back, _)) = next.done.send(Turn::Write(free, next.line)) {
-                file = Some(back);
-            }
-        }
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, Writer> {
-        self.writer.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.writer)
     }
 }
 
@@ -293,14 +319,13 @@ impl<'a> Record<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
 
     fn log_at(path: &std::path::Path) -> Log {
         Log {
             name: "forensic".into(),
             node: "node-1".into(),
             path: path.to_path_buf(),
-            writer: Mutex::new(Writer {
+            writer: Arc::new(Mutex::new(Writer {
                 file: Some(LogFile {
                     path: path.to_path_buf(),
                     max_size: DEFAULT_MAX_SIZE,
@@ -308,7 +333,7 @@ mod tests {
                     open: None,
                 }),
                 queue: VecDeque::new(),
-            }),
+            })),
         }
     }
 
@@ -392,17 +417,41 @@ mod tests {
         let file = log.lock().file.take().unwrap();
         drop(queued(&log, "cancelled\n"));
         let waiting = queued(&log, "next\n");
-        log.hand_over(file);
+        hand_over(&log.writer, file);
         let turn = tokio::time::timeout(std::time::Duration::from_secs(10), waiting).await;
-        let Ok(Ok(Turn::Write(file, line))) = turn else {
+        let Ok(Ok(Turn::Write(mut handed, line))) = turn else {
             panic!("the waiting sender did not get the file");
         };
         assert_eq!(line, b"next\n");
         assert!(log.lock().queue.is_empty() && log.lock().file.is_none());
         // With nobody waiting, the file is put back.
         drop(queued(&log, "cancelled too\n"));
-        log.hand_over(file);
+        hand_over(&log.writer, handed.file.take().unwrap());
         assert!(log.lock().file.is_some() && log.lock().queue.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_file_handed_to_a_sender_cancelled_meanwhile_goes_on() {
+        let dir = test_dir("log-handed");
+        let log = log_at(&dir.join("forensic.jsonl"));
+        let file = log.lock().file.take().unwrap();
+        // Handed over while the sender still waits; it is cancelled before it looks.
+        let cancelled = queued(&log, "cancelled\n");
+        let waiting = queued(&log, "next\n");
+        hand_over(&log.writer, file);
+        assert_eq!(log.lock().queue.len(), 1);
+        drop(cancelled);
+        let turn = tokio::time::timeout(std::time::Duration::from_secs(10), waiting).await;
+        let Ok(Ok(Turn::Write(mut handed, line))) = turn else {
+            panic!("the file was lost with the cancelled sender");
+        };
+        assert_eq!(line, b"next\n");
+        // And with nobody waiting, a file dropped on its way is put back.
+        drop(handed.file.take().map(|file| Handed {
+            file: Some(file),
+            writer: log.writer.clone(),
+        }));
+        assert!(log.lock().file.is_some());
     }
 
     #[test]
