@@ -34,6 +34,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use futures_util::FutureExt;
 use tokio::sync::{mpsc, watch};
 
 use crate::action::{Action, ActionError, ErrorKind};
@@ -936,7 +937,24 @@ async fn send(action: &dyn Action, message: &mut Message, metrics: &ActionMetric
         )));
     }
     let started = Instant::now();
-    let result = action.send(message).await;
+    // A panic in an action (a bug meeting an unexpected answer) fails this attempt like an error:
+    // otherwise the delivery would never settle and its action's concurrency slot stay taken.
+    let result = match std::panic::AssertUnwindSafe(action.send(message))
+        .catch_unwind()
+        .await
+    {
+        Ok(result) => result,
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            Err(ActionError::retryable(format!(
+                "the action panicked: {what}"
+            )))
+        }
+    };
     let elapsed = started.elapsed();
     let kind = action.kind();
     metrics.duration.observe(elapsed.as_secs_f64());
@@ -966,7 +984,7 @@ mod tests {
     use crate::action::{ActionError, Report};
 
     /// Records the events it is sent (and the last body); fails (retryably) those whose id starts
-    /// with "fail".
+    /// with "fail", and panics the first time it is sent one whose id starts with "panic".
     #[derive(Default)]
     struct Recorder(Mutex<Vec<String>>, Mutex<String>);
 
@@ -981,7 +999,11 @@ mod tests {
         }
 
         async fn send(&self, message: &Message) -> Result<Report, ActionError> {
+            let first = !self.0.lock().unwrap().contains(&message.event_id);
             self.0.lock().unwrap().push(message.event_id.clone());
+            if first && message.event_id.starts_with("panic") {
+                panic!("boom");
+            }
             *self.1.lock().unwrap() = message.body.clone();
             if message.event_id.starts_with("fail") {
                 return Err(ActionError::retryable("down"));
@@ -1116,6 +1138,30 @@ mod tests {
         let kept = &engine.items[&id].message;
         assert!(!kept.body_pending);
         assert_eq!(kept.body, expected);
+    }
+
+    #[tokio::test]
+    async fn a_panicking_action_fails_its_attempt_like_an_error() {
+        let recorder = Arc::new(Recorder::default());
+        let mut engine = engine("panic", recorder.clone());
+        let panicking = delivery(&engine, "panic-once");
+        let id = panicking.id;
+        engine.take(ToEngine::Add(vec![panicking]));
+        run_all(&mut engine).await;
+        // Settled as a retryable failure, its action's slot freed, its message kept.
+        let failed = &engine.items[&id];
+        assert_eq!(failed.attempts, 1);
+        assert_eq!(
+            failed.last_error.as_deref(),
+            Some("the action panicked: boom")
+        );
+        assert_eq!(failed.message.event_id, "panic-once");
+        assert_eq!(engine.running.get("recorder"), Some(&0));
+        // The retry runs and succeeds.
+        engine.queue.push(Reverse((0, id)));
+        run_all(&mut engine).await;
+        assert!(engine.items.is_empty());
+        assert_eq!(*recorder.0.lock().unwrap(), ["panic-once", "panic-once"]);
     }
 
     #[tokio::test]
