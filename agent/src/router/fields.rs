@@ -123,9 +123,7 @@ impl<'de> Visitor<'de> for Seed<'_> {
                     let value = map.next_value_seed(Seed(child))?;
                     out.insert(key.into_owned(), value);
                 }
-                None => {
-                    map.next_value::<IgnoredAny>()?;
-                }
+                None => map.next_value_seed(Skip)?,
             }
         }
         Ok(Value::Object(out))
@@ -169,6 +167,63 @@ impl<'de> Visitor<'de> for Seed<'_> {
 
     fn visit_none<E>(self) -> Result<Value, E> {
         Ok(Value::Null)
+    }
+}
+
+/// A value skipped: checked as JSON without being built. Not `IgnoredAny`, which serde_json skips
+/// without its nesting limit: a body the full parse refuses (nested over 128 deep) must be
+/// refused here too, or its event would be stored and then unreadable.
+struct Skip;
+
+impl<'de> DeserializeSeed<'de> for Skip {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Skip {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while map.next_key::<IgnoredAny>()?.is_some() {
+            map.next_value_seed(Skip)?;
+        }
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element_seed(Skip)?.is_some() {}
+        Ok(())
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
     }
 }
 
@@ -284,6 +339,13 @@ mod tests {
         ] {
             assert!(fields.prune(bad.as_bytes()).is_err(), "{bad}");
         }
+        // Nesting the full parse refuses is refused in a skipped member too.
+        let deep = |n: usize| format!("{{\"a\":1,\"x\":{}{}}}", "[".repeat(n), "]".repeat(n));
+        for n in [100, 127, 128, 200] {
+            let full = serde_json::from_str::<Value>(&deep(n)).is_ok();
+            assert_eq!(fields.prune(deep(n).as_bytes()).is_ok(), full, "{n}");
+        }
+        assert!(fields.prune(deep(200).as_bytes()).is_err());
     }
 
     /// On every fixture and variations of it, the native decision on the pruned value is the
