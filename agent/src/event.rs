@@ -6,7 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::event_json::EventJson;
+use crate::event_json::{EventJson, one_line};
 use crate::router::fields::{Fields, Pruned};
 
 /// Which way an event came in. A closed set, so it is safe as a metric label.
@@ -102,16 +102,13 @@ pub fn parse_body(
     body: &[u8],
     fields: Option<Arc<Fields>>,
 ) -> Result<Vec<(EventJson, Option<Pruned>)>, PayloadError> {
-    if let Some(fields) = fields {
-        let text = body.trim_ascii();
-        if text.first() == Some(&b'{')
-            && !text.contains(&b'\n')
-            && !text.contains(&b'\r')
-            && let Ok(pruned) = fields.prune(text)
-            && let Ok(json) = EventJson::from_text(text)
-        {
-            return Ok(vec![(json, Some(pruned))]);
-        }
+    if let Some(fields) = fields
+        && let Some(text) = one_line(body)
+        && text.first() == Some(&b'{')
+        && let Ok(pruned) = fields.prune(text)
+        && let Ok(json) = EventJson::from_text(text)
+    {
+        return Ok(vec![(json, Some(pruned))]);
     }
     // Anything else, a bad body included (parsed again for the precise error).
     Ok(parse_payloads(body)?

@@ -27,18 +27,10 @@ impl EventJson {
         }
     }
 
-    /// An event parsed from `text`, which it keeps as its text when that is one line (a line
-    /// break can only be whitespace between tokens; escaped in strings), so it is not
-    /// serialized again for the outbox and the forensic log.
+    /// An event parsed from `text`, which it keeps as its text when that is [one line](one_line),
+    /// so it is not serialized again for the outbox and the forensic log.
     pub fn parsed(value: Value, text: &[u8]) -> EventJson {
-        let text = text.trim_ascii();
-        let kept = if text.contains(&b'\n') || text.contains(&b'\r') {
-            None
-        } else {
-            std::str::from_utf8(text)
-                .ok()
-                .and_then(|text| RawValue::from_string(text.to_owned()).ok())
-        };
+        let kept = one_line(text).and_then(|text| checked(text).ok());
         EventJson {
             value: OnceLock::from(value),
             text: kept.map_or_else(OnceLock::new, OnceLock::from),
@@ -47,10 +39,9 @@ impl EventJson {
 
     /// An event from JSON text, which is checked here (not parsed into a value).
     pub fn from_text(bytes: &[u8]) -> Result<EventJson, serde_json::Error> {
-        let text: Box<RawValue> = serde_json::from_slice::<&RawValue>(bytes)?.to_owned();
         Ok(EventJson {
             value: OnceLock::new(),
-            text: OnceLock::from(text),
+            text: OnceLock::from(checked(bytes)?),
         })
     }
 
@@ -89,6 +80,19 @@ impl EventJson {
             })
         })
     }
+}
+
+/// `body` without the whitespace around it, when it is one line: only such text is kept as an
+/// event's (a forensic log line holds it). A line break can only be whitespace between tokens,
+/// since strings escape theirs.
+pub fn one_line(body: &[u8]) -> Option<&[u8]> {
+    let text = body.trim_ascii();
+    (!text.contains(&b'\n') && !text.contains(&b'\r')).then_some(text)
+}
+
+/// `bytes` as JSON text, checked (not parsed into a value).
+fn checked(bytes: &[u8]) -> Result<Box<RawValue>, serde_json::Error> {
+    Ok(serde_json::from_slice::<&RawValue>(bytes)?.to_owned())
 }
 
 impl Default for EventJson {

@@ -456,8 +456,7 @@ mod tests {
 
     #[test]
     fn rotation_keeps_max_files() {
-        let dir = std::env::temp_dir().join(format!("hooker-log-test-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = test_dir("log-rotation");
         let path = dir.join("forensic.jsonl");
         let mut file = LogFile {
             path: path.clone(),

@@ -159,7 +159,6 @@ impl RouteRule {
         None
     }
 
-    /// Whether the rule is decided natively whenever its values have the expected types.
     /// The paths of `input` a native decision reads (none for a route that takes everything),
     /// or None when Rego decides.
     pub fn native_paths(&self) -> Option<Vec<&super::prefilter::Path>> {
@@ -169,6 +168,7 @@ impl RouteRule {
         self.native.as_ref().map(|native| native.paths().collect())
     }
 
+    /// Whether the rule is decided natively whenever its values have the expected types.
     pub fn is_native(&self) -> bool {
         self.native.is_some() || self.matches_everything()
     }
