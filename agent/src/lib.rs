@@ -11,6 +11,8 @@ pub mod commands;
 pub mod config;
 pub mod event;
 pub mod event_json;
+#[cfg(test)]
+mod fixtures;
 pub mod image_ref;
 pub mod intake;
 pub mod message;

@@ -35,15 +35,15 @@ pub fn hooker_bin() -> PathBuf {
     bin
 }
 
-/// A file under `shared/fixtures` (beside the repository, or `HOOKER_FIXTURES`).
+/// A file under `tests/fixtures` (or under `HOOKER_FIXTURES`, a corpus with the same layout).
 pub fn fixture(relative: &str) -> PathBuf {
     let base = std::env::var_os("HOOKER_FIXTURES")
         .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures"));
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures"));
     let path = base.join(relative);
     assert!(
         path.exists(),
-        "fixture {} is missing (expected shared/ beside the repository, or set HOOKER_FIXTURES)",
+        "fixture {} is missing (tests/fixtures in the repository, or HOOKER_FIXTURES)",
         path.display()
     );
     path

@@ -296,14 +296,7 @@ mod tests {
 
     use super::*;
 
-    fn fixture(relative: &str) -> serde_json::Value {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../shared/fixtures")
-            .join(relative);
-        let text = std::fs::read_to_string(&path)
-            .unwrap_or_else(|err| panic!("fixture {}: {err}", path.display()));
-        serde_json::from_str(&text).unwrap_or_else(|err| panic!("{}: {err}", path.display()))
-    }
+    use crate::fixtures::json as fixture;
 
     fn message(route: &str, event: serde_json::Value) -> Message {
         Message {

@@ -423,7 +423,7 @@ pub(crate) mod tests {
                 _ => {}
             }
         }
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures");
+        let dir = crate::fixtures::dir();
         let mut events = Vec::new();
         for family in ["tracee", "trivy", "postee"] {
             let Ok(entries) = std::fs::read_dir(dir.join(family)) else {

@@ -568,12 +568,7 @@ mod tests {
         assert_eq!(m.owners, vec!["a@x", "b@x"]);
     }
 
-    fn fixture(name: &str) -> serde_json::Value {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../shared/fixtures")
-            .join(name);
-        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-    }
+    use crate::fixtures::json as fixture;
 
     #[test]
     fn native_raw_json_renders_what_the_rego_template_renders() {
@@ -586,7 +581,7 @@ mod tests {
         .unwrap();
         let mut rego = Template::compile("r", TemplateText::Module(RAW_JSON), &catalog).unwrap();
         assert!(native.raw_json && !rego.raw_json);
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures");
+        let dir = crate::fixtures::dir();
         let mut compared = 0;
         for family in ["postee", "tracee", "trivy"] {
             for entry in std::fs::read_dir(dir.join(family)).unwrap() {

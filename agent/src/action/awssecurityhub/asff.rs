@@ -416,12 +416,7 @@ mod tests {
 
     use super::*;
 
-    fn fixture(relative: &str) -> String {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../shared/fixtures")
-            .join(relative);
-        std::fs::read_to_string(&path).unwrap_or_else(|err| panic!("{}: {err}", path.display()))
-    }
+    use crate::fixtures::text as fixture;
 
     fn message(body: &str, event: Value) -> Message {
         Message {

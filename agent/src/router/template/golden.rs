@@ -29,15 +29,7 @@ fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-fn fixture(relative: &str) -> serde_json::Value {
-    let base = std::env::var_os("HOOKER_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join("../shared/fixtures"));
-    let path = base.join(relative);
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("fixture {} is missing: {e}", path.display()));
-    serde_json::from_str(&text).expect("fixture is JSON")
-}
+use crate::fixtures::json as fixture;
 
 fn compile(package: &str) -> Template {
     let catalog = Catalog::load(None).expect("built-in catalog compiles");
