@@ -13,8 +13,7 @@ pub fn dir() -> PathBuf {
 /// A fixture's text; panics with the path when it is missing.
 pub fn text(relative: &str) -> String {
     let path = dir().join(relative);
-    std::fs::read_to_string(&path)
-        .unwrap_or_else(|err| panic!("fixture {}: {err}", path.display()))
+    std::fs::read_to_string(&path).unwrap_or_else(|err| panic!("fixture {}: {err}", path.display()))
 }
 
 /// A fixture parsed as JSON; panics with the path when it is missing or not JSON.
