@@ -89,6 +89,22 @@ impl Message {
         text: &str,
         mut check: impl FnMut(&str) -> Result<(), E>,
     ) -> Result<String, E> {
+        self.substitute_with(text, |out, value| {
+            let value = plain_text(value);
+            check(&value)?;
+            out.push_str(&value);
+            Ok(())
+        })
+    }
+
+    /// Replaces every `event.input.<path>` in `text` with what `insert` appends to the output
+    /// so far for the value found (`None` when there is none): the way for a caller to escape
+    /// values for where they land (a JSON body, a form, a URL).
+    pub fn substitute_with<E>(
+        &self,
+        text: &str,
+        mut insert: impl FnMut(&mut String, Option<serde_json::Value>) -> Result<(), E>,
+    ) -> Result<String, E> {
         const MARK: &str = "event.input";
         let mut out = String::with_capacity(text.len());
         let mut rest = text;
@@ -107,17 +123,21 @@ impl Message {
             let path = after[..path_len]
                 .trim_start_matches('.')
                 .trim_end_matches('.');
-            let value = match self.lookup_input(path) {
-                Some(serde_json::Value::String(s)) => s,
-                Some(serde_json::Value::Null) | None => String::new(),
-                Some(other) => other.to_string(),
-            };
-            check(&value)?;
-            out.push_str(&value);
+            insert(&mut out, self.lookup_input(path))?;
             rest = &after[path_len..];
         }
         out.push_str(rest);
         Ok(out)
+    }
+}
+
+/// A placeholder's value as plain text: strings unquoted, null or missing empty, anything
+/// else as compact JSON.
+pub fn plain_text(value: Option<serde_json::Value>) -> String {
+    match value {
+        Some(serde_json::Value::String(s)) => s,
+        Some(serde_json::Value::Null) | None => String::new(),
+        Some(other) => other.to_string(),
     }
 }
 

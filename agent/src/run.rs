@@ -155,12 +155,13 @@ pub async fn run(settings: RunSettings) -> anyhow::Result<()> {
         serde_json::json!({ "outcome": "success" }),
     )));
     tracing::info!(config = %status_of(&config, serde_json::Value::Null)["source"], routes = pipeline.routes.len(), native_routes = pipeline.native_routes(), templates = pipeline.templates.len(), actions = pipeline.actions.len(), "Config loaded.");
-    let tokens = crate::auth::Tokens::load(
+    let tokens = crate::auth::Tokens::load(&crate::auth::TokenSources::new(
         settings.auth_token.as_deref(),
         settings.auth_token_file.as_deref(),
-    )
-    .map_err(|e| anyhow::anyhow!(e))?
+        |name: &str| std::env::var_os(name),
+    ))?
     .map(Arc::new);
+    warn_if_open(&settings, tokens.is_some());
 
     let store_path = state_dir(&settings).join("hooker.redb");
     let outbox_options = OutboxOptions {
@@ -503,6 +504,25 @@ impl ShutdownSignals {
             _ = self.terminate.recv() => {}
             _ = self.interrupt.recv() => {}
         }
+    }
+}
+
+/// Warns when a TCP listener that takes tokens (HTTP, HTTPS, gRPC) runs without one: anyone
+/// who reaches it can post events, reload the config and manage the dead letters.
+fn warn_if_open(settings: &RunSettings, has_tokens: bool) {
+    let open: Vec<&str> = [
+        ("http", settings.http),
+        ("https", settings.https),
+        ("grpc", settings.grpc),
+    ]
+    .into_iter()
+    .filter_map(|(name, listen)| matches!(listen, Listen::On(_)).then_some(name))
+    .collect();
+    if !has_tokens && !open.is_empty() {
+        tracing::warn!(
+            listeners = %open.join(","),
+            "No bearer token is set (HOOKER_AUTH_TOKEN or HOOKER_AUTH_TOKEN_FILE): anyone who can reach these TCP listeners can post events, reload the config and manage dead letters."
+        );
     }
 }
 

@@ -20,6 +20,7 @@ use futures_util::StreamExt;
 use serde::Deserialize;
 use tokio::sync::OnceCell;
 
+use super::escape::env_value;
 use super::{Action, ActionError, BuildContext, Built, Report};
 use crate::config::{ActionConfig, Diagnostic, units};
 use crate::image_ref::ImageRef;
@@ -317,21 +318,8 @@ impl Docker {
             )));
         }
         let mut env = self.env.clone();
-        for (key, value) in [
-            ("HOOKER_EVENT", message.body.as_str()),
-            // For containers written for Postee (which quoted it; Hooker passes it as is).
-            ("POSTEE_EVENT", message.body.as_str()),
-            ("HOOKER_ROUTE", message.route.as_str()),
-            ("HOOKER_TITLE", message.title.as_str()),
-            ("HOOKER_EVENT_ID", message.event_id.as_str()),
-        ] {
-            env.push(format!("{key}={value}"));
-        }
-        let cmd: Vec<String> = self
-            .cmd
-            .iter()
-            .map(|item| message.substitute(item))
-            .collect();
+        env.extend(message_env(message));
+        let cmd = command(&self.cmd, message);
         let labels = HashMap::from([
             (ACTION_LABEL.to_string(), self.name.clone()),
             ("hooker.route".to_string(), message.route.clone()),
@@ -488,11 +476,7 @@ impl Action for Docker {
     }
 
     fn preview(&self, message: &Message) -> serde_json::Value {
-        let cmd: Vec<String> = self
-            .cmd
-            .iter()
-            .map(|item| message.substitute(item))
-            .collect();
+        let cmd = command(&self.cmd, message);
         serde_json::json!({
             "image": self.image,
             "cmd": cmd,
@@ -567,9 +551,55 @@ async fn remove(engine: &Engine, id: &str) {
     }
 }
 
+/// The message in the container's environment (`KEY=value`). The environment cannot hold NUL
+/// (the container would not start): a NUL travels as `\u0000`.
+fn message_env(message: &Message) -> Vec<String> {
+    [
+        ("HOOKER_EVENT", message.body.as_str()),
+        // For containers written for Postee (which quoted it; Hooker passes it as is).
+        ("POSTEE_EVENT", message.body.as_str()),
+        ("HOOKER_ROUTE", message.route.as_str()),
+        ("HOOKER_TITLE", message.title.as_str()),
+        ("HOOKER_EVENT_ID", message.event_id.as_str()),
+    ]
+    .into_iter()
+    .map(|(key, value)| format!("{key}={}", env_value(value)))
+    .collect()
+}
+
+/// The command, placeholders substituted; like the environment, an argument cannot hold NUL.
+fn command(cmd: &[String], message: &Message) -> Vec<String> {
+    cmd.iter()
+        .map(|item| env_value(&message.substitute(item)).into_owned())
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nul_in_event_values_reaches_the_container_escaped() {
+        let message = Message {
+            route: "r".into(),
+            title: "ti\u{0}tle".into(),
+            body: "{\"k\":\"a\u{0}b\"}".into(),
+            event: std::sync::Arc::new(serde_json::json!({"v": "x\u{0}y"}).into()),
+            ..Message::default()
+        };
+        let env = message_env(&message);
+        assert!(env.iter().all(|entry| !entry.contains('\0')), "{env:?}");
+        assert!(
+            env.contains(&"HOOKER_EVENT={\"k\":\"a\\u0000b\"}".to_string()),
+            "{env:?}"
+        );
+        assert!(
+            env.contains(&"HOOKER_TITLE=ti\\u0000tle".to_string()),
+            "{env:?}"
+        );
+        let cmd = command(&cmd(&["scan", "event.input.v"]), &message);
+        assert_eq!(cmd, ["scan", "x\\u0000y"]);
+    }
 
     fn cmd(items: &[&str]) -> Vec<String> {
         items.iter().map(|s| s.to_string()).collect()

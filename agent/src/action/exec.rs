@@ -1,7 +1,9 @@
 //! `type: exec`: runs a shell script on the node with the message in `HOOKER_EVENT` and on stdin.
 //!
 //! The event is never put on a command line: the script is config (`exec-script` or
-//! `input-file`), the event travels in the environment and on standard input only.
+//! `input-file`), the event travels in the environment and on standard input only. Standard
+//! input carries the body byte for byte; the environment, which cannot hold NUL, carries each
+//! NUL as `\u0000`.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -11,6 +13,7 @@ use async_trait::async_trait;
 use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
+use super::escape::env_value;
 use super::{Action, ActionError, BuildContext, Built, Report};
 use crate::config::{ActionConfig, Diagnostic, units};
 use crate::message::Message;
@@ -100,17 +103,19 @@ impl Exec {
             Script::File(path) => command.arg(path),
             Script::Inline(script) => command.arg("-c").arg(script),
         };
-        command.envs(self.env.iter().map(|(k, v)| (k, v)));
-        if message.body.len() <= ENV_EVENT_LIMIT {
+        command.envs(self.env.iter().map(|(k, v)| (k, env_value(v).into_owned())));
+        // The environment cannot hold NUL: those values carry it escaped, stdin as it is.
+        let event = env_value(&message.body);
+        if event.len() <= ENV_EVENT_LIMIT {
             // POSTEE_EVENT too, so scripts written for Postee keep working.
             command
-                .env("HOOKER_EVENT", &message.body)
-                .env("POSTEE_EVENT", &message.body);
+                .env("HOOKER_EVENT", event.as_ref())
+                .env("POSTEE_EVENT", event.as_ref());
         }
         command
-            .env("HOOKER_ROUTE", &message.route)
-            .env("HOOKER_TITLE", &message.title)
-            .env("HOOKER_EVENT_ID", &message.event_id)
+            .env("HOOKER_ROUTE", env_value(&message.route).as_ref())
+            .env("HOOKER_TITLE", env_value(&message.title).as_ref())
+            .env("HOOKER_EVENT_ID", env_value(&message.event_id).as_ref())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

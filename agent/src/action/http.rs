@@ -1,4 +1,5 @@
-//! `type: http`: any method, headers and a templated body, to any URL.
+//! `type: http`: any method, headers and a templated body, to any URL. Event values in the
+//! body template are escaped for its content type (`escape.rs`), so they cannot add structure.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -8,6 +9,7 @@ use async_trait::async_trait;
 use base64::Engine as _;
 use serde::Deserialize;
 
+use super::escape::BodyEscape;
 use super::{Action, ActionError, BuildContext, Built, Report};
 use crate::config::{ActionConfig, Diagnostic, Secret, units};
 use crate::message::Message;
@@ -43,7 +45,8 @@ enum HeaderValues {
 enum Body {
     Empty,
     File(PathBuf),
-    Template(String),
+    /// `body-content`, its placeholders' values escaped for the body's content type.
+    Template(String, BodyEscape),
 }
 
 pub struct Http {
@@ -88,7 +91,13 @@ pub fn build(config: &ActionConfig, cx: &BuildContext) -> Result<Built, Diagnost
             .line(config.item.line_of("body-file")));
         }
         (Some(file), None) => Body::File(file),
-        (None, Some(content)) => Body::Template(content),
+        (None, Some(content)) => {
+            let content_type = headers
+                .get(reqwest::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok());
+            let escape = BodyEscape::for_body(content_type, &content);
+            Body::Template(content, escape)
+        }
         (None, None) => Body::Empty,
     };
     Built::new(
@@ -154,7 +163,9 @@ impl Http {
     async fn body(&self, message: &Message) -> Result<Vec<u8>, ActionError> {
         match &self.body {
             Body::Empty => Ok(Vec::new()),
-            Body::Template(template) => Ok(message.substitute(template).into_bytes()),
+            Body::Template(template, escape) => {
+                Ok(escape.substitute(message, template).into_bytes())
+            }
             Body::File(path) => tokio::fs::read(path).await.map_err(|err| {
                 ActionError::permanent(format!("cannot read body-file {}: {err}", path.display()))
             }),
@@ -194,7 +205,7 @@ impl Action for Http {
     fn preview(&self, message: &Message) -> serde_json::Value {
         let body = match &self.body {
             Body::Empty => String::new(),
-            Body::Template(template) => message.substitute(template),
+            Body::Template(template, escape) => escape.substitute(message, template),
             Body::File(path) => format!("<contents of {}>", path.display()),
         };
         serde_json::json!({ "method": self.method.as_str(), "host": self.url.host_str(), "body": body })

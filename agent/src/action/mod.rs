@@ -11,6 +11,7 @@ mod awssecurityhub;
 mod dependencytrack;
 mod docker;
 mod email;
+mod escape;
 mod exec;
 mod http;
 mod jira;
