@@ -22,6 +22,7 @@ pub mod pipeline;
 pub mod router;
 pub mod run;
 pub mod send;
+pub mod supervise;
 pub mod tls;
 
 /// Sets up logging to stderr (stdout belongs to the `stdout` action).

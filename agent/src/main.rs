@@ -149,10 +149,15 @@ struct RegoDirs {
     rego_filters: PathBuf,
     #[arg(long, env = "HOOKER_REGO_TEMPLATES")]
     rego_templates: Option<PathBuf>,
+    /// Time budget of one Rego evaluation (as `hooker run`'s `HOOKER_REGO_TIMEOUT`).
+    #[arg(long, env = "HOOKER_REGO_TIMEOUT", default_value = "2s", value_parser = hooker::config::units::parse_duration)]
+    rego_timeout: std::time::Duration,
 }
 
 impl RegoDirs {
+    /// The directories, with the Rego time budget set for the engines compiled from them.
     fn paths(self) -> hooker::pipeline::Paths {
+        hooker::router::rego::set_timeout(self.rego_timeout);
         hooker::pipeline::Paths {
             rego_filters: self.rego_filters,
             rego_templates: self.rego_templates,

@@ -25,6 +25,7 @@ use crate::outbox::{Op, Outbox, OutboxOptions};
 use crate::pipeline::{Paths, Pipeline};
 use crate::router::dedup::{DedupStore, MemoryDedup};
 use crate::router::{Router, RouterOptions};
+use crate::supervise::{self, Health};
 
 /// How long shutdown waits for in-flight deliveries.
 const DRAIN_DEADLINE: Duration = Duration::from_secs(20);
@@ -133,6 +134,7 @@ fn status_of(config: &Config, last_reload: serde_json::Value) -> serde_json::Val
 }
 
 pub async fn run(settings: RunSettings) -> anyhow::Result<()> {
+    crate::router::rego::set_timeout(settings.rego_timeout);
     let metrics = Metrics::new();
     let node = node_name(&settings);
     let cx = BuildContext::new(node.clone())?;
@@ -177,24 +179,31 @@ pub async fn run(settings: RunSettings) -> anyhow::Result<()> {
     let dedup_store = Arc::new(MemoryDedup::new(pipeline.max_db_size));
     dedup_store.restore(recovered.dedup);
     let dedup: Arc<dyn DedupStore> = dedup_store;
+    let ready = Arc::new(AtomicBool::new(false));
+    let health = Health::new(ready.clone(), status.clone());
     let purge = {
         let dedup = dedup.clone();
         let outbox = outbox.clone();
         let every = pipeline.db_verify_interval;
-        tokio::spawn(async move {
-            let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-            loop {
-                ticker.tick().await;
-                let purged = dedup.purge_expired();
-                tracing::debug!(
-                    purged = purged.len(),
-                    kept = dedup.len(),
-                    "Expired dedup keys purged."
-                );
-                if !purged.is_empty() {
-                    outbox
-                        .store()
-                        .write(purged.into_iter().map(Op::RemoveDedup).collect(), None);
+        supervise::spawn("dedup purge", health.clone(), move || {
+            let dedup = dedup.clone();
+            let outbox = outbox.clone();
+            async move {
+                let mut ticker =
+                    tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+                loop {
+                    ticker.tick().await;
+                    let purged = dedup.purge_expired();
+                    tracing::debug!(
+                        purged = purged.len(),
+                        kept = dedup.len(),
+                        "Expired dedup keys purged."
+                    );
+                    if !purged.is_empty() {
+                        outbox
+                            .store()
+                            .write(purged.into_iter().map(Op::RemoveDedup).collect(), None);
+                    }
                 }
             }
         })
@@ -216,17 +225,21 @@ pub async fn run(settings: RunSettings) -> anyhow::Result<()> {
     )
     .context("cannot start router threads")?;
     let (engine_stop_tx, engine_stop_rx) = watch::channel(false);
-    let engine = tokio::spawn(crate::outbox::run_engine(
-        outbox.clone(),
-        engine_start,
-        router.pipeline(),
-        settings.max_inflight,
-        engine_stop_rx,
-        DRAIN_DEADLINE,
-    ));
+    let engine = supervise::spawn_once(
+        "delivery engine",
+        health.clone(),
+        engine_stop_rx.clone(),
+        crate::outbox::run_engine(
+            outbox.clone(),
+            engine_start,
+            router.pipeline(),
+            settings.max_inflight,
+            engine_stop_rx,
+            DRAIN_DEADLINE,
+        ),
+    );
 
     let (reload_tx, reload_rx) = mpsc::channel::<ReloadRequest>(8);
-    let ready = Arc::new(AtomicBool::new(false));
     let app = HttpIntake {
         router: router.handle.clone(),
         metrics: metrics.clone(),
@@ -313,14 +326,17 @@ pub async fn run(settings: RunSettings) -> anyhow::Result<()> {
     start_tracee(&settings, &router, &metrics, &mut listeners, &stop_rx)?;
 
     let router = Arc::new(router);
-    let reloader = tokio::spawn(reload_loop(
-        settings.clone(),
-        cx.clone(),
-        router.clone(),
-        metrics.clone(),
-        status.clone(),
+    let reloader = spawn_reloader(
+        Reloader {
+            settings: settings.clone(),
+            cx: cx.clone(),
+            router: router.clone(),
+            metrics: metrics.clone(),
+            status: status.clone(),
+            health: health.clone(),
+        },
         reload_rx,
-    ));
+    );
     let _watcher = if settings.watch_config {
         config
             .source
@@ -335,8 +351,9 @@ pub async fn run(settings: RunSettings) -> anyhow::Result<()> {
     let sighup = tokio::spawn(forward_sighup(hangups, reload_tx.clone()));
 
     let signals = ShutdownSignals::register().context("cannot handle SIGTERM")?;
-    ready.store(true, Ordering::Relaxed);
-    tracing::info!(version = env!("CARGO_PKG_VERSION"), "Hooker is ready.");
+    if health.set_ready() {
+        tracing::info!(version = env!("CARGO_PKG_VERSION"), "Hooker is ready.");
+    }
 
     signals.wait().await;
     tracing::info!("Shutting down: intake closed, draining.");
@@ -362,16 +379,38 @@ pub async fn run(settings: RunSettings) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Serialises reloads from every trigger (file watch, SIGHUP, `POST /reload`): validate first,
-/// swap atomically; a bad config keeps the running one and is reported.
-async fn reload_loop(
+/// What a reload needs; cloned into each start of the reload task.
+#[derive(Clone)]
+struct Reloader {
     settings: RunSettings,
     cx: BuildContext,
     router: Arc<Router>,
     metrics: Metrics,
     status: Arc<std::sync::Mutex<serde_json::Value>>,
-    mut requests: mpsc::Receiver<ReloadRequest>,
+    health: Health,
+}
+
+/// Starts the reload task under supervision: should it ever panic, it starts again on the same
+/// request queue, so reloading is never lost for the rest of the process's life.
+fn spawn_reloader(
+    reloader: Reloader,
+    requests: mpsc::Receiver<ReloadRequest>,
+) -> tokio::task::JoinHandle<()> {
+    let requests = Arc::new(tokio::sync::Mutex::new(requests));
+    let health = reloader.health.clone();
+    supervise::spawn("reload", health, move || {
+        reload_loop(reloader.clone(), requests.clone())
+    })
+}
+
+/// Serialises reloads from every trigger (file watch, SIGHUP, `POST /reload`): validate first,
+/// swap atomically; a bad config keeps the running one and is reported. A reload that panics
+/// (a bug meeting an unexpected config) is reported as a failed reload, and the loop goes on.
+async fn reload_loop(
+    reloader: Reloader,
+    requests: Arc<tokio::sync::Mutex<mpsc::Receiver<ReloadRequest>>>,
 ) {
+    let mut requests = requests.lock().await;
     while let Some((trigger, reply)) = requests.recv().await {
         // Coalesce a burst (an editor's save, a ConfigMap swap) into one reload.
         let mut replies = vec![reply];
@@ -379,7 +418,28 @@ async fn reload_loop(
         while let Ok((_, reply)) = requests.try_recv() {
             replies.push(reply);
         }
-        let outcome = match compile(&settings, &cx).await {
+        let attempt = std::panic::AssertUnwindSafe(reloader.reload(trigger));
+        let outcome = match futures_util::FutureExt::catch_unwind(attempt).await {
+            Ok(outcome) => outcome,
+            Err(panic) => {
+                let report = format!(
+                    "reloading panicked: {}",
+                    supervise::panic_message(panic.as_ref())
+                );
+                reloader.failed(trigger, &report);
+                Err(report)
+            }
+        };
+        for reply in replies {
+            let _ = reply.send(outcome.clone());
+        }
+    }
+}
+
+impl Reloader {
+    /// One reload: compile, swap, report.
+    async fn reload(&self, trigger: &'static str) -> Result<(), String> {
+        match compile(&self.settings, &self.cx).await {
             Ok((config, pipeline)) => {
                 for warning in &pipeline.warnings {
                     tracing::warn!(%warning, "Config warning.");
@@ -390,35 +450,41 @@ async fn reload_loop(
                     actions = pipeline.actions.len(),
                     "Config reloaded."
                 );
-                router.reload(Arc::new(pipeline));
-                metrics
+                self.router.reload(Arc::new(pipeline));
+                self.metrics
                     .config_reloads
                     .get_or_create(&OutcomeLabels { outcome: "success" })
                     .inc();
-                if let Ok(mut status) = status.lock() {
+                if let Ok(mut status) = self.status.lock() {
                     *status = status_of(
                         &config,
                         serde_json::json!({ "outcome": "success", "trigger": trigger }),
                     );
                 }
+                self.health.publish();
                 Ok(())
             }
             Err(report) => {
-                tracing::error!(trigger, error = %report, "Config reload failed; the running config stays.");
-                metrics
-                    .config_reloads
-                    .get_or_create(&OutcomeLabels { outcome: "failure" })
-                    .inc();
-                if let Ok(mut status) = status.lock()
-                    && let serde_json::Value::Object(map) = &mut *status
-                {
-                    map.insert("last_reload".into(), serde_json::json!({ "outcome": "failure", "trigger": trigger, "error": report }));
-                }
+                self.failed(trigger, &report);
                 Err(report)
             }
-        };
-        for reply in replies {
-            let _ = reply.send(outcome.clone());
+        }
+    }
+
+    /// Reports a failed reload: the running config stays.
+    fn failed(&self, trigger: &'static str, report: &str) {
+        tracing::error!(trigger, error = %report, "Config reload failed; the running config stays.");
+        self.metrics
+            .config_reloads
+            .get_or_create(&OutcomeLabels { outcome: "failure" })
+            .inc();
+        if let Ok(mut status) = self.status.lock()
+            && let serde_json::Value::Object(map) = &mut *status
+        {
+            map.insert(
+                "last_reload".into(),
+                serde_json::json!({ "outcome": "failure", "trigger": trigger, "error": report }),
+            );
         }
     }
 }

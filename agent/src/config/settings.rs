@@ -71,6 +71,11 @@ pub struct RunSettings {
     #[arg(long, env = "HOOKER_REGO_FILTERS", default_value = "./rego-filters")]
     pub rego_filters: PathBuf,
 
+    /// Time budget of one Rego evaluation (a route's rule for one event, one template
+    /// rendering); past it the evaluation stops with an error.
+    #[arg(long, env = "HOOKER_REGO_TIMEOUT", default_value = "2s", value_parser = crate::config::units::parse_duration)]
+    pub rego_timeout: std::time::Duration,
+
     /// Largest accepted request body, e.g. `16MB`.
     #[arg(long, env = "HOOKER_MAX_BODY", default_value = "16MB", value_parser = parse_size)]
     pub max_body: u64,

@@ -387,11 +387,12 @@ async fn readyz(State(intake): State<Arc<HttpIntake>>) -> Response {
         }
         Json(status).into_response()
     } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "status": "not ready" })),
-        )
-            .into_response()
+        let mut body = json!({ "status": "not ready" });
+        // A part that stopped for good says which (see `crate::supervise::Health`).
+        if let Some(failed) = status.get("failed") {
+            body["failed"] = failed.clone();
+        }
+        (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
     }
 }
 

@@ -42,8 +42,8 @@ use crate::message::Message;
 use crate::metrics::{ActionLabels, DeliveryLabels, Metrics};
 use crate::pipeline::Pipeline;
 use prometheus_client::metrics::{counter::Counter, histogram::Histogram};
-use retry::Breaker;
 pub use retry::DeliveryPolicy;
+use retry::{Breaker, Tripped};
 pub use store::{DeadLetter, Delivery, Op, Recovered, Store, StoreError};
 
 pub fn now_ms() -> u64 {
@@ -84,7 +84,13 @@ pub struct Outbox {
     /// Woken as deliveries leave, for intakes that wait for room instead of refusing.
     room: tokio::sync::Notify,
     metrics: Metrics,
+    /// Renders an [unrendered](DeadLetter::unrendered) dead letter's message when it is replayed
+    /// (set by the router, which has the templates).
+    renderer: std::sync::OnceLock<Renderer>,
 }
+
+/// Makes a delivery's message from its event with the route's template in force.
+pub type Renderer = Box<dyn Fn(&Delivery) -> Result<Message, String> + Send + Sync>;
 
 /// What the outbox tells the engine.
 enum ToEngine {
@@ -128,6 +134,7 @@ impl Outbox {
             room: tokio::sync::Notify::new(),
             metrics,
             options,
+            renderer: std::sync::OnceLock::new(),
         });
         outbox.publish_gauges();
         if !pending.is_empty() || recovered.dead > 0 {
@@ -318,6 +325,52 @@ impl Outbox {
         }
     }
 
+    /// Sets how a replay renders dead letters whose template failed (once; later calls are
+    /// ignored).
+    pub fn set_renderer(&self, renderer: Renderer) {
+        let _ = self.renderer.set(renderer);
+    }
+
+    /// Dead letters for a route whose message could not be made (`error`: why its template
+    /// failed), one per action as [`Outbox::deliveries_for`] makes deliveries: the event was
+    /// acknowledged, so it must not vanish. Each keeps the event, and a replay renders it again
+    /// with the config in force then. Commit the ops, then count them with [`Outbox::buried`].
+    pub fn unrendered(
+        &self,
+        route: &str,
+        actions: &[String],
+        serialize: bool,
+        message: &Message,
+        error: &str,
+    ) -> Vec<Op> {
+        let died_ms = now_ms();
+        self.deliveries_for(route, actions, serialize, message)
+            .into_iter()
+            .map(|delivery| {
+                let action = delivery.actions.first().cloned().unwrap_or_default();
+                tracing::error!(action = %action, route, delivery = delivery.id, event = %message.event_id, %error, "Delivery dead-lettered: its message could not be rendered.");
+                self.metrics
+                    .dead_lettered
+                    .get_or_create(&crate::metrics::ActionNameLabels { action })
+                    .inc();
+                Op::Kill(DeadLetter {
+                    delivery,
+                    error: error.to_string(),
+                    died_ms,
+                    unrendered: true,
+                })
+            })
+            .collect()
+    }
+
+    /// Counts `n` dead letters made outside the engine ([`Outbox::unrendered`]) once committed.
+    pub fn buried(&self, n: usize) {
+        if n > 0 {
+            self.dead.fetch_add(n, Ordering::Relaxed);
+            self.publish_gauges();
+        }
+    }
+
     pub fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {
         self.store.dead_letters()
     }
@@ -333,6 +386,11 @@ impl Outbox {
         let now = now_ms();
         let mut ops = Vec::new();
         let mut revived = Vec::new();
+        // Letters whose template failed are rendered now, on a blocking thread (Rego).
+        let outbox = self.clone();
+        let letters = tokio::task::spawn_blocking(move || outbox.render_unrendered(letters))
+            .await
+            .map_err(|e| e.to_string())?;
         for letter in letters {
             let mut delivery = letter.delivery;
             ops.push(Op::RemoveDead(delivery.id));
@@ -358,6 +416,34 @@ impl Outbox {
             .fetch_sub(n.min(self.dead.load(Ordering::Relaxed)), Ordering::Relaxed);
         self.publish_gauges();
         Ok(n)
+    }
+
+    /// Renders the [unrendered](DeadLetter::unrendered) of `letters` with the templates in
+    /// force; one that still cannot be rendered stays a dead letter (and is left out).
+    fn render_unrendered(&self, letters: Vec<DeadLetter>) -> Vec<DeadLetter> {
+        letters
+            .into_iter()
+            .filter_map(|mut letter| {
+                if !letter.unrendered {
+                    return Some(letter);
+                }
+                let rendered = match self.renderer.get() {
+                    Some(render) => render(&letter.delivery),
+                    None => Err("no renderer".to_string()),
+                };
+                match rendered {
+                    Ok(message) => {
+                        letter.delivery.message = message;
+                        letter.unrendered = false;
+                        Some(letter)
+                    }
+                    Err(error) => {
+                        tracing::warn!(delivery = letter.delivery.id, route = %letter.delivery.route, %error, "Dead letter not replayed: its message still cannot be rendered.");
+                        None
+                    }
+                }
+            })
+            .collect()
     }
 
     /// Deletes dead letters (all, or the given ids).
@@ -651,7 +737,7 @@ impl Engine {
         };
         let policy = pipeline.policies.get(&name).cloned().unwrap_or_default();
         let breaker = self.breakers.entry(name.clone()).or_default();
-        if let Err(retry_at) = breaker.admit(now) {
+        if let Err(retry_at) = breaker.admit(id, now) {
             self.queue.push(Reverse((retry_at, id)));
             return;
         }
@@ -725,6 +811,9 @@ impl Engine {
             self.queue.push(Reverse((now_ms(), next)));
         }
         if self.drop_forgotten(id) {
+            if let Some(breaker) = self.breakers.get_mut(&name) {
+                breaker.forget(id);
+            }
             return;
         }
         let policy = self
@@ -762,11 +851,25 @@ impl Engine {
                     }
                 }
             }
-            Err(error) if error.kind == ErrorKind::Permanent => self.kill(id, error.message),
+            Err(error) if error.kind == ErrorKind::Permanent => {
+                // The endpoint answered: a trial that ends so lets the next delivery try.
+                breaker.forget(id);
+                delivery.attempts += 1;
+                self.kill(id, error.message);
+            }
             Err(error) => {
                 let now = now_ms();
-                if breaker.failure(now, &policy) {
-                    tracing::warn!(action = %name, cooldown = ?policy.circuit_breaker_cooldown, "Circuit opened: deliveries to this action pause.");
+                let tripped = breaker.failure(id, now, &policy);
+                match tripped {
+                    Tripped::No => {}
+                    Tripped::Opened(cooldown) => {
+                        tracing::warn!(action = %name, ?cooldown, "Circuit opened: deliveries to this action pause.");
+                    }
+                    Tripped::Reopened(cooldown) => {
+                        tracing::warn!(action = %name, ?cooldown, "Circuit trial failed: deliveries to this action pause again.");
+                    }
+                }
+                if tripped != Tripped::No {
                     metrics
                         .circuit_open
                         .get_or_create(&crate::metrics::ActionNameLabels {
@@ -839,6 +942,7 @@ impl Engine {
             delivery: *delivery,
             error,
             died_ms: now_ms(),
+            unrendered: false,
         }));
     }
 }
@@ -984,7 +1088,8 @@ mod tests {
     use crate::action::{ActionError, Report};
 
     /// Records the events it is sent (and the last body); fails (retryably) those whose id starts
-    /// with "fail", and panics the first time it is sent one whose id starts with "panic".
+    /// with "fail", permanently those whose id starts with "refuse", and panics the first time
+    /// it is sent one whose id starts with "panic".
     #[derive(Default)]
     struct Recorder(Mutex<Vec<String>>, Mutex<String>);
 
@@ -1007,6 +1112,9 @@ mod tests {
             *self.1.lock().unwrap() = message.body.clone();
             if message.event_id.starts_with("fail") {
                 return Err(ActionError::retryable("down"));
+            }
+            if message.event_id.starts_with("refuse") {
+                return Err(ActionError::permanent("HTTP 400"));
             }
             Ok(Report::none())
         }
@@ -1162,6 +1270,50 @@ mod tests {
         run_all(&mut engine).await;
         assert!(engine.items.is_empty());
         assert_eq!(*recorder.0.lock().unwrap(), ["panic-once", "panic-once"]);
+    }
+
+    /// The dead letters among the engine's queued store changes.
+    fn killed(engine: &Engine) -> Vec<&DeadLetter> {
+        engine
+            .ops
+            .iter()
+            .filter_map(|op| match op {
+                Op::Kill(letter) => Some(letter),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_dead_letter_counts_the_attempt_that_killed_it() {
+        let recorder = Arc::new(Recorder::default());
+        let mut engine = engine("attempts", recorder.clone());
+        let refused = delivery(&engine, "refuse-once");
+        engine.take(ToEngine::Add(vec![refused]));
+        run_all(&mut engine).await;
+        let letters = killed(&engine);
+        assert_eq!(letters.len(), 1);
+        assert_eq!(letters[0].error, "HTTP 400");
+        assert_eq!(letters[0].delivery.attempts, 1, "it failed once");
+    }
+
+    #[tokio::test]
+    async fn failures_of_deliveries_already_running_do_not_extend_the_circuit_cooldown() {
+        let recorder = Arc::new(Recorder::default());
+        let mut engine = engine("breaker", recorder.clone());
+        // A backlog after a restart: 20 deliveries start at once, the endpoint is down.
+        let backlog: Vec<Delivery> = (0..20)
+            .map(|n| delivery(&engine, &format!("fail-{n}")))
+            .collect();
+        engine.take(ToEngine::Add(backlog));
+        run_all(&mut engine).await;
+        let breaker = &engine.breakers["recorder"];
+        assert!(breaker.is_open());
+        assert_eq!(
+            breaker.cooldown(),
+            Some(DeliveryPolicy::default().circuit_breaker_cooldown),
+            "the policy's cooldown, not doubled per failure"
+        );
     }
 
     #[tokio::test]

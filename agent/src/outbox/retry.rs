@@ -102,28 +102,44 @@ impl DeliveryPolicy {
 }
 
 /// Consecutive failures open the breaker; after the cooldown one trial is let through
-/// (half-open); a success closes it, a failure doubles the cooldown (up to ten minutes).
+/// (half-open); a success closes it, a failed trial reopens it for twice the cooldown (up to ten
+/// minutes). Deliveries that were already running when the breaker opened still finish, and
+/// their failures say nothing new about the endpoint: they neither extend the cooldown nor end
+/// the trial (after a restart with a backlog, every one of them used to double it).
 #[derive(Debug, Default)]
 pub struct Breaker {
     failures: u32,
     open_until_ms: Option<u64>,
     cooldown: Option<Duration>,
-    trial_running: bool,
+    /// The delivery let through as the half-open trial, while it runs.
+    trial: Option<u64>,
     /// Whether the closed state has been published (the `hooker_circuit_open` gauge).
     published: bool,
 }
 
+/// What a failure did to the breaker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tripped {
+    /// Nothing to report: below the threshold, or the breaker was open already.
+    No,
+    /// The breaker opened for this long.
+    Opened(Duration),
+    /// The half-open trial failed: the breaker opened again, for this long.
+    Reopened(Duration),
+}
+
 impl Breaker {
-    /// `Ok(())` when a delivery may start now; `Err(at_ms)` when it must wait.
-    pub fn admit(&mut self, now_ms: u64) -> Result<(), u64> {
+    /// `Ok(())` when delivery `id` may start now; `Err(at_ms)` when it must wait. Past the
+    /// cooldown, the first delivery asking becomes the trial.
+    pub fn admit(&mut self, id: u64, now_ms: u64) -> Result<(), u64> {
         match self.open_until_ms {
             None => Ok(()),
             Some(until) if now_ms < until => Err(until),
             Some(until) => {
-                if self.trial_running {
+                if self.trial.is_some_and(|trial| trial != id) {
                     return Err(until.max(now_ms) + 1000);
                 }
-                self.trial_running = true;
+                self.trial = Some(id);
                 Ok(())
             }
         }
@@ -131,6 +147,11 @@ impl Breaker {
 
     pub fn is_open(&self) -> bool {
         self.open_until_ms.is_some()
+    }
+
+    /// The cooldown in force (the policy's, or longer after failed trials), while open.
+    pub fn cooldown(&self) -> Option<Duration> {
+        self.open_until_ms.and(self.cooldown)
     }
 
     /// Records a success; returns true when the closed state is news (the breaker had failures,
@@ -144,23 +165,48 @@ impl Breaker {
         news
     }
 
-    /// Records a retryable failure; returns true when this opened the breaker.
-    pub fn failure(&mut self, now_ms: u64, policy: &DeliveryPolicy) -> bool {
-        self.failures += 1;
-        self.trial_running = false;
-        if self.failures < policy.circuit_breaker_threshold.max(1) {
-            return false;
+    /// Records a retryable failure of delivery `id`. Only a failure while closed counts towards
+    /// opening, and only the trial's failure reopens an open breaker.
+    pub fn failure(&mut self, id: u64, now_ms: u64, policy: &DeliveryPolicy) -> Tripped {
+        if self.open_until_ms.is_some() {
+            if self.trial != Some(id) {
+                return Tripped::No;
+            }
+            self.trial = None;
+            let cooldown = self
+                .cooldown
+                .unwrap_or(policy.circuit_breaker_cooldown)
+                .saturating_mul(2)
+                .min(MAX_COOLDOWN)
+                .max(policy.circuit_breaker_cooldown);
+            self.open(now_ms, cooldown);
+            return Tripped::Reopened(cooldown);
         }
-        let was_open = self.open_until_ms.is_some();
-        let cooldown = match self.cooldown {
-            Some(previous) if was_open => (previous * 2).min(Duration::from_secs(600)),
-            _ => policy.circuit_breaker_cooldown,
-        };
+        self.failures += 1;
+        if self.failures < policy.circuit_breaker_threshold.max(1) {
+            return Tripped::No;
+        }
+        let cooldown = policy.circuit_breaker_cooldown;
+        self.open(now_ms, cooldown);
+        Tripped::Opened(cooldown)
+    }
+
+    /// A delivery ended without an answer from the endpoint (it was dropped or dead-lettered
+    /// before sending): if it was the trial, the next delivery may try instead.
+    pub fn forget(&mut self, id: u64) {
+        if self.trial == Some(id) {
+            self.trial = None;
+        }
+    }
+
+    fn open(&mut self, now_ms: u64, cooldown: Duration) {
         self.cooldown = Some(cooldown);
-        self.open_until_ms = Some(now_ms + cooldown.as_millis() as u64);
-        !was_open
+        self.open_until_ms = Some(now_ms.saturating_add(cooldown.as_millis() as u64));
     }
 }
+
+/// The longest a failed trial may extend the cooldown to.
+const MAX_COOLDOWN: Duration = Duration::from_secs(600);
 
 #[cfg(test)]
 mod tests {
@@ -190,16 +236,95 @@ mod tests {
             ..DeliveryPolicy::default()
         };
         let mut breaker = Breaker::default();
-        assert!(!breaker.failure(0, &policy));
-        assert!(breaker.failure(0, &policy), "second failure opens");
-        assert_eq!(breaker.admit(1000), Err(30_000));
+        assert_eq!(breaker.failure(1, 0, &policy), Tripped::No);
         assert_eq!(
-            breaker.admit(30_000),
+            breaker.failure(2, 0, &policy),
+            Tripped::Opened(Duration::from_secs(30)),
+            "second failure opens"
+        );
+        assert_eq!(breaker.admit(3, 1000), Err(30_000));
+        assert_eq!(
+            breaker.admit(3, 30_000),
             Ok(()),
             "one trial after the cooldown"
         );
-        assert!(breaker.admit(30_001).is_err(), "only one trial at a time");
+        assert!(
+            breaker.admit(4, 30_001).is_err(),
+            "only one trial at a time"
+        );
         breaker.success();
-        assert_eq!(breaker.admit(30_002), Ok(()));
+        assert_eq!(breaker.admit(4, 30_002), Ok(()));
+    }
+
+    #[test]
+    fn only_a_failed_trial_extends_the_cooldown() {
+        let policy = DeliveryPolicy {
+            circuit_breaker_threshold: 1,
+            circuit_breaker_cooldown: Duration::from_secs(2),
+            ..DeliveryPolicy::default()
+        };
+        let mut breaker = Breaker::default();
+        // A backlog: 100 deliveries were running when the first failure opened the breaker.
+        assert_eq!(
+            breaker.failure(0, 0, &policy),
+            Tripped::Opened(Duration::from_secs(2))
+        );
+        for id in 1..100 {
+            assert_eq!(breaker.failure(id, 10, &policy), Tripped::No);
+        }
+        assert_eq!(breaker.cooldown(), Some(Duration::from_secs(2)));
+        assert_eq!(
+            breaker.admit(100, 1_000),
+            Err(2_000),
+            "still the first cooldown"
+        );
+        // The trial fails: twice the cooldown, from then.
+        assert_eq!(breaker.admit(100, 2_000), Ok(()));
+        assert_eq!(
+            breaker.failure(7, 2_100, &policy),
+            Tripped::No,
+            "not the trial"
+        );
+        assert!(breaker.admit(101, 2_200).is_err(), "the trial still runs");
+        assert_eq!(
+            breaker.failure(100, 2_500, &policy),
+            Tripped::Reopened(Duration::from_secs(4))
+        );
+        assert_eq!(breaker.admit(101, 3_000), Err(6_500));
+        // The next trial succeeds: closed.
+        assert_eq!(breaker.admit(101, 6_500), Ok(()));
+        assert!(breaker.success());
+        assert!(!breaker.is_open());
+        assert_eq!(breaker.admit(102, 6_501), Ok(()));
+    }
+
+    #[test]
+    fn a_failed_trial_never_extends_past_ten_minutes() {
+        let policy = DeliveryPolicy {
+            circuit_breaker_threshold: 1,
+            circuit_breaker_cooldown: Duration::from_secs(400),
+            ..DeliveryPolicy::default()
+        };
+        let mut breaker = Breaker::default();
+        breaker.failure(0, 0, &policy);
+        assert_eq!(breaker.admit(1, 400_000), Ok(()));
+        assert_eq!(
+            breaker.failure(1, 400_000, &policy),
+            Tripped::Reopened(MAX_COOLDOWN)
+        );
+    }
+
+    #[test]
+    fn a_trial_that_never_reached_the_endpoint_hands_over() {
+        let policy = DeliveryPolicy {
+            circuit_breaker_threshold: 1,
+            ..DeliveryPolicy::default()
+        };
+        let mut breaker = Breaker::default();
+        breaker.failure(0, 0, &policy);
+        assert_eq!(breaker.admit(1, 30_000), Ok(()));
+        assert!(breaker.admit(2, 30_000).is_err());
+        breaker.forget(1);
+        assert_eq!(breaker.admit(2, 30_000), Ok(()));
     }
 }

@@ -68,6 +68,10 @@ pub struct DeadLetter {
     pub delivery: Delivery,
     pub error: String,
     pub died_ms: u64,
+    /// Its message was never made (the route's template failed): a replay renders the event
+    /// with the route's template in force then.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unrendered: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -594,6 +598,7 @@ mod tests {
             delivery: delivery(id),
             error: "HTTP 400".into(),
             died_ms: 7,
+            unrendered: false,
         })
     }
 

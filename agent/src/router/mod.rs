@@ -324,6 +324,7 @@ impl Router {
             metrics: metrics.clone(),
             node: options.node_name,
         });
+        outbox.set_renderer(renderer(generation_rx.clone(), shared.node.clone()));
         let inline = Arc::new(Inline {
             shared: shared.clone(),
             generation: generation_rx.clone(),
@@ -404,6 +405,31 @@ impl Router {
             let _ = tokio::time::timeout(std::time::Duration::from_secs(10), task).await;
         }
     }
+}
+
+/// How a replayed dead letter whose template failed gets its message: rendered with its route's
+/// template in the config in force (the route must still exist).
+fn renderer(generation: watch::Receiver<Arc<Generation>>, node: String) -> crate::outbox::Renderer {
+    Box::new(move |delivery: &Delivery| {
+        let pipeline = generation.borrow().pipeline.clone();
+        let route = pipeline
+            .routes
+            .iter()
+            .find(|route| *route.name == delivery.route)
+            .ok_or_else(|| format!("route \"{}\" is no longer configured", delivery.route))?;
+        let mut template = pipeline
+            .templates
+            .get(&route.template)
+            .cloned()
+            .ok_or_else(|| format!("template \"{}\" is not configured", route.template))?;
+        let event = delivery.message.event.clone();
+        template.render(
+            || pipeline.template_input(&event, &node),
+            &route.name,
+            &delivery.message.event_id,
+            event.clone(),
+        )
+    })
 }
 
 fn new_generation(
@@ -540,6 +566,8 @@ struct Output {
     ops: Vec<Op>,
     aggregated: Vec<(AggregatorInbox, u64, Message)>,
     new_keys: Vec<String>,
+    /// Dead letters among `ops` (routes whose template failed).
+    buried: usize,
 }
 
 impl Worker {
@@ -594,11 +622,14 @@ impl Worker {
             ops,
             aggregated,
             new_keys,
+            buried,
         } = output;
+        let outbox = self.shared.outbox.clone();
         self.shared.outbox.commit(deliveries, ops, move |result| {
             drop(permit);
             match &result {
                 Ok(()) => {
+                    outbox.buried(buried);
                     for (aggregator, seq, message) in aggregated {
                         if aggregator.try_send((seq, message)).is_err() {
                             tracing::warn!(seq, "Aggregator busy or stopped; the message stays buffered in the state store until the next start.");
@@ -733,7 +764,7 @@ impl Worker {
                 Ok(message) => message,
                 Err(error) => {
                     self.count_error(index, "render");
-                    tracing::warn!(route = %self.routes[index].name, event = %event.id, %error, "Template rendering failed; nothing delivered for this route.");
+                    self.bury_unrendered(index, event, &error, output);
                     continue;
                 }
             };
@@ -765,6 +796,28 @@ impl Worker {
             route.serialize,
             message,
         ));
+    }
+
+    /// A route's template failed for `event`: the event was taken, so each of the route's actions
+    /// gets a dead letter saying why, which a replay renders again (see [`Outbox::unrendered`]).
+    fn bury_unrendered(&self, index: usize, event: &Event, error: &str, output: &mut Output) {
+        let route = &self.routes[index];
+        let message = Message {
+            route: route.name.to_string(),
+            event_id: event.id.clone(),
+            event: event.payload.clone(),
+            ..Message::default()
+        };
+        let error = format!("template \"{}\" failed to render: {error}", route.template);
+        let buried = self.shared.outbox.unrendered(
+            &route.name,
+            &route.actions,
+            route.serialize,
+            &message,
+            &error,
+        );
+        output.buried += buried.len();
+        output.ops.extend(buried);
     }
 
     fn count_error(&self, index: usize, stage: &'static str) {

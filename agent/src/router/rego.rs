@@ -5,10 +5,14 @@
 //! Postee's `package postee`), OR-combined. Each route owns one engine, so two routes' `allow`
 //! rules never merge. Rego v1 and v0 (what Postee users have) are both accepted, per module.
 
+use std::num::NonZeroU32;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
-use regorus::{Engine, Value};
+use regorus::utils::limits::ExecutionTimerConfig;
+use regorus::{Engine, LimitError, Value};
 use serde::Deserialize;
 
 use super::native::Native;
@@ -37,6 +41,42 @@ pub const LIBRARY: &[(&str, &str)] = &[
         include_str!("../../templates/lib/trivyoperator.rego"),
     ),
 ];
+
+/// The default of `HOOKER_REGO_TIMEOUT`: the longest one Rego evaluation (a route's rule for one
+/// event, one template rendering) may run before it is stopped with an error.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The most elements `numbers.range` and `numbers.range_step` may make in one call: the
+/// built-ins allocate the whole array before the time budget is checked again, so
+/// `numbers.range(1, 200000000)` would take gigabytes first.
+pub const MAX_RANGE: u64 = 1_000_000;
+
+/// `HOOKER_REGO_TIMEOUT` in milliseconds, applied to every engine made after it is set.
+static TIMEOUT_MS: AtomicU64 = AtomicU64::new(DEFAULT_TIMEOUT.as_millis() as u64);
+
+/// Sets the time budget of every Rego evaluation of engines compiled from now on (process-wide:
+/// `run`, `validate` and `test-route` set it once at start from `HOOKER_REGO_TIMEOUT`).
+pub fn set_timeout(timeout: Duration) {
+    let ms = u64::try_from(timeout.as_millis())
+        .unwrap_or(u64::MAX)
+        .max(1);
+    TIMEOUT_MS.store(ms, Ordering::Relaxed);
+}
+
+/// The time budget of one evaluation.
+pub fn timeout() -> Duration {
+    Duration::from_millis(TIMEOUT_MS.load(Ordering::Relaxed))
+}
+
+/// An evaluation error, said plainly when it was the time budget that stopped it.
+pub fn eval_error(err: anyhow::Error) -> String {
+    match err.downcast_ref::<LimitError>() {
+        Some(LimitError::TimeLimitExceeded { limit, .. }) => format!(
+            "Rego evaluation stopped: over its time budget of {limit:?} (HOOKER_REGO_TIMEOUT)"
+        ),
+        _ => err.to_string(),
+    }
+}
 
 /// A route's compiled rule: an engine holding its modules and the rule paths to OR.
 #[derive(Clone)]
@@ -184,10 +224,7 @@ impl RouteRule {
         }
         self.engine.set_input(input.clone());
         for rule in &self.rules {
-            let value = self
-                .engine
-                .eval_rule(rule.clone())
-                .map_err(|err| err.to_string())?;
+            let value = self.engine.eval_rule(rule.clone()).map_err(eval_error)?;
             if value == Value::from(true) {
                 return Ok(true);
             }
@@ -212,15 +249,28 @@ impl RuleError {
     }
 }
 
-/// An engine with the `jsonformat` built-in and the helper-library modules `roots` need.
+/// An engine with the `jsonformat` built-in, the helper-library modules `roots` need, the time
+/// budget ([`timeout`]) and the bounded `numbers.range` ([`MAX_RANGE`]).
 pub fn new_engine(roots: &[&str]) -> Result<Engine, RuleError> {
     let mut engine = Engine::new();
-    engine
-        .add_extension("jsonformat".into(), 1, Box::new(jsonformat))
-        .map_err(|err| RuleError::Compile {
-            key: "input",
-            message: err.to_string(),
-        })?;
+    engine.set_execution_timer_config(ExecutionTimerConfig {
+        limit: timeout(),
+        // Work units between clock reads: a few microseconds of evaluation.
+        check_interval: NonZeroU32::MIN.saturating_add(99),
+    });
+    let extensions: [(&str, u8, Box<dyn regorus::Extension>); 3] = [
+        ("jsonformat", 1, Box::new(jsonformat)),
+        ("numbers.range", 2, Box::new(range)),
+        ("numbers.range_step", 3, Box::new(range_step)),
+    ];
+    for (name, args, extension) in extensions {
+        engine
+            .add_extension(name.into(), args, extension)
+            .map_err(|err| RuleError::Compile {
+                key: "input",
+                message: err.to_string(),
+            })?;
+    }
     let library: Vec<Module<'_>> = library().collect();
     let mut loaded = vec![false; library.len()];
     load_needed(&mut engine, roots, &library, &mut loaded).map_err(|message| {
@@ -345,6 +395,57 @@ fn jsonformat(args: Vec<Value>) -> anyhow::Result<Value> {
     let value = args.into_iter().next().unwrap_or(Value::Null);
     let json = serde_json::to_value(&value)?;
     Ok(Value::from(pretty_json(&json)?))
+}
+
+/// `numbers.range(a, b)`, as regorus' built-in (integers from `a` to `b`, either way), refused
+/// past [`MAX_RANGE`] elements.
+fn range(args: Vec<Value>) -> anyhow::Result<Value> {
+    let [from, to] = args.as_slice() else {
+        anyhow::bail!("numbers.range takes 2 arguments");
+    };
+    let (Some(from), Some(to)) = (integer(from)?, integer(to)?) else {
+        return Ok(Value::Undefined);
+    };
+    stepped("numbers.range", from, to, 1)
+}
+
+/// `numbers.range_step(a, b, step)`, as regorus' built-in, refused past [`MAX_RANGE`] elements.
+fn range_step(args: Vec<Value>) -> anyhow::Result<Value> {
+    let [from, to, step] = args.as_slice() else {
+        anyhow::bail!("numbers.range_step takes 3 arguments");
+    };
+    let (Some(from), Some(to)) = (integer(from)?, integer(to)?) else {
+        return Ok(Value::Undefined);
+    };
+    match integer(step)? {
+        Some(step) if step > 0 => stepped("numbers.range_step", from, to, step),
+        _ => anyhow::bail!("numbers.range_step: step must be a positive integer"),
+    }
+}
+
+/// A number argument as an integer; `None` when it is a number but not an integer.
+fn integer(value: &Value) -> anyhow::Result<Option<i64>> {
+    let Value::Number(number) = value else {
+        anyhow::bail!("numbers.range: arguments must be numbers");
+    };
+    if !number.is_integer() {
+        return Ok(None);
+    }
+    Ok(Some(value.as_i64()?))
+}
+
+/// The integers from `from` towards `to` by `step`, `to` included when the step reaches it.
+fn stepped(name: &str, from: i64, to: i64, step: i64) -> anyhow::Result<Value> {
+    let span = from.abs_diff(to);
+    let count = span / step.unsigned_abs() + 1;
+    if count > MAX_RANGE {
+        anyhow::bail!("{name} would make {count} numbers; Hooker allows {MAX_RANGE} per call");
+    }
+    let step = if to >= from { step } else { -step };
+    let values = (0..count as i64)
+        .map(|k| Value::from(from + k * step))
+        .collect::<Vec<_>>();
+    Ok(Value::from(values))
 }
 
 /// JSON text the way `jsonformat` writes it: pretty, with a one-space indent.
@@ -476,6 +577,70 @@ mod tests {
         assert_eq!(needed(&["input.a == 1"], &lib), Vec::<usize>::new());
         // A dynamic reference takes everything.
         assert_eq!(needed(&["data[x].y"], &lib), vec![0, 1, 2]);
+    }
+
+    /// The value of `query`, or the error.
+    fn query(engine: &mut Engine, query: &str) -> Result<Option<Value>, String> {
+        let results = engine
+            .eval_query(query.to_string(), false)
+            .map_err(eval_error)?;
+        Ok(results
+            .result
+            .into_iter()
+            .next()
+            .and_then(|r| r.expressions.into_iter().next())
+            .map(|e| e.value))
+    }
+
+    #[test]
+    fn numbers_range_is_the_builtin_below_its_bound_and_refused_past_it() {
+        for expression in [
+            "numbers.range(1, 5)",
+            "numbers.range(5, 1)",
+            "numbers.range(-2, 2)",
+            "numbers.range(3, 3)",
+            "numbers.range_step(1, 10, 3)",
+            "numbers.range_step(10, 1, 3)",
+            "numbers.range_step(0, 9, 3)",
+        ] {
+            let ours = query(&mut new_engine(&[]).unwrap(), expression);
+            let builtin = query(&mut Engine::new(), expression);
+            assert_eq!(ours, builtin, "{expression}");
+        }
+        // A bound that is not an integer: nothing (the built-in's lenient answer).
+        assert_eq!(
+            query(&mut new_engine(&[]).unwrap(), "numbers.range(1.5, 3)"),
+            Ok(None)
+        );
+        assert!(
+            query(&mut new_engine(&[]).unwrap(), "numbers.range_step(1, 5, 0)").is_err(),
+            "a step of 0 is an error, as in OPA"
+        );
+        let mut engine = new_engine(&[]).unwrap();
+        let largest = query(&mut engine, "count(numbers.range(1, 1000000))").unwrap();
+        assert_eq!(largest, Some(Value::from(1_000_000i64)));
+        let err = query(&mut engine, "count(numbers.range(1, 200000000))").unwrap_err();
+        assert!(
+            err.contains("numbers.range would make 200000000 numbers; Hooker allows 1000000"),
+            "{err}"
+        );
+        let err = query(&mut engine, "numbers.range_step(0, 20000000, 2)").unwrap_err();
+        assert!(err.contains("10000001 numbers"), "{err}");
+    }
+
+    #[test]
+    fn a_runaway_rule_stops_at_its_time_budget() {
+        // Ten billion iterations for an event with `go`: stopped at the default budget (2 s).
+        let mut slow = rule(
+            "input.go\ncount([1 | some a in numbers.range(1, 100000); some b in numbers.range(1, 100000)]) > 0",
+        );
+        let err = slow
+            .evaluate(&Value::from(json!({"go": true})))
+            .unwrap_err();
+        assert!(err.contains("over its time budget"), "{err}");
+        assert!(err.contains("HOOKER_REGO_TIMEOUT"), "{err}");
+        // The same engine evaluates the next event afresh.
+        assert!(!eval(&mut slow, json!({"go": false})));
     }
 
     #[test]

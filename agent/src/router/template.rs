@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use regorus::{Engine, Value};
 
-use super::rego::{Module, add_module, library, load_needed, new_engine, pretty_json};
+use super::rego::{Module, add_module, eval_error, library, load_needed, new_engine, pretty_json};
 use crate::event_json::EventJson;
 use crate::message::Message;
 
@@ -210,7 +210,7 @@ impl Template {
         }));
         let mut loaded = vec![false; universe.len()];
         let mut engine = new_engine(&[]).map_err(|e| e.to_string())?;
-        let (package, raw_json) = match source {
+        let (package, raw_json, origin) = match source {
             TemplateText::Package(package) => {
                 let entry = catalog.find(package).ok_or_else(|| {
                     let known: Vec<_> = catalog.packages().collect();
@@ -221,14 +221,25 @@ impl Template {
                 })?;
                 let root = format!("data.{}", entry.package);
                 load_needed(&mut engine, &[&root], &universe, &mut loaded)?;
-                (root, &*entry.source == RAW_JSON)
+                (root, &*entry.source == RAW_JSON, entry.origin.clone())
             }
             TemplateText::Module(text) => {
                 load_needed(&mut engine, &[text], &universe, &mut loaded)?;
-                let package = add_module(&mut engine, &format!("template \"{name}\""), text)?;
-                (package, false)
+                let origin = format!("template \"{name}\"");
+                let package = add_module(&mut engine, &origin, text)?;
+                (package, false, origin)
             }
         };
+        // Without a `result` rule every render fails: refuse it at load, not per event.
+        if !engine
+            .has_declared_rule_rooted_at(&origin, "result")
+            .map_err(|err| err.to_string())?
+        {
+            return Err(format!(
+                "package {} has no rule named result (the message body a template must define)",
+                package.trim_start_matches("data.")
+            ));
+        }
         // Like Postee, evaluate once on an empty input to find the aggregation package.
         let found = eval_package(&mut engine, &package, Value::new_object())?.and_then(|out| {
             match out.get("aggregation_pkg") {
@@ -387,7 +398,7 @@ fn eval_package(
     engine.set_input(input);
     let results = engine
         .eval_query(package.to_string(), false)
-        .map_err(|err| err.to_string())?;
+        .map_err(eval_error)?;
     let Some(value) = results
         .result
         .into_iter()
@@ -408,9 +419,7 @@ fn eval_rule(
     engine: &mut Engine,
     rule: &str,
 ) -> Result<Option<serde_json::Map<String, serde_json::Value>>, String> {
-    let value = engine
-        .eval_rule(rule.to_string())
-        .map_err(|err| err.to_string())?;
+    let value = engine.eval_rule(rule.to_string()).map_err(eval_error)?;
     match serde_json::to_value(&value).map_err(|err| err.to_string())? {
         serde_json::Value::Object(map) => Ok(Some(map)),
         _ => Ok(None),
@@ -547,9 +556,44 @@ mod tests {
     }
 
     #[test]
-    fn inline_body_templates_need_a_result() {
+    fn a_template_without_a_result_rule_does_not_compile() {
         let catalog = Catalog::load(None).unwrap();
         let body = "package custom\ntitle := \"T\"\n";
+        let err = Template::compile("c", TemplateText::Module(body), &catalog)
+            .err()
+            .unwrap();
+        assert!(
+            err.contains("package custom has no rule named result"),
+            "{err}"
+        );
+        // The same from the templates directory, by `rego-package`.
+        let dir = std::env::temp_dir().join(format!("hooker-no-result-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("t.rego"),
+            "package acme.noresult\ntitle := \"T\"\n",
+        )
+        .unwrap();
+        let catalog = Catalog::load(Some(&dir)).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let err = Template::compile("p", TemplateText::Package("acme.noresult"), &catalog)
+            .err()
+            .unwrap();
+        assert!(err.contains("has no rule named result"), "{err}");
+        // Defined only under some conditions is defined: a partial or default rule counts.
+        for body in [
+            "package c\nresult := \"x\" if input.a\n",
+            "package c\ndefault result := \"\"\n",
+            "package c\nresult contains x if some x in input.a\n",
+        ] {
+            Template::compile("c", TemplateText::Module(body), &catalog).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_result_undefined_for_an_event_is_a_render_error() {
+        let catalog = Catalog::load(None).unwrap();
+        let body = "package custom\ntitle := \"T\"\nresult := input.body\n";
         let mut t = Template::compile("c", TemplateText::Module(body), &catalog).unwrap();
         let err = t
             .render(Value::new_object, "r", "e", Arc::new(json!({}).into()))
