@@ -26,6 +26,6 @@ COPY --from=rootfs /rootfs/ /
 USER 10001:10001
 WORKDIR /var/lib/hooker
 ENV PATH=/usr/local/bin:/bin
-EXPOSE 8082 8445
+EXPOSE 8081 8082 8445
 ENTRYPOINT ["/usr/local/bin/hooker"]
 CMD ["run"]

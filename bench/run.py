@@ -67,6 +67,7 @@ class Agent:
             os.environ,
             HOOKER_HTTP=f"127.0.0.1:{self.http}",
             HOOKER_HTTPS="off",
+            HOOKER_PROBES="127.0.0.1:0",
             HOOKER_SOCKET=str(self.socket),
             HOOKER_STATE_DIR=str(self.work / "state"),
             HOOKER_LOG_DIR=str(self.work),

@@ -19,7 +19,7 @@ tar --numeric-owner -C "$work/rootfs" -cf - . |
     --change 'USER 10001:10001' \
     --change 'WORKDIR /var/lib/hooker' \
     --change 'ENV PATH=/usr/local/bin:/bin' \
-    --change 'EXPOSE 8082 8445' \
+    --change 'EXPOSE 8081 8082 8445' \
     --change 'ENTRYPOINT ["/usr/local/bin/hooker"]' \
     --change 'CMD ["run"]' \
     - "$tag" >/dev/null

@@ -89,6 +89,12 @@ pub struct ListenerLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClosedLabels {
+    pub listener: &'static str,
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ActionNameLabels {
     pub action: String,
 }
@@ -134,6 +140,8 @@ pub struct Handles {
     pub aggregation_flushes: Family<FlushLabels, Counter>,
     pub config_reloads: Family<OutcomeLabels, Counter>,
     pub connections: Family<ListenerLabels, Gauge>,
+    /// Connections closed by Hooker, by listener and reason (`intake::connections::Closed`).
+    pub connections_closed: Family<ClosedLabels, Counter>,
     pub outbox_pending: Gauge,
     /// 1 while every route and template of the running config is decided without Rego.
     pub routes_native: Gauge,
@@ -167,6 +175,7 @@ impl Metrics {
             aggregation_flushes: Family::default(),
             config_reloads: Family::default(),
             connections: Family::default(),
+            connections_closed: Family::default(),
             outbox_pending: Gauge::default(),
             routes_native: Gauge::default(),
             dead_letters: Gauge::default(),
@@ -240,6 +249,11 @@ impl Metrics {
             "connections",
             "Open intake connections, by listener",
             self.connections.clone(),
+        );
+        r.register(
+            "connections_closed",
+            "Connections closed by Hooker, by listener and reason (idle, slow, evicted, refused, keepalive)",
+            self.connections_closed.clone(),
         );
         r.register(
             "outbox_pending",

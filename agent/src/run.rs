@@ -15,6 +15,7 @@ use crate::config::settings::{
     DEFAULT_CONFIG_PATH, DEFAULT_LOG_DIR, DEFAULT_STATE_DIR, Listen, RunSettings,
 };
 use crate::config::{Config, ConfigError, DEFAULT_CONFIG};
+use crate::intake::connections::Limits;
 use crate::intake::forward::ForwardIntake;
 use crate::intake::grpc::{self, GrpcIntake};
 use crate::intake::http::{HttpIntake, ReloadRequest};
@@ -240,7 +241,10 @@ pub async fn run(settings: RunSettings) -> anyhow::Result<()> {
     );
 
     let (reload_tx, reload_rx) = mpsc::channel::<ReloadRequest>(8);
-    let app = HttpIntake {
+    let limits = settings
+        .connection_limits()
+        .map_err(|e| anyhow::anyhow!(e))?;
+    let apps = HttpIntake {
         router: router.handle.clone(),
         metrics: metrics.clone(),
         max_body: usize::try_from(settings.max_body).unwrap_or(usize::MAX),
@@ -250,7 +254,8 @@ pub async fn run(settings: RunSettings) -> anyhow::Result<()> {
         outbox: outbox.clone(),
         reload: reload_tx.clone(),
     }
-    .app();
+    .apps();
+    let app = apps.intake;
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut listeners = tokio::task::JoinSet::new();
@@ -264,7 +269,7 @@ pub async fn run(settings: RunSettings) -> anyhow::Result<()> {
             "http",
             app.clone(),
             None,
-            settings.max_connections,
+            limits,
             metrics.clone(),
             stop_rx.clone(),
         ));
@@ -290,7 +295,7 @@ pub async fn run(settings: RunSettings) -> anyhow::Result<()> {
             "https",
             app.clone(),
             Some(acceptor),
-            settings.max_connections,
+            limits,
             metrics.clone(),
             stop_rx.clone(),
         ));
@@ -306,7 +311,23 @@ pub async fn run(settings: RunSettings) -> anyhow::Result<()> {
             "unix",
             app.clone(),
             None,
-            settings.max_connections,
+            limits,
+            metrics.clone(),
+            stop_rx.clone(),
+        ));
+    }
+
+    if let Listen::On(addr) = settings.probes {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr} (HOOKER_PROBES)"))?;
+        tracing::info!(intake = "probes", address = %listener.local_addr()?, "Listening.");
+        listeners.spawn(serve::serve(
+            listener,
+            "probes",
+            apps.probes,
+            None,
+            Limits::PROBES,
             metrics.clone(),
             stop_rx.clone(),
         ));
@@ -319,10 +340,28 @@ pub async fn run(settings: RunSettings) -> anyhow::Result<()> {
         ready: ready.clone(),
         stream_wait: settings.grpc_stream_wait,
     };
-    socket_guards
-        .extend(start_grpc(&settings, grpc_intake, tokens, &mut listeners, &stop_rx).await?);
-    socket_guards
-        .extend(start_forward(&settings, &router, &metrics, &mut listeners, &stop_rx).await?);
+    socket_guards.extend(
+        start_grpc(
+            &settings,
+            grpc_intake,
+            tokens,
+            limits,
+            &mut listeners,
+            &stop_rx,
+        )
+        .await?,
+    );
+    socket_guards.extend(
+        start_forward(
+            &settings,
+            &router,
+            &metrics,
+            limits,
+            &mut listeners,
+            &stop_rx,
+        )
+        .await?,
+    );
     start_tracee(&settings, &router, &metrics, &mut listeners, &stop_rx)?;
 
     let router = Arc::new(router);
@@ -598,6 +637,7 @@ async fn start_grpc(
     settings: &RunSettings,
     intake: GrpcIntake,
     tokens: Option<Arc<crate::auth::Tokens>>,
+    limits: Limits,
     listeners: &mut tokio::task::JoinSet<()>,
     stop: &watch::Receiver<bool>,
 ) -> anyhow::Result<Option<unix::SocketFile>> {
@@ -630,7 +670,7 @@ async fn start_grpc(
             grpc::TCP_LISTENER,
             app.clone(),
             tls,
-            settings.max_connections,
+            limits,
             metrics.clone(),
             stop.clone(),
         ));
@@ -646,7 +686,7 @@ async fn start_grpc(
         grpc::UNIX_LISTENER,
         app,
         None,
-        settings.max_connections,
+        limits,
         metrics,
         stop.clone(),
     ));
@@ -659,6 +699,7 @@ async fn start_forward(
     settings: &RunSettings,
     router: &Router,
     metrics: &Metrics,
+    limits: Limits,
     listeners: &mut tokio::task::JoinSet<()>,
     stop: &watch::Receiver<bool>,
 ) -> anyhow::Result<Option<unix::SocketFile>> {
@@ -673,12 +714,11 @@ async fn start_forward(
             .await
             .with_context(|| format!("cannot listen on {addr} (HOOKER_FORWARD)"))?;
         tracing::info!(intake = "forward", address = %listener.local_addr()?, "Listening.");
-        listeners.spawn(intake.clone().serve(
-            listener,
-            "forward",
-            settings.max_connections,
-            stop.clone(),
-        ));
+        listeners.spawn(
+            intake
+                .clone()
+                .serve(listener, "forward", limits, stop.clone()),
+        );
     }
     let Some((path, _)) =
         unix::socket_path(Some(settings.forward_socket.as_deref().unwrap_or("off")))
@@ -687,12 +727,7 @@ async fn start_forward(
     };
     let socket = unix::bind(&path, true)?;
     tracing::info!(intake = "forward_unix", path = %socket.path.display(), "Listening.");
-    listeners.spawn(intake.serve(
-        socket.listener,
-        "forward_unix",
-        settings.max_connections,
-        stop.clone(),
-    ));
+    listeners.spawn(intake.serve(socket.listener, "forward_unix", limits, stop.clone()));
     Ok(Some(unix::SocketFile(socket.path)))
 }
 

@@ -137,6 +137,7 @@ impl AgentBuilder {
             .env("HOOKER_HTTP", "127.0.0.1:0")
             .env("HOOKER_HTTPS", "off")
             .env("HOOKER_GRPC", "127.0.0.1:0")
+            .env("HOOKER_PROBES", "127.0.0.1:0")
             .env("HOOKER_SOCKET", &socket)
             .env("HOOKER_LOG_FORMAT", "json")
             .env("HOOKER_LOG_DIR", dir.join("log"))

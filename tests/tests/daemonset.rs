@@ -126,6 +126,17 @@ fn daemonset_kustomization_builds_and_validates() {
     let container = &pod["containers"][0];
     assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
     assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
+    // Probes and metrics use the probes listener, apart from the intake.
+    for probe in ["startupProbe", "livenessProbe", "readinessProbe"] {
+        assert_eq!(container[probe]["httpGet"]["port"], "probes", "{probe}");
+    }
+    let port_names: Vec<&str> = container["ports"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    assert!(port_names.contains(&"probes"), "{port_names:?}");
     assert_eq!(container["securityContext"]["runAsNonRoot"], true);
     assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
     assert_eq!(pod["tolerations"][0]["operator"], "Exists");
@@ -147,10 +158,7 @@ fn daemonset_kustomization_builds_and_validates() {
     assert_eq!(binding["subjects"][0]["name"], pod["serviceAccountName"]);
     assert_eq!(binding["subjects"][0]["namespace"], "hooker");
     let monitor = find(&docs, "PodMonitor", "hooker");
-    assert_eq!(
-        monitor["spec"]["podMetricsEndpoints"][0]["port"],
-        container["ports"][0]["name"]
-    );
+    assert_eq!(monitor["spec"]["podMetricsEndpoints"][0]["port"], "probes");
     let dashboard = find(&docs, "ConfigMap", "hooker-grafana-dashboard");
     assert_eq!(dashboard["metadata"]["labels"]["grafana_dashboard"], "1");
 }

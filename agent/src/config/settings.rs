@@ -92,9 +92,38 @@ pub struct RunSettings {
     #[arg(long, env = "HOOKER_WORKERS", default_value_t = 0)]
     pub workers: usize,
 
-    /// Concurrent connections per listener.
+    /// Concurrent connections per listener. When full, the longest-idle connection is closed
+    /// to make room (then one stalled on its client); only when all are busy is a new one refused.
     #[arg(long, env = "HOOKER_MAX_CONNECTIONS", default_value_t = 1024)]
     pub max_connections: usize,
+
+    /// Time for a connection's first bytes, a TLS handshake, and HTTP/1.1 request headers (also
+    /// between requests on a kept-alive HTTP/1.1 connection).
+    #[arg(long, env = "HOOKER_HEADER_TIMEOUT", default_value = "10s", value_parser = crate::config::units::parse_duration)]
+    pub header_timeout: std::time::Duration,
+
+    /// Longest pause in a request body (or a gRPC or Forward message) that has started.
+    #[arg(long, env = "HOOKER_READ_TIMEOUT", default_value = "10s", value_parser = crate::config::units::parse_duration)]
+    pub read_timeout: std::time::Duration,
+
+    /// Time for a whole request body (a gRPC message, a Forward message), from its first byte.
+    #[arg(long, env = "HOOKER_BODY_TIMEOUT", default_value = "60s", value_parser = crate::config::units::parse_duration)]
+    pub body_timeout: std::time::Duration,
+
+    /// A connection with no request in progress (HTTP/2 and gRPC without open streams, Forward
+    /// between messages) is closed after this long.
+    #[arg(long, env = "HOOKER_IDLE_TIMEOUT", default_value = "2m", value_parser = crate::config::units::parse_duration)]
+    pub idle_timeout: std::time::Duration,
+
+    /// HTTP/2 and gRPC keep-alive: a ping this often, and a connection that does not answer one
+    /// within the same time is closed. `0` turns pings off.
+    #[arg(long, env = "HOOKER_H2_KEEPALIVE", default_value = "30s", value_parser = crate::config::units::parse_duration)]
+    pub h2_keepalive: std::time::Duration,
+
+    /// Probes and metrics listener (`/healthz`, `/readyz`, `/ping`, `/metrics`), apart from the
+    /// intake so a flood of intake connections cannot fail the liveness probe; `off` to disable.
+    #[arg(long, env = "HOOKER_PROBES", default_value = "0.0.0.0:8081")]
+    pub probes: Listen,
 
     /// Deliveries running at once across all actions.
     #[arg(long, env = "HOOKER_MAX_INFLIGHT", default_value_t = 256)]
@@ -218,6 +247,28 @@ fn parse_size(s: &str) -> Result<u64, String> {
 }
 
 impl RunSettings {
+    /// The connection cap and deadlines of the intake listeners; a zero deadline is an error.
+    pub fn connection_limits(&self) -> Result<crate::intake::connections::Limits, String> {
+        for (name, value) in [
+            ("HOOKER_HEADER_TIMEOUT", self.header_timeout),
+            ("HOOKER_READ_TIMEOUT", self.read_timeout),
+            ("HOOKER_BODY_TIMEOUT", self.body_timeout),
+            ("HOOKER_IDLE_TIMEOUT", self.idle_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(format!("{name} must be longer than 0"));
+            }
+        }
+        Ok(crate::intake::connections::Limits {
+            max_connections: self.max_connections,
+            header_timeout: self.header_timeout,
+            read_timeout: self.read_timeout,
+            body_timeout: self.body_timeout,
+            idle_timeout: self.idle_timeout,
+            h2_keepalive: Some(self.h2_keepalive).filter(|d| !d.is_zero()),
+        })
+    }
+
     pub fn workers(&self) -> usize {
         if self.workers > 0 {
             return self.workers;

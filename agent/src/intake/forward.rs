@@ -13,13 +13,15 @@ use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
+use tokio::time::Instant;
 
+use super::connections::{Closed, Connections, Limits, RequestGuard, Slot, WaitingGuard, later};
 use super::msgpack::{self, DecodeError, Value};
 use super::serve::Accept;
 use super::submit::{ShedLog, submit_or_shed};
 use crate::event::{Event, IntakeKind};
-use crate::metrics::{ListenerLabels, Metrics};
+use crate::metrics::Metrics;
 use crate::router::RouterHandle;
 
 /// How long an acknowledged entry may wait to be routed and stored.
@@ -44,6 +46,8 @@ enum ConnectionError {
     Decode(#[from] DecodeError),
     #[error(transparent)]
     Io(#[from] std::io::Error),
+    #[error("a deadline passed ({})", .0.as_str())]
+    TimedOut(Closed),
 }
 
 /// The entries of one Forward message and its options.
@@ -54,26 +58,21 @@ struct Message {
 }
 
 impl ForwardIntake {
-    /// Accepts connections on `listener` until `shutdown`; at most `max_connections` at once.
+    /// Accepts connections on `listener` until `shutdown`, within `limits`: at most
+    /// `max_connections` at once (a full cap evicts the longest-idle one), deadlines for the
+    /// first bytes, for each message and each read of it, and for idle connections.
     pub async fn serve<L: Accept>(
         self: Arc<Self>,
         mut listener: L,
         name: &'static str,
-        max_connections: usize,
+        limits: Limits,
         mut shutdown: watch::Receiver<bool>,
     ) {
-        let permits = Arc::new(Semaphore::new(max_connections.max(1)));
-        let open = self
-            .metrics
-            .connections
-            .get_or_create(&ListenerLabels { listener: name })
-            .clone();
-        let mut connections = tokio::task::JoinSet::new();
+        let connections = Connections::new(name, limits, &self.metrics);
+        let mut tasks = tokio::task::JoinSet::new();
         loop {
-            let permit = tokio::select! {
-                permit = permits.clone().acquire_owned() => match permit { Ok(p) => p, Err(_) => break },
-                _ = stopped(&mut shutdown) => break,
-            };
+            // Finished connections' tasks are reaped here: a JoinSet keeps them until joined.
+            while tasks.try_join_next().is_some() {}
             let (io, peer) = tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok(accepted) => accepted,
@@ -85,34 +84,49 @@ impl ForwardIntake {
                 },
                 _ = stopped(&mut shutdown) => break,
             };
+            let Some(slot) = connections.admit() else {
+                drop(io);
+                continue;
+            };
             let intake = self.clone();
-            let open = open.clone();
             let shutdown = shutdown.clone();
-            connections.spawn(async move {
-                open.inc();
-                if let Err(error) = intake.connection(io, peer.clone(), shutdown).await {
-                    tracing::warn!(listener = name, peer = peer.as_deref().unwrap_or("-"), %error, "Forward connection closed.");
+            tasks.spawn(async move {
+                match intake.connection(io, peer.clone(), &slot, shutdown).await {
+                    Ok(()) => {}
+                    Err(ConnectionError::TimedOut(reason)) => {
+                        slot.connections().count(reason);
+                        tracing::debug!(listener = name, peer = peer.as_deref().unwrap_or("-"), reason = reason.as_str(), "Forward connection closed.");
+                    }
+                    Err(error) => {
+                        tracing::warn!(listener = name, peer = peer.as_deref().unwrap_or("-"), %error, "Forward connection closed.");
+                    }
                 }
-                open.dec();
-                drop(permit);
             });
         }
         // Connections stop at their next message boundary once shutdown is signalled.
-        while connections.join_next().await.is_some() {}
+        while tasks.join_next().await.is_some() {}
     }
 
     async fn connection<S>(
         &self,
         mut io: S,
         peer: Option<String>,
+        slot: &Slot,
         mut shutdown: watch::Receiver<bool>,
     ) -> Result<(), ConnectionError>
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
+        let limits = *slot.connections().limits();
+        let state = slot.state();
         let mut buf = BytesMut::with_capacity(64 * 1024);
         // Bytes the value at the front needs before decoding is worth trying again.
         let mut needed = 0usize;
+        // While part of a message is buffered: it counts as a request stalled on the client,
+        // and it must be complete by `message_deadline`.
+        let mut partial: Option<(RequestGuard, WaitingGuard)> = None;
+        let mut message_deadline = Instant::now();
+        let mut last_read = Instant::now();
         loop {
             while !buf.is_empty() && buf.len() >= needed {
                 match msgpack::decode(&buf) {
@@ -123,7 +137,13 @@ impl ForwardIntake {
                     Ok((value, used)) => {
                         buf.advance(used);
                         needed = 0;
+                        // Routing: Hooker is busy with this connection, not waiting on it.
+                        let request = match partial.take() {
+                            Some((request, _waiting)) => request,
+                            None => state.request(),
+                        };
                         self.message(value, &mut io, &peer).await?;
+                        drop(request);
                     }
                     Err(DecodeError::Incomplete { needed: n }) => {
                         if n > self.max_frame {
@@ -131,6 +151,7 @@ impl ForwardIntake {
                             return Err(ConnectionError::TooLarge(self.max_frame));
                         }
                         needed = n;
+                        break;
                     }
                     Err(other) => {
                         self.metrics.received(INTAKE, "invalid", 1);
@@ -138,13 +159,40 @@ impl ForwardIntake {
                     }
                 }
             }
+            let now = Instant::now();
+            if buf.is_empty() {
+                partial = None;
+            } else if partial.is_none() {
+                // The rest of a message is owed from now.
+                partial = Some((state.request(), state.waiting()));
+                message_deadline = later(now, limits.body_timeout);
+                last_read = now;
+            }
+            let (deadline, reason) = if partial.is_some() {
+                (
+                    message_deadline.min(later(last_read, limits.read_timeout)),
+                    Closed::Slow,
+                )
+            } else if state.is_opened() {
+                (later(now, limits.idle_timeout), Closed::Idle)
+            } else {
+                (later(now, limits.header_timeout), Closed::Slow)
+            };
             let read = tokio::select! {
                 read = io.read_buf(&mut buf) => read?,
+                _ = tokio::time::sleep_until(deadline) => return Err(ConnectionError::TimedOut(reason)),
+                _ = slot.evicted() => {
+                    tracing::debug!(peer = peer.as_deref().unwrap_or("-"), "Forward connection evicted to make room.");
+                    return Ok(());
+                }
                 _ = stopped(&mut shutdown) => return Ok(()),
             };
             if read == 0 {
                 return Ok(());
             }
+            state.opened();
+            state.touch();
+            last_read = Instant::now();
         }
     }
 

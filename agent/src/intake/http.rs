@@ -49,10 +49,28 @@ pub struct HttpIntake {
     pub reload: mpsc::Sender<ReloadRequest>,
 }
 
+/// The intake app (every endpoint) and the probes app (`/healthz`, `/readyz`, `/ping`,
+/// `/metrics` only, for `HOOKER_PROBES`), sharing one state.
+pub struct Apps {
+    pub intake: axum::Router,
+    pub probes: axum::Router,
+}
+
 impl HttpIntake {
     pub fn app(self) -> axum::Router {
+        self.apps().intake
+    }
+
+    pub fn apps(self) -> Apps {
         let shared = Arc::new(self);
-        axum::Router::new()
+        // Probes and metrics need no token (as on the intake listeners). `get` answers HEAD too.
+        let probes = axum::Router::new()
+            .route("/ping", get(ping))
+            .route("/healthz", get(healthz))
+            .route("/readyz", get(readyz))
+            .route("/metrics", get(metrics))
+            .with_state(shared.clone());
+        let intake = axum::Router::new()
             .route("/", post(receive_all))
             .route("/scan", post(receive_all))
             .route("/tenant/{route}", post(receive_tenant))
@@ -68,7 +86,8 @@ impl HttpIntake {
                 shared.clone(),
                 authenticate,
             ))
-            .with_state(shared)
+            .with_state(shared);
+        Apps { intake, probes }
     }
 }
 
@@ -87,7 +106,7 @@ async fn authenticate(
         .get::<Peer>()
         .map(|p| p.listener)
         .unwrap_or("http");
-    let open = request.method() == Method::GET
+    let open = matches!(*request.method(), Method::GET | Method::HEAD)
         && matches!(
             request.uri().path(),
             "/metrics" | "/ping" | "/healthz" | "/readyz"

@@ -1,5 +1,6 @@
 //! Intakes: the ways events get in. One file per way; all of them hand batches to the router.
 
+pub mod connections;
 pub mod forward;
 pub mod grpc;
 pub mod http;
