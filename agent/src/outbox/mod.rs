@@ -130,6 +130,14 @@ impl Outbox {
             options,
         });
         outbox.publish_gauges();
+        outbox
+            .metrics
+            .outbox_damaged_entries
+            .inc_by(recovered.damaged_entries);
+        outbox
+            .metrics
+            .outbox_missing_segments
+            .inc_by(recovered.missing_segments);
         if !pending.is_empty() || recovered.dead > 0 {
             tracing::info!(
                 pending = pending.len(),
