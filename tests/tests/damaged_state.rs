@@ -260,7 +260,7 @@ impl Mount {
 
     fn free(&self) -> u64 {
         nix::sys::statvfs::statvfs(&self.0)
-            .map(|s| s.blocks_available() as u64 * s.fragment_size() as u64)
+            .map(|s| s.blocks_available() * s.fragment_size())
             .unwrap_or(0)
     }
 
@@ -325,7 +325,8 @@ async fn a_full_disk_refuses_loses_nothing_and_recovers_by_itself() -> anyhow::R
     let mount = Mount::tmpfs(&base.join("state"), "48m")?;
     let (fixed, sink) = failing_until_fixed().await?;
     // Dedup keys go to redb with every event: the redb file meets the full disk too.
-    let plugins = "    plugins:\n      unique-message-props: [\"n\"]\n      unique-message-timeout: 1h";
+    let plugins =
+        "    plugins:\n      unique-message-props: [\"n\"]\n      unique-message-timeout: 1h";
     let agent = Agent::builder(&config(&sink.url("/"), plugins))
         .state_dir(&mount.0)
         .env("HOOKER_OUTBOX_MAX_PENDING_BYTES", "1GB")
@@ -353,14 +354,18 @@ async fn a_full_disk_refuses_loses_nothing_and_recovers_by_itself() -> anyhow::R
     .await?;
     // Room again: intake accepts again, without a restart.
     std::fs::remove_file(&filler)?;
-    wait_until("intake accepts again", Duration::from_secs(20), async || {
-        n += 1;
-        let (status, _) = agent
-            .post("/", format!(r#"{{"n":{n},"pad":"{pad}"}}"#))
-            .await
-            .ok()?;
-        (status == 200).then(|| acked.insert(n))
-    })
+    wait_until(
+        "intake accepts again",
+        Duration::from_secs(20),
+        async || {
+            n += 1;
+            let (status, _) = agent
+                .post("/", format!(r#"{{"n":{n},"pad":"{pad}"}}"#))
+                .await
+                .ok()?;
+            (status == 200).then(|| acked.insert(n))
+        },
+    )
     .await?;
     // Full again, now for good: once the backlog drains, the journal makes room by itself.
     mount.fill(&filler, 0)?;

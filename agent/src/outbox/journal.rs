@@ -855,7 +855,10 @@ const PREPARING: &str = "preparing";
 /// it cannot tell).
 fn room_for(dir: &Path, bytes: u64) -> bool {
     nix::sys::statvfs::statvfs(dir).map_or(true, |stats| {
-        (stats.blocks_available() as u64).saturating_mul(stats.fragment_size() as u64) >= bytes
+        stats
+            .blocks_available()
+            .saturating_mul(stats.fragment_size())
+            >= bytes
     })
 }
 
