@@ -153,6 +153,10 @@ pub struct Handles {
     pub intake_connected: Family<IntakeNameLabels, Gauge>,
     pub intake_reconnects: Family<IntakeNameLabels, Counter>,
     pub intake_shed: Family<IntakeNameLabels, Counter>,
+    /// Delivery journal entries found damaged at start, and records that could not be decoded.
+    pub outbox_damaged_entries: Counter,
+    /// Delivery journal segment files found missing at start.
+    pub outbox_missing_segments: Counter,
     build_info: Family<BuildLabels, Gauge>,
 }
 
@@ -186,6 +190,8 @@ impl Metrics {
             intake_connected: Family::default(),
             intake_reconnects: Family::default(),
             intake_shed: Family::default(),
+            outbox_damaged_entries: Counter::default(),
+            outbox_missing_segments: Counter::default(),
             build_info: Family::default(),
         }));
         metrics
@@ -304,6 +310,16 @@ impl Metrics {
             "intake_events_shed",
             "Events dropped because the queue or outbox was full and the producer cannot be told to retry, by intake",
             self.intake_shed.clone(),
+        );
+        r.register(
+            "outbox_damaged_entries",
+            "Delivery journal entries found damaged at start and skipped, and pending records that could not be decoded: each a pending delivery lost or an ended one sent again",
+            self.outbox_damaged_entries.clone(),
+        );
+        r.register(
+            "outbox_missing_segments",
+            "Delivery journal segment files found missing at start: the pending deliveries they held are lost",
+            self.outbox_missing_segments.clone(),
         );
         r.register(
             "build_info",

@@ -4,9 +4,10 @@
 //!
 //! Each entry is `len: u32 LE | crc32c: u32 LE | segment: u32 LE | kind: u8 | id: u64 LE |
 //! record`, the CRC over everything after it and `len` counting it too. `Put` stores a delivery's
-//! record (a later `Put` of the same id replaces it: a reschedule); `Remove` ends it. Replaying
-//! the segments in order gives the pending set. Each write ends with a zero `len`, which the next
-//! write overwrites: replay stops there.
+//! record (a later `Put` of the same id replaces it: a reschedule); `Remove` ends it; `Oldest`
+//! (its id field a segment number, no record) says which segment is the oldest that must still
+//! exist. Replaying the segments in order gives the pending set. Each write ends with a zero
+//! `len`, which the next write overwrites: replay stops there.
 //!
 //! Segments are `NNNNNNNNNNNNNNNN.log` in `<state>/hooker.journal/`. Writes go to the newest; past
 //! [`SEGMENT_BYTES`] a new one starts. The oldest segments are retired once nothing pending lives
@@ -23,9 +24,22 @@
 //!
 //! - **Invariant:** a staged entry counts only after its `fdatasync`; a failed write is cut off
 //!   again, so the next commit never follows garbage.
-//! - **Invariant:** nothing is truncated or rewritten in place. At start, a damaged or torn entry
-//!   (a crash mid-write, never acknowledged) ends the replay of its segment, and writing goes on
-//!   in a new segment; the damaged one is deleted like any other once nothing in it is pending.
+//! - **Invariant:** nothing is truncated or rewritten in place. At start, a damaged entry is
+//!   skipped and replay goes on at the next intact one (found by its checksum), so damage loses
+//!   only the entries it hit: they are logged (segment, offset, bytes, entries) and counted
+//!   ([`JournalDamage`]). Damage with nothing intact after it ends its segment: a torn write (a
+//!   crash mid-write, never acknowledged) looks the same. Writing never follows a damaged end: it
+//!   goes on in a new segment; the damaged one is deleted like any other once nothing in it is
+//!   pending.
+//! - **Invariant:** the segments from the newest `Oldest` entry's to the newest are all on disk:
+//!   every new segment starts with one, and a segment is retired only after an `Oldest` entry past
+//!   it is written (unless the disk is full: freeing space comes first). A number missing from
+//!   that range is a segment lost, logged and counted.
+//! - **Invariant:** a failed write (a full disk) loses nothing that was acknowledged and leaves
+//!   nothing behind: its removals are kept (in memory at once, so emptied segments can still be
+//!   retired to make room) and written with the next commit, a failed spare is deleted, and the
+//!   journal moves to a segment that can be written (a spare's allocated blocks, or a new file once
+//!   the old ones are retired), so writes resume by themselves once there is room.
 //! - [`JournalReader`] reads a pending record while the writer goes on (the outbox keeps only
 //!   part of a backlog in memory). It shares the writer's map of where each record is and checks
 //!   the entry it reads (checksum, segment, id), so a record moved or a file retired meanwhile is
@@ -51,6 +65,13 @@ const PREFIX: usize = 13;
 const MAX_SPARES: usize = 2;
 const PUT: u8 = 1;
 const REMOVE: u8 = 2;
+/// The oldest segment that must exist (in the id field).
+const OLDEST: u8 = 3;
+/// A spare is prepared only while the file system has this many segments' worth free (a spare is
+/// an optimisation: it must not take the last room from the journal's own writes).
+const PREPARE_ROOM: u64 = 4;
+/// After a spare could not be prepared, the next try waits this long.
+const PREPARE_BACKOFF: std::time::Duration = std::time::Duration::from_secs(60);
 /// What the write buffer keeps between group commits.
 const STAGED_KEEP: usize = 1 << 20;
 /// Larger entries are damage, not records (the intake bounds bodies far below this).
@@ -90,11 +111,17 @@ pub struct Journal {
     spares: Vec<u64>,
     /// Whether the current segment's blocks are all written already (a reused or prepared file).
     allocated: bool,
-    /// Spares the background preparer finished.
-    prepared: mpsc::Receiver<u64>,
-    prepared_tx: mpsc::Sender<u64>,
+    /// Spares the background preparer finished (`None`: it failed, and removed its file).
+    prepared: mpsc::Receiver<Option<u64>>,
+    prepared_tx: mpsc::Sender<Option<u64>>,
     /// A preparer is at work.
     preparing: bool,
+    /// No spare is prepared before this (set when one could not be).
+    prepare_after: Option<std::time::Instant>,
+    /// Removals whose write failed: already applied to `live`, written with the next commit.
+    carried: Vec<u64>,
+    /// What open found damaged or missing.
+    damage: JournalDamage,
     /// The number of the next prepared spare (above any segment number).
     next_prepared: u64,
     /// Whether to prepare spares at all (tests turn it off to keep segment changes predictable).
@@ -103,6 +130,20 @@ pub struct Journal {
 
 /// Prepared spares are numbered from here, apart from segment numbers.
 const PREPARED: u64 = 9_000_000_000_000_000;
+
+/// What [`Journal::open`] found damaged or missing (each already logged with where it was).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct JournalDamage {
+    /// Damaged entries skipped with intact entries after them. Each was a pending delivery's
+    /// record (that delivery is lost) or the end of one (it is sent again). At least one per
+    /// damaged span; exact while the damaged entries' lengths are intact.
+    pub entries: u64,
+    /// Bytes in those spans.
+    pub bytes: u64,
+    /// Segments missing from the sequence: what was pending in them is lost (how much is not
+    /// known).
+    pub missing_segments: Vec<u64>,
+}
 
 impl Journal {
     /// Opens (or creates) the journal in `dir`; returns it and the pending records, by id.
@@ -137,17 +178,36 @@ impl Journal {
         let mut last_damaged = false;
         let mut last_end = 0;
         let mut max_id = 0;
+        let mut damage = JournalDamage::default();
+        let mut oldest = None;
         for &number in &numbers {
             let path = segment_path(dir, number);
             let bytes = std::fs::read(&path)?;
             segments.insert(number, Segment::default());
-            let (end, damage) = replay(&bytes, number, &mut live, &mut segments, &mut max_id);
-            last_damaged = damage.is_some();
-            last_end = end as u64;
-            if let Some(damage) = damage {
-                tracing::warn!(segment = %path.display(), offset = end, %damage, "Delivery journal entry incomplete or damaged: entries from there on in this segment are skipped. At the end of the newest segment this is a write cut short by a crash, which was never acknowledged.");
+            let replayed = replay(&bytes, number, &mut live, &mut segments, &mut max_id);
+            for span in &replayed.damaged {
+                damage.entries += span.entries;
+                damage.bytes += span.bytes as u64;
+                tracing::warn!(segment = %path.display(), offset = span.offset, bytes = span.bytes, entries = span.entries, damage = %span.why, "Delivery journal damaged: the damaged entries are skipped and reading goes on at the next intact one. Each was a pending delivery (lost) or the end of one (sent again).");
             }
+            if let Some((offset, why)) = &replayed.tail {
+                tracing::warn!(segment = %path.display(), offset, bytes = bytes.len() - offset, damage = %why, "Delivery journal entry incomplete or damaged with nothing intact after it: the rest of this segment is skipped. A write cut short by a crash (never acknowledged) looks like this; so does damage to a segment's last entries.");
+            }
+            oldest = replayed.oldest.or(oldest);
+            last_damaged = replayed.tail.is_some();
+            last_end = replayed.end as u64;
             contents.insert(number, bytes);
+        }
+        if let (Some(&first), Some(&newest)) = (numbers.first(), numbers.last()) {
+            // Without an `Oldest` entry (a journal from before them, or it was lost) only gaps
+            // between the segments on disk tell.
+            let from = oldest.unwrap_or(first).min(newest);
+            damage.missing_segments = (from..newest)
+                .filter(|n| numbers.binary_search(n).is_err())
+                .collect();
+            for &number in &damage.missing_segments {
+                tracing::error!(segment = %segment_path(dir, number).display(), "Delivery journal segment missing: the pending deliveries it held are lost.");
+            }
         }
         let mut records = BTreeMap::new();
         for (&id, place) in &live {
@@ -163,6 +223,7 @@ impl Journal {
             Some(&number) if !last_damaged => number,
             newest => newest.map_or(1, |n| n + 1),
         };
+        let fresh = !segments.contains_key(&current);
         segments.entry(current).or_default();
         let next_prepared = spares
             .iter()
@@ -195,7 +256,13 @@ impl Journal {
             preparing: false,
             next_prepared,
             prepare,
+            prepare_after: None,
+            carried: Vec::new(),
+            damage,
         };
+        if fresh {
+            journal.start_segment();
+        }
         journal.reclaim();
         Ok((journal, records))
     }
@@ -224,6 +291,14 @@ impl Journal {
     }
 
     fn stage(&mut self, kind: u8, id: u64, record: &[u8]) {
+        // Removals a failed write left come first: a later entry may put the same id again.
+        for carried in std::mem::take(&mut self.carried) {
+            self.stage_entry(REMOVE, carried, &[]);
+        }
+        self.stage_entry(kind, id, record);
+    }
+
+    fn stage_entry(&mut self, kind: u8, id: u64, record: &[u8]) {
         let start = self.staged.len();
         let len = (PREFIX + record.len()) as u32;
         self.staged.extend_from_slice(&len.to_le_bytes());
@@ -237,30 +312,85 @@ impl Journal {
         self.staged[start + 4..start + HEADER].copy_from_slice(&crc.to_le_bytes());
         self.pending
             .push((kind, id, start + HEADER + PREFIX, record.len() as u32));
-        self.max_id = self.max_id.max(id);
+        if kind != OLDEST {
+            self.max_id = self.max_id.max(id);
+        }
+    }
+
+    /// Stages the first entry of a new segment: which segment is the oldest on disk.
+    fn start_segment(&mut self) {
+        let oldest = self.segments.keys().next().copied().unwrap_or(self.current);
+        self.stage(OLDEST, oldest, &[]);
+    }
+
+    /// What open found damaged or missing.
+    pub fn damage(&self) -> &JournalDamage {
+        &self.damage
     }
 
     /// Writes what is staged and waits for the disk; then, past the segment size, starts a new
-    /// segment and retires old ones.
+    /// segment and retires old ones. When the write fails, makes room for the next one (see the
+    /// module doc) before returning the error.
     pub fn sync(&mut self) -> std::io::Result<()> {
-        if self.pending.is_empty() {
+        if self.pending.is_empty() && self.carried.is_empty() {
             // Nothing written: nothing to rotate, and no reason to prepare a spare (a command
             // that only reads the store must not start filling one).
             return Ok(());
         }
-        self.write_staged()?;
-        while let Ok(number) = self.prepared.try_recv() {
-            self.spares.push(number);
-            self.preparing = false;
+        // Removals a failed write left are written now even when nothing else is.
+        for carried in std::mem::take(&mut self.carried) {
+            self.stage_entry(REMOVE, carried, &[]);
+        }
+        self.take_prepared();
+        if let Err(error) = self.write_staged() {
+            self.make_room();
+            return Err(error);
         }
         // A segment that grows the file pays for it at every sync: leave it once a spare exists.
         if self.len >= self.segment_bytes || (!self.allocated && !self.spares.is_empty()) {
             self.rotate();
         }
-        if self.prepare && self.spares.is_empty() && !self.preparing {
+        if self.prepare
+            && self.spares.is_empty()
+            && !self.preparing
+            && self
+                .prepare_after
+                .is_none_or(|after| std::time::Instant::now() >= after)
+            && room_for(&self.dir, PREPARE_ROOM * self.segment_bytes)
+        {
             self.prepare_spare();
         }
         Ok(())
+    }
+
+    /// Takes the spares the preparer finished, and notes one that failed.
+    fn take_prepared(&mut self) {
+        while let Ok(prepared) = self.prepared.try_recv() {
+            self.preparing = false;
+            match prepared {
+                Some(number) => self.spares.push(number),
+                None => {
+                    self.prepare_after = Some(std::time::Instant::now() + PREPARE_BACKOFF);
+                }
+            }
+        }
+    }
+
+    /// After a failed write: retires what the removals (applied in memory) emptied, and moves to
+    /// a segment the next write can fill: a spare, whose blocks are allocated already, or, when
+    /// nothing pending is left in the current segment, a new file (retiring the current one gives
+    /// back the room it needs).
+    fn make_room(&mut self) {
+        self.take_prepared();
+        let current_empty = self
+            .segments
+            .get(&self.current)
+            .is_some_and(|segment| segment.live == 0);
+        if (!self.allocated && !self.spares.is_empty()) || (current_empty && self.len > 0) {
+            self.rotate();
+        } else {
+            self.reclaim();
+        }
     }
 
     /// Starts writing a zero-filled spare segment on another thread.
@@ -271,10 +401,11 @@ impl Journal {
             .name("hooker-journal-prepare".into())
             .spawn(move || match prepare_spare(&dir, number, bytes) {
                 Ok(()) => {
-                    let _ = done.send(number);
+                    let _ = done.send(Some(number));
                 }
                 Err(error) => {
-                    tracing::warn!(dir = %dir.display(), %error, "Cannot prepare a spare delivery journal segment; new segments grow as they are written.");
+                    tracing::warn!(dir = %dir.display(), %error, "Cannot prepare a spare delivery journal segment; its file is removed, new segments grow as they are written, and another is tried later.");
+                    let _ = done.send(None);
                 }
             });
         if started.is_ok() {
@@ -296,8 +427,17 @@ impl Journal {
             .and_then(|()| self.file.sync_data());
         self.staged.truncate(entries);
         if let Err(err) = written {
-            // Not counted: the next write goes over whatever reached the file.
-            self.pending.clear();
+            // Not counted: the next write goes over whatever reached the file. Its puts are
+            // refused to their intakes (which send again); its removals still hold, so they are
+            // applied now and written with the next commit.
+            let mut live = self.live.write().unwrap_or_else(PoisonError::into_inner);
+            for (kind, id, _, _) in self.pending.drain(..) {
+                if kind == REMOVE {
+                    forget(id, &mut live, &mut self.segments);
+                    self.carried.push(id);
+                }
+            }
+            drop(live);
             self.staged.clear();
             return Err(err);
         }
@@ -330,6 +470,7 @@ impl Journal {
                 self.current = next;
                 self.len = 0;
                 self.segments.insert(next, Segment::default());
+                self.start_segment();
                 self.reclaim();
             }
             Err(error) => {
@@ -339,25 +480,49 @@ impl Journal {
     }
 
     /// Deletes the oldest segments nothing pending lives in; past [`MAX_SEGMENTS`], copies the
-    /// oldest one's live records forward first.
+    /// oldest one's live records forward first. Before any goes, an `Oldest` entry naming the
+    /// first that stays is written, so that at the next start a missing segment is told from a
+    /// retired one; when that write fails (a full disk) they go all the same, since freeing
+    /// room comes first.
     fn reclaim(&mut self) {
-        while let Some((&oldest, segment)) = self.segments.first_key_value() {
-            if oldest == self.current {
-                return;
+        let segments: Vec<(u64, usize)> = self
+            .segments
+            .iter()
+            .map(|(&number, segment)| (number, segment.live))
+            .collect();
+        let mut retiring = Vec::new();
+        for (i, &(number, live)) in segments.iter().enumerate() {
+            if number == self.current {
+                break;
             }
-            if segment.live > 0 {
-                if self.segments.len() <= MAX_SEGMENTS {
-                    return;
+            if live > 0 {
+                if segments.len() - i <= MAX_SEGMENTS {
+                    break;
                 }
-                if let Err(error) = self.copy_forward(oldest) {
-                    tracing::warn!(segment = oldest, %error, "Cannot compact a delivery journal segment; it stays.");
-                    return;
+                if let Err(error) = self.copy_forward(number) {
+                    tracing::warn!(segment = number, %error, "Cannot compact a delivery journal segment; it stays.");
+                    break;
                 }
             }
-            let path = segment_path(&self.dir, oldest);
+            retiring.push(number);
+        }
+        let Some(&last) = retiring.last() else {
+            return;
+        };
+        let oldest = self
+            .segments
+            .range(last + 1..)
+            .next()
+            .map_or(self.current, |(&number, _)| number);
+        self.stage(OLDEST, oldest, &[]);
+        if let Err(error) = self.write_staged() {
+            tracing::warn!(dir = %self.dir.display(), %error, "Cannot note the oldest delivery journal segment; emptied segments are retired all the same to make room.");
+        }
+        for number in retiring {
+            let path = segment_path(&self.dir, number);
             let retired = if self.spares.len() < MAX_SPARES {
-                std::fs::rename(&path, spare_path(&self.dir, oldest))
-                    .map(|()| self.spares.push(oldest))
+                std::fs::rename(&path, spare_path(&self.dir, number))
+                    .map(|()| self.spares.push(number))
             } else {
                 std::fs::remove_file(&path)
             };
@@ -365,11 +530,11 @@ impl Journal {
                 Ok(()) => {}
                 Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
                 Err(error) => {
-                    tracing::warn!(segment = oldest, %error, "Cannot retire a delivery journal segment; it stays.");
+                    tracing::warn!(segment = number, %error, "Cannot retire a delivery journal segment; it stays.");
                     return;
                 }
             }
-            self.segments.remove(&oldest);
+            self.segments.remove(&number);
         }
     }
 
@@ -501,7 +666,8 @@ fn apply(
 ) {
     let old = match kind {
         PUT => live.insert(id, place),
-        _ => live.remove(&id),
+        REMOVE => live.remove(&id),
+        _ => return,
     };
     if let Some(old) = old
         && let Some(segment) = segments.get_mut(&old.segment)
@@ -515,56 +681,168 @@ fn apply(
     }
 }
 
-/// Replays one segment's entries into `live`; returns where the whole entries end and, if it
-/// stopped early, why.
+/// Ends delivery `id` in `live` (a removal not yet written).
+fn forget(id: u64, live: &mut HashMap<u64, Place>, segments: &mut BTreeMap<u64, Segment>) {
+    if let Some(old) = live.remove(&id)
+        && let Some(segment) = segments.get_mut(&old.segment)
+    {
+        segment.live = segment.live.saturating_sub(1);
+    }
+}
+
+/// A damaged span with intact entries after it.
+#[derive(Debug)]
+struct Damaged {
+    offset: usize,
+    bytes: usize,
+    entries: u64,
+    why: String,
+}
+
+/// What replaying one segment found.
+#[derive(Debug, Default)]
+struct Replayed {
+    /// Where the readable entries end (where writing would go on).
+    end: usize,
+    damaged: Vec<Damaged>,
+    /// Damage with nothing intact after it: where, and why.
+    tail: Option<(usize, String)>,
+    /// The last `Oldest` entry's segment number.
+    oldest: Option<u64>,
+}
+
+/// One entry as found at an offset.
+enum Entry {
+    /// The end mark, or the end of the file.
+    End,
+    Intact {
+        kind: u8,
+        id: u64,
+        len: u32,
+    },
+    Damaged(String),
+}
+
+/// Reads the entry of segment `number` at `at`.
+fn entry_at(bytes: &[u8], at: usize, number: u64) -> Entry {
+    if at >= bytes.len() {
+        return Entry::End;
+    }
+    let Some(header) = bytes.get(at..at + HEADER) else {
+        return Entry::Damaged("header cut short".into());
+    };
+    let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
+    let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+    if len == 0 {
+        return Entry::End;
+    }
+    if !(PREFIX as u32..=MAX_ENTRY).contains(&len) {
+        return Entry::Damaged(format!("impossible entry length {len}"));
+    }
+    let Some(body) = bytes.get(at + HEADER..at + HEADER + len as usize) else {
+        return Entry::Damaged("entry cut short".into());
+    };
+    // The cheap checks first: resynchronising tries every offset.
+    if body[0..4] != (number as u32).to_le_bytes() {
+        return Entry::Damaged("entry left by a previous use of the file".into());
+    }
+    let kind = body[4];
+    if !matches!(kind, PUT | REMOVE | OLDEST) {
+        return Entry::Damaged(format!("unknown entry kind {kind}"));
+    }
+    if crc32c(body) != crc {
+        return Entry::Damaged("checksum mismatch".into());
+    }
+    let mut id = [0; 8];
+    id.copy_from_slice(&body[5..PREFIX]);
+    Entry::Intact {
+        kind,
+        id: u64::from_le_bytes(id),
+        len,
+    }
+}
+
+/// The length a (possibly damaged) entry at `at` claims, when it fits in the file.
+fn claimed_len(bytes: &[u8], at: usize) -> Option<usize> {
+    let header = bytes.get(at..at + HEADER)?;
+    let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
+    let end = at + HEADER + len as usize;
+    ((PREFIX as u32..=MAX_ENTRY).contains(&len) && end <= bytes.len()).then_some(end)
+}
+
+/// After damage at `at`: the next intact entry, and how many entries the damaged span held (by
+/// their lengths when those add up to it exactly, else at least one).
+fn resync(bytes: &[u8], at: usize, number: u64) -> Option<(usize, u64)> {
+    // The damaged entry's own length usually survives and says where the next one starts.
+    if let Some(next) = claimed_len(bytes, at)
+        && matches!(entry_at(bytes, next, number), Entry::Intact { .. })
+    {
+        return Some((next, 1));
+    }
+    // Else every later offset is tried: an entry is intact only with this segment's number, a
+    // known kind and its checksum.
+    let next = (at + 1..bytes.len().saturating_sub(HEADER + PREFIX - 1))
+        .find(|&p| matches!(entry_at(bytes, p, number), Entry::Intact { .. }))?;
+    let mut entries = 0;
+    let mut p = at;
+    while p < next {
+        match claimed_len(bytes, p) {
+            Some(end) => p = end,
+            None => break,
+        }
+        entries += 1;
+    }
+    Some((next, if p == next { entries } else { 1 }))
+}
+
+/// Replays one segment's entries into `live`, skipping damaged ones (see [`resync`]).
 fn replay(
     bytes: &[u8],
     number: u64,
     live: &mut HashMap<u64, Place>,
     segments: &mut BTreeMap<u64, Segment>,
     max_id: &mut u64,
-) -> (usize, Option<String>) {
+) -> Replayed {
+    let mut out = Replayed::default();
     let mut at = 0;
-    while at < bytes.len() {
-        let Some(header) = bytes.get(at..at + HEADER) else {
-            return (at, Some("header cut short".into()));
-        };
-        let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
-        let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
-        if len == 0 {
-            // The end mark.
-            return (at, None);
+    loop {
+        match entry_at(bytes, at, number) {
+            Entry::End => {
+                out.end = at;
+                return out;
+            }
+            Entry::Intact { kind, id, len } => {
+                if kind == OLDEST {
+                    out.oldest = Some(id);
+                } else {
+                    let place = Place {
+                        segment: number,
+                        offset: (at + HEADER + PREFIX) as u64,
+                        len: len - PREFIX as u32,
+                    };
+                    apply(kind, id, place, live, segments);
+                    *max_id = (*max_id).max(id);
+                }
+                at += HEADER + len as usize;
+            }
+            Entry::Damaged(why) => match resync(bytes, at, number) {
+                Some((next, entries)) => {
+                    out.damaged.push(Damaged {
+                        offset: at,
+                        bytes: next - at,
+                        entries,
+                        why,
+                    });
+                    at = next;
+                }
+                None => {
+                    out.end = at;
+                    out.tail = Some((at, why));
+                    return out;
+                }
+            },
         }
-        if !(PREFIX as u32..=MAX_ENTRY).contains(&len) {
-            return (at, Some(format!("impossible entry length {len}")));
-        }
-        let Some(body) = bytes.get(at + HEADER..at + HEADER + len as usize) else {
-            return (at, Some("entry cut short".into()));
-        };
-        if crc32c(body) != crc {
-            return (at, Some("checksum mismatch".into()));
-        }
-        let segment = u32::from_le_bytes([body[0], body[1], body[2], body[3]]);
-        if segment != number as u32 {
-            return (at, Some("entry left by a previous use of the file".into()));
-        }
-        let kind = body[4];
-        let mut id = [0; 8];
-        id.copy_from_slice(&body[5..PREFIX]);
-        let id = u64::from_le_bytes(id);
-        if kind != PUT && kind != REMOVE {
-            return (at, Some(format!("unknown entry kind {kind}")));
-        }
-        let place = Place {
-            segment: number,
-            offset: (at + HEADER + PREFIX) as u64,
-            len: len - PREFIX as u32,
-        };
-        apply(kind, id, place, live, segments);
-        *max_id = (*max_id).max(id);
-        at += HEADER + len as usize;
     }
-    (at, None)
 }
 
 /// Segment files are `<16 digits>.log`; retired ones kept for reuse `<16 digits>.spare`; a spare
@@ -573,19 +851,38 @@ const LOG: &str = "log";
 const SPARE: &str = "spare";
 const PREPARING: &str = "preparing";
 
-/// Writes a zero-filled file of `bytes` and makes it spare `number` once it is all on disk.
+/// Whether the file system holding `dir` has `bytes` free for an unprivileged writer (true when
+/// it cannot tell).
+fn room_for(dir: &Path, bytes: u64) -> bool {
+    nix::sys::statvfs::statvfs(dir).map_or(true, |stats| {
+        stats
+            .blocks_available()
+            .saturating_mul(stats.fragment_size())
+            >= bytes
+    })
+}
+
+/// Writes a zero-filled file of `bytes` and makes it spare `number` once it is all on disk. On
+/// failure (a full disk) what it wrote is deleted: it must not hold the room the journal's own
+/// writes need.
 fn prepare_spare(dir: &Path, number: u64, bytes: u64) -> std::io::Result<()> {
     let temp = file_path(dir, number, PREPARING);
     let file = File::create(&temp)?;
     let zeros = vec![0u8; 1 << 20];
     let mut at = 0;
-    while at < bytes {
-        let chunk = (bytes - at).min(zeros.len() as u64);
-        file.write_all_at(&zeros[..chunk as usize], at)?;
-        at += chunk;
+    let written = (|| {
+        while at < bytes {
+            let chunk = (bytes - at).min(zeros.len() as u64);
+            file.write_all_at(&zeros[..chunk as usize], at)?;
+            at += chunk;
+        }
+        file.sync_data()?;
+        std::fs::rename(&temp, spare_path(dir, number))
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&temp);
     }
-    file.sync_data()?;
-    std::fs::rename(&temp, spare_path(dir, number))
+    written
 }
 
 fn file_number(name: &str, extension: &str) -> Option<u64> {
@@ -651,7 +948,7 @@ pub fn crc32c(bytes: &[u8]) -> u32 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use std::io::Write;
 
@@ -900,5 +1197,236 @@ mod tests {
         );
         assert_eq!(journal.live(), 1);
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// A small tmpfs mounted for one test and unmounted when dropped (the tests run as root; a
+    /// full disk is only honest on a real file system).
+    pub(in crate::outbox) struct Tmpfs(PathBuf);
+
+    impl Tmpfs {
+        pub(in crate::outbox) fn path(&self) -> &Path {
+            &self.0
+        }
+
+        pub(in crate::outbox) fn mount(name: &str, size: &str) -> Tmpfs {
+            let dir = temp(name);
+            std::fs::create_dir_all(&dir).unwrap();
+            let mounted = std::process::Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+                .arg(&dir)
+                .status();
+            assert!(
+                mounted.as_ref().is_ok_and(|s| s.success()),
+                "this test needs to mount a small tmpfs (as root, with mount(8)): {mounted:?}"
+            );
+            Tmpfs(dir)
+        }
+    }
+
+    impl Drop for Tmpfs {
+        fn drop(&mut self) {
+            let unmounted = std::process::Command::new("umount")
+                .arg(&self.0)
+                .status()
+                .is_ok_and(|s| s.success());
+            if !unmounted {
+                let _ = std::process::Command::new("umount")
+                    .arg("-l")
+                    .arg(&self.0)
+                    .status();
+            }
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// Writes `path` until the file system is full.
+    pub(in crate::outbox) fn fill(path: &Path) {
+        let mut file = File::create(path).unwrap();
+        let chunk = vec![1u8; 64 << 10];
+        while file.write_all(&chunk).is_ok() {}
+        // What is left is less than a chunk: take it too.
+        while file.write_all(&chunk[..512]).is_ok() {}
+        let _ = file.sync_all();
+    }
+
+    fn record(id: u64) -> Vec<u8> {
+        format!("record {id}; ").repeat(12).into_bytes()
+    }
+
+    /// Where the entry holding delivery `id`'s record starts.
+    fn entry_offset(journal: &Journal, id: u64) -> usize {
+        let place = journal.live.read().unwrap()[&id];
+        place.offset as usize - HEADER - PREFIX
+    }
+
+    #[test]
+    fn damage_in_the_middle_of_a_segment_loses_only_the_damaged_entries_and_counts_them() {
+        let dir = temp("resync");
+        let (mut journal, _) = open(&dir);
+        for id in 1..=300 {
+            journal.put(id, &record(id));
+            if id % 10 == 0 {
+                journal.sync().unwrap();
+            }
+        }
+        journal.remove(7);
+        journal.sync().unwrap();
+        let in_record = entry_offset(&journal, 128) + HEADER + PREFIX + 20;
+        let length = entry_offset(&journal, 200);
+        let entry_bytes = (HEADER + PREFIX + record(128).len()) as u64;
+        drop(journal);
+        let path = segment_path(&dir, 1);
+        let clean = std::fs::read(&path).unwrap();
+        // 16 bytes flipped inside one record (its length still says where the next entry is),
+        // then 16 from the start of an entry (its length too: found again by scanning).
+        for (case, at) in [("in a record", in_record), ("over a length", length)] {
+            let mut bytes = clean.clone();
+            bytes[at..at + 16].iter_mut().for_each(|b| *b ^= 0x5A);
+            std::fs::write(&path, &bytes).unwrap();
+            let (mut journal, records) = open(&dir);
+            let lost = if at == in_record { 128 } else { 200 };
+            let expected: Vec<u64> = (1..=300).filter(|&id| id != 7 && id != lost).collect();
+            assert_eq!(
+                records.keys().copied().collect::<Vec<_>>(),
+                expected,
+                "{case}"
+            );
+            assert_eq!(records[&299], record(299), "{case}");
+            assert_eq!(
+                journal.damage(),
+                &JournalDamage {
+                    entries: 1,
+                    bytes: entry_bytes,
+                    missing_segments: vec![],
+                },
+                "{case}"
+            );
+            // The segment's end is intact: writing goes on in it, after its last entry.
+            journal.put(301, b"after");
+            journal.sync().unwrap();
+            assert_eq!(journal.current, 1, "{case}");
+            drop(journal);
+            let (journal, records) = open(&dir);
+            assert_eq!(records.len(), 299, "{case}");
+            assert_eq!(journal.damage().entries, 1, "{case}");
+            drop(journal);
+        }
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_missing_segment_is_reported_and_a_retired_one_is_not() {
+        let dir = temp("missing");
+        let segment_bytes = 4 << 10;
+        let (mut journal, _) = Journal::open_with(&dir, segment_bytes, false).unwrap();
+        let big = vec![3u8; 1000];
+        for id in 1..=40 {
+            journal.put(id, &big);
+            journal.sync().unwrap();
+        }
+        // The first ten end: their segments are retired as the journal goes on.
+        for id in 1..=10 {
+            journal.remove(id);
+        }
+        journal.sync().unwrap();
+        for id in 41..=50 {
+            journal.put(id, &big);
+            journal.sync().unwrap();
+        }
+        let on_disk: Vec<u64> = journal.segments.keys().copied().collect();
+        assert!(on_disk[0] > 1, "some retired: {on_disk:?}");
+        assert!(on_disk.len() >= 5, "{on_disk:?}");
+        let place = |journal: &Journal, id: u64| journal.live.read().unwrap()[&id].segment;
+        let in_oldest: Vec<u64> = (11..=50)
+            .filter(|&id| place(&journal, id) == on_disk[0])
+            .collect();
+        let in_second: Vec<u64> = (11..=50)
+            .filter(|&id| place(&journal, id) == on_disk[1])
+            .collect();
+        drop(journal);
+        let (journal, records) = Journal::open_with(&dir, segment_bytes, false).unwrap();
+        assert_eq!(
+            journal.damage(),
+            &JournalDamage::default(),
+            "retired, not missing"
+        );
+        assert_eq!(records.len(), 40);
+        drop(journal);
+        // The oldest segment (no gap tells it) and the second one go.
+        for number in &on_disk[..2] {
+            std::fs::remove_file(segment_path(&dir, *number)).unwrap();
+        }
+        let (journal, records) = Journal::open_with(&dir, segment_bytes, false).unwrap();
+        assert_eq!(journal.damage().missing_segments, on_disk[..2].to_vec());
+        assert_eq!(records.len(), 40 - in_oldest.len() - in_second.len());
+        drop(journal);
+        // A gap in the middle.
+        std::fs::remove_file(segment_path(&dir, on_disk[3])).unwrap();
+        let (journal, _) = Journal::open_with(&dir, segment_bytes, false).unwrap();
+        assert_eq!(
+            journal.damage().missing_segments,
+            vec![on_disk[0], on_disk[1], on_disk[3]]
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_spare_that_cannot_be_written_is_removed() {
+        let fs = Tmpfs::mount("spare-full", "1m");
+        let failed = prepare_spare(&fs.0, PREPARED, 4 << 20);
+        assert!(failed.is_err());
+        let left: Vec<_> = std::fs::read_dir(&fs.0)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name())
+            .collect();
+        assert!(left.is_empty(), "left behind: {left:?}");
+    }
+
+    #[test]
+    fn on_a_full_disk_nothing_acknowledged_is_lost_and_writes_resume_once_the_backlog_drains() {
+        let fs = Tmpfs::mount("disk-full", "512k");
+        let dir = fs.0.join("journal");
+        let segment_bytes = 64 << 10;
+        let (mut journal, _) = Journal::open_with(&dir, segment_bytes, false).unwrap();
+        let big = vec![9u8; 8 << 10];
+        let mut acknowledged = Vec::new();
+        let mut refused = 0;
+        for id in 1..=200 {
+            journal.put(id, &big);
+            match journal.sync() {
+                Ok(()) => acknowledged.push(id),
+                Err(_) => {
+                    refused += 1;
+                    if refused == 3 {
+                        break;
+                    }
+                }
+            }
+        }
+        assert_eq!(refused, 3, "the disk never filled");
+        assert!(acknowledged.len() > 20, "{}", acknowledged.len());
+        drop(journal);
+        // Nothing acknowledged is lost.
+        let (mut journal, records) = Journal::open_with(&dir, segment_bytes, false).unwrap();
+        assert_eq!(records.keys().copied().collect::<Vec<_>>(), acknowledged);
+        // The backlog drains while the disk is still full: its removals may not be written...
+        for &id in &acknowledged {
+            journal.remove(id);
+            let _ = journal.sync();
+        }
+        // ...but they free their segments, and writes resume without anything else freed.
+        let mut resumed = None;
+        for id in 1000..1020 {
+            journal.put(id, &big);
+            if journal.sync().is_ok() {
+                resumed = Some(id);
+                break;
+            }
+        }
+        let resumed = resumed.expect("writes never resumed after the backlog drained");
+        drop(journal);
+        let (_, records) = Journal::open_with(&dir, segment_bytes, false).unwrap();
+        assert_eq!(records.keys().copied().collect::<Vec<_>>(), vec![resumed]);
     }
 }

@@ -137,6 +137,14 @@ impl Outbox {
             renderer: std::sync::OnceLock::new(),
         });
         outbox.publish_gauges();
+        outbox
+            .metrics
+            .outbox_damaged_entries
+            .inc_by(recovered.damaged_entries);
+        outbox
+            .metrics
+            .outbox_missing_segments
+            .inc_by(recovered.missing_segments);
         if !pending.is_empty() || recovered.dead > 0 {
             tracing::info!(
                 pending = pending.len(),

@@ -11,7 +11,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::{Arc, PoisonError, RwLock, mpsc};
 use std::time::Duration;
 
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
@@ -25,8 +25,10 @@ use crate::message::Message;
 /// pending deliveries live in the journal, not redb's `outbox` table. Older stores are migrated
 /// at open (records copied into the journal as they are, then the table emptied and the version
 /// set, in that order, so a crash in between just migrates again); older Hookers then refuse the
-/// store instead of missing its pending deliveries.
-pub const SCHEMA_VERSION: u64 = 3;
+/// store instead of missing its pending deliveries. Version 4: the journal has `Oldest` entries
+/// (which tell a missing segment from a retired one); nothing to migrate, but a version 3 Hooker
+/// would take them for damage and skip the rest of each segment, so it must refuse the store.
+pub const SCHEMA_VERSION: u64 = 4;
 
 /// redb's page cache. Its default (1 GiB) would let a busy node's agent grow to that size; the
 /// store is written far more than read (reads happen at start-up and for dead-letter commands),
@@ -78,6 +80,13 @@ pub struct DeadLetter {
 pub enum StoreError {
     #[error("cannot open state store {path}: {message}")]
     Open { path: PathBuf, message: String },
+    /// The redb file cannot be read: what to do about it is in the message.
+    #[error("state store {path} is damaged ({message}). {advice}")]
+    Damaged {
+        path: PathBuf,
+        message: String,
+        advice: String,
+    },
     #[error(
         "state store {path} has schema version {found}; this Hooker reads version {SCHEMA_VERSION}"
     )]
@@ -140,6 +149,10 @@ struct Batch {
 /// What a restart finds on disk.
 pub struct Recovered {
     pub pending: Vec<Delivery>,
+    /// Journal entries skipped as damaged, and records that could not be decoded (each logged).
+    pub damaged_entries: u64,
+    /// Journal segment files missing (each logged).
+    pub missing_segments: u64,
     /// Pending deliveries decoded without their messages (past the resident limit).
     pub stored: std::collections::HashSet<u64>,
     pub dead: usize,
@@ -148,11 +161,61 @@ pub struct Recovered {
     pub next_id: u64,
 }
 
+/// The redb file, closed and opened again by the writer after an I/O error (redb fails every
+/// later operation until then: one full disk would otherwise refuse dead letters, dedup keys and
+/// aggregation buffers until a restart).
+struct Db {
+    path: PathBuf,
+    db: RwLock<Option<Database>>,
+}
+
+impl Db {
+    /// Runs `f` on the open database (opening it again first if a failed write closed it).
+    fn with<T>(&self, f: impl FnOnce(&Database) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        if self
+            .db
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_none()
+        {
+            self.reopen();
+        }
+        let db = self.db.read().unwrap_or_else(PoisonError::into_inner);
+        match db.as_ref() {
+            Some(db) => f(db),
+            None => Err(StoreError::Io(
+                "the redb file is closed after an I/O error and could not be opened again yet"
+                    .into(),
+            )),
+        }
+    }
+
+    /// Closes the database and opens it again (after a failed write).
+    fn reopen(&self) {
+        let mut db = self.db.write().unwrap_or_else(PoisonError::into_inner);
+        // Closed first: redb refuses a second open of a file this process holds.
+        *db = None;
+        match open_db(&self.path) {
+            Ok(reopened) => {
+                *db = Some(reopened);
+                tracing::info!(path = %self.path.display(), "State store file opened again after a failed write.");
+            }
+            Err(error) => {
+                tracing::warn!(path = %self.path.display(), %error, "Cannot open the state store file again after a failed write; tried again at the next write.");
+            }
+        }
+    }
+}
+
+fn open_db(path: &Path) -> Result<Database, redb::DatabaseError> {
+    Database::builder().set_cache_size(CACHE_BYTES).create(path)
+}
+
 /// A handle to the writer thread, and read access for the dead-letter commands.
 #[derive(Clone)]
 pub struct Store {
     tx: mpsc::SyncSender<Batch>,
-    db: std::sync::Arc<Database>,
+    db: Arc<Db>,
     writer: std::sync::Arc<std::sync::Mutex<Option<std::thread::JoinHandle<()>>>>,
     journal: JournalReader,
 }
@@ -171,39 +234,7 @@ impl Store {
                 message: e.to_string(),
             })?;
         }
-        let db = Database::builder()
-            .set_cache_size(CACHE_BYTES)
-            .create(path)
-            .map_err(|e| StoreError::Open {
-                path: path.to_path_buf(),
-                message: e.to_string(),
-            })?;
-        let txn = db.begin_write().map_err(io)?;
-        // The version of a store whose pending deliveries are still in redb's `outbox` table.
-        let migrating = {
-            let mut meta = txn.open_table(META).map_err(io)?;
-            let found = meta.get("schema_version").map_err(io)?.map(|v| v.value());
-            let migrating = match found {
-                None => {
-                    meta.insert("schema_version", SCHEMA_VERSION).map_err(io)?;
-                    None
-                }
-                Some(SCHEMA_VERSION) => None,
-                Some(old @ 1..SCHEMA_VERSION) => Some(old),
-                Some(found) => {
-                    return Err(StoreError::Schema {
-                        path: path.to_path_buf(),
-                        found,
-                    });
-                }
-            };
-            txn.open_table(OUTBOX).map_err(io)?;
-            txn.open_table(DEAD).map_err(io)?;
-            txn.open_table(DEDUP).map_err(io)?;
-            txn.open_table(AGGREGATE).map_err(io)?;
-            migrating
-        };
-        txn.commit().map_err(io)?;
+        let (db, migrating) = open_checked(path)?;
         let journal_dir = journal_dir(path);
         let (mut journal, records) = Journal::open(&journal_dir).map_err(|e| StoreError::Open {
             path: journal_dir.clone(),
@@ -213,9 +244,14 @@ impl Store {
             Some(from) => migrate(&db, &mut journal, records, from, path)?,
             None => records,
         };
-        let recovered = recover(&db, &mut journal, records)?;
+        let mut recovered = recover(&db, &mut journal, records)?;
+        recovered.damaged_entries += journal.damage().entries;
+        recovered.missing_segments = journal.damage().missing_segments.len() as u64;
         let reader = journal.reader();
-        let db = std::sync::Arc::new(db);
+        let db = Arc::new(Db {
+            path: path.to_path_buf(),
+            db: RwLock::new(Some(db)),
+        });
         let (tx, rx) = mpsc::sync_channel::<Batch>(4096);
         let writer_db = db.clone();
         let writer = std::thread::Builder::new()
@@ -288,16 +324,18 @@ impl Store {
     }
 
     pub fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {
-        let txn = self.db.begin_read().map_err(io)?;
-        let table = txn.open_table(DEAD).map_err(io)?;
-        let mut out = Vec::new();
-        for entry in table.iter().map_err(io)? {
-            let (_, value) = entry.map_err(io)?;
-            if let Ok(dead) = serde_json::from_slice::<DeadLetter>(value.value()) {
-                out.push(dead);
+        self.db.with(|db| {
+            let txn = db.begin_read().map_err(io)?;
+            let table = txn.open_table(DEAD).map_err(io)?;
+            let mut out = Vec::new();
+            for entry in table.iter().map_err(io)? {
+                let (_, value) = entry.map_err(io)?;
+                if let Ok(dead) = serde_json::from_slice::<DeadLetter>(value.value()) {
+                    out.push(dead);
+                }
             }
-        }
-        Ok(out)
+            Ok(out)
+        })
     }
 
     /// Size of the store on disk: the redb file and the journal.
@@ -307,8 +345,101 @@ impl Store {
     }
 }
 
+/// Opens the redb file and checks its schema version; returns it and, for an older store whose
+/// pending deliveries are still in its `outbox` table, the version to migrate from. A file that
+/// cannot be read is [`StoreError::Damaged`], saying what the operator can do.
+fn open_checked(path: &Path) -> Result<(Database, Option<u64>), StoreError> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| StoreError::Open {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+    }
+    let damaged = |message: String| StoreError::Damaged {
+        path: path.to_path_buf(),
+        message,
+        advice: damaged_advice(path),
+    };
+    let db = open_db(path).map_err(|e| match e {
+        // Not damage: another process holds it, or the file system refuses.
+        redb::DatabaseError::DatabaseAlreadyOpen
+        | redb::DatabaseError::LockProtocolMismatch
+        | redb::DatabaseError::TransactionInProgress
+        | redb::DatabaseError::UpgradeRequired(_) => StoreError::Open {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        },
+        redb::DatabaseError::Storage(redb::StorageError::Io(error))
+            if !matches!(
+                error.kind(),
+                std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::InvalidData
+            ) =>
+        {
+            StoreError::Open {
+                path: path.to_path_buf(),
+                message: error.to_string(),
+            }
+        }
+        other => damaged(other.to_string()),
+    })?;
+    // Reading the tables can find damage the open did not.
+    let checked = (|| {
+        let txn = db.begin_write().map_err(io)?;
+        let migrating = {
+            let mut meta = txn.open_table(META).map_err(io)?;
+            let found = meta.get("schema_version").map_err(io)?.map(|v| v.value());
+            let migrating = match found {
+                None => {
+                    meta.insert("schema_version", SCHEMA_VERSION).map_err(io)?;
+                    None
+                }
+                Some(SCHEMA_VERSION) => None,
+                Some(old @ 1..SCHEMA_VERSION) => Some(old),
+                Some(found) => {
+                    return Err(StoreError::Schema {
+                        path: path.to_path_buf(),
+                        found,
+                    });
+                }
+            };
+            txn.open_table(OUTBOX).map_err(io)?;
+            txn.open_table(DEAD).map_err(io)?;
+            txn.open_table(DEDUP).map_err(io)?;
+            txn.open_table(AGGREGATE).map_err(io)?;
+            migrating
+        };
+        txn.commit().map_err(io)?;
+        Ok(migrating)
+    })();
+    match checked {
+        Ok(migrating) => Ok((db, migrating)),
+        Err(StoreError::Io(message)) => Err(damaged(message)),
+        Err(other) => Err(other),
+    }
+}
+
+/// What to do about a damaged redb file: true only because pending deliveries live in the
+/// journal next to it (schema version 3 on), which a new file finds and recovers whole.
+fn damaged_advice(path: &Path) -> String {
+    let journal = journal_dir(path);
+    if journal.is_dir() {
+        format!(
+            "To start again, move it aside (e.g. `mv {path} {path}.damaged`): the pending deliveries are in the journal {journal} and are all recovered at the next start; the dead letters, dedup keys and aggregation buffers (messages waiting to be aggregated) kept in that file are lost.",
+            path = path.display(),
+            journal = journal.display()
+        )
+    } else {
+        format!(
+            "To start again, move it aside (e.g. `mv {path} {path}.damaged`); there is no journal next to it ({journal}), so the pending deliveries kept in that file are lost with its dead letters, dedup keys and aggregation buffers.",
+            path = path.display(),
+            journal = journal.display()
+        )
+    }
+}
+
 /// Moves the pending deliveries of a version 1 or 2 store (redb's `outbox` table) into the
-/// journal, then empties the table and marks the store version 3 in the same transaction.
+/// journal, then empties the table and marks the store current in the same transaction (a
+/// version 3 store has nothing in the table: it is only marked).
 fn migrate(
     db: &Database,
     journal: &mut Journal,
@@ -353,6 +484,7 @@ fn recover(
     let mut pending = Vec::new();
     let mut stored = std::collections::HashSet::new();
     let mut resident = 0;
+    let mut damaged_entries = 0;
     for (id, record) in records {
         if dead_ids.contains(&id) {
             // Killed, and the crash came before the journal heard of it.
@@ -377,7 +509,8 @@ fn recover(
                 pending.push(delivery)
             }
             Err(err) => {
-                tracing::error!(id, %err, "Unreadable pending delivery skipped.")
+                damaged_entries += 1;
+                tracing::error!(id, %err, "Unreadable pending delivery skipped: it is lost.")
             }
         }
     }
@@ -399,6 +532,8 @@ fn recover(
     }
     Ok(Recovered {
         pending,
+        damaged_entries,
+        missing_segments: 0,
         stored,
         dead,
         dedup,
@@ -420,7 +555,7 @@ fn recover(
 /// (one event per request, so each waits for its commit) made 24,500 requests/s against 28,700
 /// without and 27,800–28,800 at 100 µs, which serves 64 connections best (32,100–33,600 against
 /// 29,600–31,500 without). Lingering only from 8 batches on no longer served the busy node.
-fn write_loop(db: &Database, mut journal: Journal, rx: mpsc::Receiver<Batch>) {
+fn write_loop(db: &Db, mut journal: Journal, rx: mpsc::Receiver<Batch>) {
     const MAX_BATCHES: usize = 4096;
     let mut busy = false;
     while let Some(mut batches) = crate::batch::recv_batch(&rx, MAX_BATCHES) {
@@ -447,7 +582,7 @@ fn write_loop(db: &Database, mut journal: Journal, rx: mpsc::Receiver<Batch>) {
     }
 }
 
-fn apply(db: &Database, journal: &mut Journal, batches: &mut [Batch]) -> Result<(), StoreError> {
+fn apply(db: &Db, journal: &mut Journal, batches: &mut [Batch]) -> Result<(), StoreError> {
     let mut round = Round::default();
     for batch in batches.iter_mut() {
         for op in batch.ops.drain(..) {
@@ -481,10 +616,15 @@ struct Round {
 
 impl Round {
     /// Journal first, then redb, then the kills' removals (see the module doc for why).
-    fn finish(self, db: &Database, journal: &mut Journal) -> Result<(), StoreError> {
+    fn finish(self, db: &Db, journal: &mut Journal) -> Result<(), StoreError> {
         journal.sync().map_err(io)?;
-        if !self.db.is_empty() {
-            write_db(db, self.db)?;
+        if !self.db.is_empty()
+            && let Err(error) = db.with(|db| write_db(db, self.db))
+        {
+            // Its kills stay pending in the journal (they resume at the next start); redb
+            // refuses everything after an I/O error until it is opened again.
+            db.reopen();
+            return Err(error);
         }
         if !self.kills.is_empty() {
             for id in self.kills {
@@ -618,14 +758,20 @@ mod tests {
     }
 
     fn schema_version(store: &Store) -> u64 {
-        let txn = store.db.begin_read().unwrap();
-        let meta = txn.open_table(META).unwrap();
-        meta.get("schema_version").unwrap().unwrap().value()
+        store
+            .db
+            .with(|db| {
+                let txn = db.begin_read().map_err(io)?;
+                let meta = txn.open_table(META).map_err(io)?;
+                Ok(meta.get("schema_version").map_err(io)?.map(|v| v.value()))
+            })
+            .unwrap()
+            .unwrap()
     }
 
     #[test]
-    fn version_1_and_2_stores_move_their_pending_deliveries_into_the_journal() {
-        for version in [1, 2] {
+    fn older_stores_move_their_pending_deliveries_into_the_journal() {
+        for version in [1, 2, 3] {
             let path = temp(&format!("v{version}"));
             write_version(&path, version);
             let (store, recovered) = Store::open(&path).unwrap();
@@ -635,10 +781,12 @@ mod tests {
                 serde_json::to_value(delivery(41)).unwrap()
             );
             assert_eq!(recovered.next_id, 42);
-            assert_eq!(schema_version(&store), 3);
-            let txn = store.db.begin_read().unwrap();
-            assert!(txn.open_table(OUTBOX).unwrap().is_empty().unwrap());
-            drop(txn);
+            assert_eq!(schema_version(&store), SCHEMA_VERSION);
+            let outbox_empty = store.db.with(|db| {
+                let txn = db.begin_read().map_err(io)?;
+                txn.open_table(OUTBOX).map_err(io)?.is_empty().map_err(io)
+            });
+            assert!(outbox_empty.unwrap());
             // New records go to the journal too; both survive a restart.
             write(&store, vec![put(42)]);
             let (store, ids, recovered) = reopen(store, &path);
@@ -721,7 +869,7 @@ mod tests {
         let (store, _) = Store::open(&path).unwrap();
         write(&store, vec![put(5)]);
         // The redb half of a kill, without the journal removal that follows it.
-        write_db(&store.db, vec![kill(5)]).unwrap();
+        store.db.with(|db| write_db(db, vec![kill(5)])).unwrap();
         let (store, ids, recovered) = reopen(store, &path);
         assert!(ids.is_empty());
         assert_eq!(recovered.dead, 1);
@@ -733,14 +881,98 @@ mod tests {
 
     #[test]
     fn a_newer_store_is_refused() {
-        let path = temp("v4");
-        write_version(&path, 4);
+        let path = temp("v5");
+        write_version(&path, 5);
         let err = Store::open(&path).err().map(|e| e.to_string());
         assert!(
             err.as_deref()
-                .is_some_and(|e| e.contains("schema version 4")),
+                .is_some_and(|e| e.contains("schema version 5")),
             "{err:?}"
         );
         let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+
+    /// Damages the redb file at `path` the ways a disk or a person might.
+    fn damage(path: &Path, how: &str) {
+        let mut bytes = std::fs::read(path).unwrap();
+        match how {
+            "header" => bytes[..512].iter_mut().for_each(|b| *b ^= 0xA5),
+            "truncated" => bytes.truncate(100),
+            "zeroed" => bytes.iter_mut().for_each(|b| *b = 0),
+            _ => unreachable!(),
+        }
+        std::fs::write(path, bytes).unwrap();
+    }
+
+    #[test]
+    fn a_damaged_redb_file_says_what_to_do_and_doing_it_recovers_every_pending_delivery() {
+        for how in ["header", "truncated", "zeroed"] {
+            let path = temp(&format!("damaged-{how}"));
+            let (store, _) = Store::open(&path).unwrap();
+            write(&store, (1..=4).map(put).collect());
+            write(
+                &store,
+                vec![
+                    kill(4),
+                    Op::PutDedup {
+                        key: "k".into(),
+                        expires_ms: u64::MAX,
+                    },
+                ],
+            );
+            store.close();
+            damage(&path, how);
+            let err = Store::open(&path).err().map(|e| e.to_string());
+            let err = err.unwrap_or_else(|| panic!("{how}: a damaged file was opened"));
+            let aside = format!("{}.damaged", path.display());
+            assert!(
+                err.contains(&format!("mv {} {aside}", path.display())),
+                "{how}: {err}"
+            );
+            assert!(
+                err.contains("pending deliveries are in the journal"),
+                "{how}: {err}"
+            );
+            // What the message says: moved aside, every pending delivery comes back; the dead
+            // letter and the dedup key do not.
+            std::fs::rename(&path, &aside).unwrap();
+            let (store, recovered) = Store::open(&path).unwrap();
+            let ids: Vec<u64> = recovered.pending.iter().map(|d| d.id).collect();
+            assert_eq!(ids, vec![1, 2, 3], "{how}");
+            assert_eq!((recovered.dead, recovered.dedup.len()), (0, 0), "{how}");
+            assert!(recovered.next_id > 4, "{how}");
+            store.close();
+            let _ = std::fs::remove_dir_all(path.parent().unwrap());
+        }
+    }
+
+    #[test]
+    fn the_redb_file_is_opened_again_after_a_failed_write() {
+        let fs = super::super::journal::tests::Tmpfs::mount("redb-full", "4m");
+        let path = fs.path().join("state.redb");
+        let (store, _) = Store::open(&path).unwrap();
+        write(&store, (1..=3).map(put).collect());
+        let filler = fs.path().join("filler");
+        super::super::journal::tests::fill(&filler);
+        // Dead letters go to redb; it needs room for them, and has none.
+        let big = |id: u64| {
+            let mut d = delivery(id);
+            d.message.body = "x".repeat(512 << 10);
+            Op::Kill(DeadLetter {
+                delivery: d,
+                error: "HTTP 400".into(),
+                died_ms: 7,
+            })
+        };
+        let (tx, rx) = std::sync::mpsc::channel();
+        store.write(vec![big(1)], Some(Box::new(move |r| tx.send(r).unwrap())));
+        assert!(rx.recv().unwrap().is_err(), "the disk was not full");
+        std::fs::remove_file(&filler).unwrap();
+        write(&store, vec![big(2)]);
+        assert_eq!(store.dead_letters().unwrap().len(), 1);
+        let (store, ids, recovered) = reopen(store, &path);
+        // The failed kill stays pending (it resumes), the other is dead.
+        assert_eq!((ids, recovered.dead), (vec![1, 3], 1));
+        store.close();
     }
 }
