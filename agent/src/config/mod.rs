@@ -258,6 +258,8 @@ impl Config {
                     .ok()
                     .flatten()
             })
+            // Zero is unset, as `"0"` is: the purge ticks at this period, which must not be zero.
+            .filter(|interval| !interval.is_zero())
             .unwrap_or(Duration::from_secs(3600));
         let rules = match doc.top("rules") {
             Some((serde_json::Value::Array(items), _)) => items.clone(),
