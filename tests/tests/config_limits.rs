@@ -1,7 +1,8 @@
 //! Durations and sizes past what Hooker can hold: `validate` (and `run`) answer with an error
-//! that names the key, never a panic (exit 101).
+//! that names the key, never a panic (exit 101). And a config whose actions need the runtime to
+//! shut down (email) reloads without killing a router thread.
 
-use hooker_tests::{TempDir, hooker};
+use hooker_tests::{Agent, TempDir, hooker};
 
 const HUGE: &str = "99999999999999999999s";
 
@@ -142,5 +143,59 @@ async fn a_huge_duration_setting_is_a_usage_error() -> anyhow::Result<()> {
         "{stderr}"
     );
     assert!(stderr.contains("is too long"), "{stderr}");
+    Ok(())
+}
+
+/// Found by the config property tests (agent/tests/prop_config.rs): dropping a pipeline with an
+/// email action outside the runtime panics in lettre. A router thread drops the replaced
+/// pipeline when it takes its next batch after a reload.
+#[tokio::test]
+async fn a_reloaded_email_action_does_not_kill_the_router() -> anyhow::Result<()> {
+    let dir = TempDir::new("reload-email");
+    let path = dir.join("cfg.yaml");
+    let config = |port: u16| {
+        format!(
+            r#"routes:
+  - name: r
+    input: contains(input.kind, "x")
+    template: raw
+    actions: [mail]
+templates:
+  - name: raw
+    rego-package: hooker.rawmessage.json
+actions:
+  - name: mail
+    type: email
+    enable: true
+    host: 127.0.0.1
+    port: {port}
+    sender: a@example.com
+    recipients: [b@example.com]
+"#
+        )
+    };
+    std::fs::write(&path, config(1))?;
+    let agent = Agent::default_config()
+        .env("HOOKER_CFG", path.display().to_string())
+        .env("HOOKER_WATCH_CONFIG", "false")
+        .env("HOOKER_WORKERS", "1")
+        .start()
+        .await?;
+    // More than the inline limit (8 events), so a router thread routes the batch.
+    let batch = format!("[{}]", [r#"{"kind":"x"}"#; 10].join(","));
+    let (status, answer) = agent.post("/", batch.clone()).await?;
+    assert_eq!(status, 200, "{answer}");
+    std::fs::write(&path, config(2))?;
+    let (code, answer, stderr) = agent.cli(&["reload"]).await?;
+    assert_eq!(code, 0, "{answer}{stderr}");
+    for round in 0..3 {
+        let (status, answer) = agent.post("/", batch.clone()).await?;
+        assert_eq!(status, 200, "batch {round} after the reload: {answer}");
+    }
+    let panicked = agent
+        .logs()
+        .iter()
+        .any(|line| line.to_string().contains("panicked"));
+    assert!(!panicked, "a thread panicked");
     Ok(())
 }
