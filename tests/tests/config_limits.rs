@@ -1,8 +1,9 @@
 //! Durations and sizes past what Hooker can hold: `validate` (and `run`) answer with an error
-//! that names the key, never a panic (exit 101). And a config whose actions need the runtime to
-//! shut down (email) reloads without killing a router thread.
+//! that names the key, never a panic (exit 101); a server's `Retry-After` past them is held to
+//! them. And a config whose actions need the runtime to shut down (email) reloads without
+//! killing a router thread.
 
-use hooker_tests::{Agent, TempDir, hooker};
+use hooker_tests::{Agent, Reply, Sink, TempDir, hooker};
 
 const HUGE: &str = "99999999999999999999s";
 
@@ -197,5 +198,46 @@ actions:
         .iter()
         .any(|line| line.to_string().contains("panicked"));
     assert!(!panicked, "a thread panicked");
+    Ok(())
+}
+
+/// A `Retry-After` of u64::MAX seconds overflowed the delivery engine's schedule (now + delay in
+/// milliseconds): the engine panicked and delivered nothing more.
+#[tokio::test]
+async fn a_huge_retry_after_does_not_stop_deliveries() -> anyhow::Result<()> {
+    let sink = Sink::scripted(vec![
+        Reply::status(503).header("retry-after", "18446744073709551615"),
+        Reply::status(200),
+    ])
+    .await?;
+    let config = format!(
+        r#"routes:
+  - name: r
+    input: input.kind == "x"
+    template: raw
+    actions: [hook]
+templates:
+  - name: raw
+    rego-package: hooker.rawmessage.json
+actions:
+  - name: hook
+    type: webhook
+    enable: true
+    url: {}
+    retry-initial-backoff: 10ms
+"#,
+        sink.url("/hook")
+    );
+    let agent = Agent::start(&config).await?;
+    let (status, answer) = agent.post("/", r#"{"kind":"x","n":1}"#).await?;
+    assert_eq!(status, 200, "{answer}");
+    sink.wait_for(1).await?;
+    // The first delivery waits as long as the server asked (within the limit); the next one is
+    // delivered.
+    let (status, answer) = agent.post("/", r#"{"kind":"x","n":2}"#).await?;
+    assert_eq!(status, 200, "{answer}");
+    let requests = sink.wait_for(2).await?;
+    let second = requests[1].body_text().replace([' ', '\n'], "");
+    assert!(second.contains("\"n\":2"), "{second}");
     Ok(())
 }
