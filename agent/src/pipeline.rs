@@ -209,7 +209,9 @@ impl Pipeline {
                 unique_props: plugins.unique_message_props.clone(),
                 unique_timeout: plugins.unique_message_timeout,
                 aggregate_number: plugins.aggregate_message_number.filter(|n| *n > 0),
-                aggregate_timeout: plugins.aggregate_message_timeout,
+                // Zero is unset, as `"0"` is (Postee: no timed flush); the aggregator ticks at
+                // this period, which must not be zero.
+                aggregate_timeout: plugins.aggregate_message_timeout.filter(|t| !t.is_zero()),
             });
         }
 

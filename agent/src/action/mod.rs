@@ -182,7 +182,9 @@ pub async fn check_response(response: reqwest::Response) -> Result<Report, Actio
         .get(reqwest::header::RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(Duration::from_secs);
+        // A server's number, held to the longest duration Hooker schedules (the outbox adds it
+        // to now in milliseconds; u64::MAX seconds overflowed that and stopped the engine).
+        .map(|seconds| Duration::from_secs(seconds).min(crate::config::units::MAX_DURATION));
     let body = response.bytes().await.unwrap_or_default();
     let message = format!("HTTP {}: {}", status.as_u16(), excerpt(&body, 512));
     let retryable = status.is_server_error() || status.as_u16() == 408 || status.as_u16() == 429;

@@ -236,22 +236,30 @@ impl Config {
         });
         let db_verify_interval = doc
             .top("db-verify-interval")
-            .and_then(|(value, line)| match value {
-                // Postee's unit is hours.
-                serde_json::Value::Number(n) => {
-                    n.as_u64().map(|h| Duration::from_secs(h.max(1) * 3600))
-                }
-                other => units::de_duration(other.clone())
+            .and_then(|(value, line)| {
+                let interval = match value {
+                    // Postee's unit is hours.
+                    serde_json::Value::Number(n) => match n.as_u64() {
+                        Some(hours) => {
+                            units::parse_duration(&format!("{}h", hours.max(1))).map(Some)
+                        }
+                        None => Err(format!("`{n}` is not a whole number of hours")),
+                    },
+                    other => units::de_duration(other.clone()).map_err(|err| err.to_string()),
+                };
+                interval
                     .map_err(|err| {
                         diags.error(
-                            Diagnostic::new(top, err.to_string())
+                            Diagnostic::new(top, err)
                                 .key("db-verify-interval")
                                 .line(Some(line)),
                         )
                     })
                     .ok()
-                    .flatten(),
+                    .flatten()
             })
+            // Zero is unset, as `"0"` is: the purge ticks at this period, which must not be zero.
+            .filter(|interval| !interval.is_zero())
             .unwrap_or(Duration::from_secs(3600));
         let rules = match doc.top("rules") {
             Some((serde_json::Value::Array(items), _)) => items.clone(),

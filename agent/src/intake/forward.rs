@@ -342,6 +342,14 @@ fn record_to_event(record: Value) -> Result<serde_json::Value, String> {
     }
 }
 
+/// The events of one decoded Forward value, each record's or why it was refused; `None` when
+/// the value is not a Forward message. What the intake routes, for the property tests.
+#[doc(hidden)]
+pub fn message_events(value: Value) -> Option<Vec<Result<serde_json::Value, String>>> {
+    let message = parse_message(value)?;
+    Some(message.records.into_iter().map(record_to_event).collect())
+}
+
 /// Resolves once shutdown is signalled (the guard `wait_for` returns must not be held).
 async fn stopped(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await;

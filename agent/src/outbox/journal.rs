@@ -151,7 +151,10 @@ impl Journal {
         Journal::open_with(dir, SEGMENT_BYTES, true)
     }
 
-    fn open_with(
+    /// [`Journal::open`] with another segment size, and spare preparation on or off (the
+    /// property tests use small segments and no background thread).
+    #[doc(hidden)]
+    pub fn open_with(
         dir: &Path,
         segment_bytes: u64,
         prepare: bool,

@@ -22,8 +22,11 @@
 //! - **Invariant:** a delivery leaves the store only after success or as a dead letter.
 //! - **Invariant:** the action's error decides *whether* to retry; only the outbox decides *when*.
 
-mod journal;
-mod record;
+// Public only for the property tests (agent/tests/prop_journal.rs), which feed them damaged bytes.
+#[doc(hidden)]
+pub mod journal;
+#[doc(hidden)]
+pub mod record;
 pub mod retry;
 pub mod store;
 

@@ -67,6 +67,16 @@ impl Fields {
         Some(fields)
     }
 
+    /// Fields from paths, without a pipeline (the property tests make arbitrary ones).
+    #[doc(hidden)]
+    pub fn from_paths<'a>(paths: impl IntoIterator<Item = &'a [String]>) -> Fields {
+        let mut fields = Fields::default();
+        for path in paths {
+            fields.add(path);
+        }
+        fields
+    }
+
     fn add(&mut self, path: &[String]) {
         let mut node = self;
         for key in path {

@@ -333,13 +333,21 @@ impl Router {
             max: options.workers.max(1),
         });
         let mut workers = Vec::new();
+        // A router thread may hold the last reference to a replaced pipeline, and some actions
+        // need the runtime to drop (lettre's SMTP pool spawns its shutdown): without it a reload
+        // of a config with an email action killed the next router thread to take a batch.
+        let runtime = tokio::runtime::Handle::try_current().ok();
         for index in 0..options.workers.max(1) {
             let rx = rx.clone();
             let shared = shared.clone();
             let generation = generation_rx.clone();
+            let runtime = runtime.clone();
             let worker = std::thread::Builder::new()
                 .name(format!("hooker-router-{index}"))
-                .spawn(move || Worker::new(shared, generation).run(rx))?;
+                .spawn(move || {
+                    let _runtime = runtime.as_ref().map(tokio::runtime::Handle::enter);
+                    Worker::new(shared, generation).run(rx)
+                })?;
             workers.push(worker);
         }
         let handle = RouterHandle {
