@@ -183,9 +183,7 @@ impl RouterHandle {
         events: Vec<Event>,
         reservation: Reservation,
     ) -> Result<Routing, SubmitError> {
-        if let Err(err) = self.room() {
-            return Err(err);
-        }
+        self.room()?;
         self.queue(events, reservation.permit)
             .map_err(|(err, _)| err)
     }
