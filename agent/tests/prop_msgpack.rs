@@ -7,9 +7,15 @@ mod prop_support;
 
 use base64::Engine;
 use hooker::intake::forward::message_events;
-use hooker::intake::msgpack::{DecodeError, Value, decode, encode_ack};
+use hooker::intake::msgpack::{Budget, DecodeError, Value, encode_ack};
 use proptest::prelude::*;
 use serde_json::Value as Json;
+
+/// Decodes with a 10 MiB budget (`HOOKER_MAX_BODY` defaults to 16MB): what these tests generate
+/// stays far below it, so a `TooLarge` here is a budget that charges too much.
+fn decode(bytes: &[u8]) -> Result<(Value, usize), DecodeError> {
+    hooker::intake::msgpack::decode(bytes, &mut Budget::new(10 << 20))
+}
 
 // === A small MessagePack encoder, written from the specification ===
 

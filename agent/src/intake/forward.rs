@@ -7,6 +7,10 @@
 //! has stored it; when the queue is full it is not acknowledged and the producer resends. Entries
 //! without `chunk` are never waited for: a full queue sheds them (counted). No shared-key
 //! handshake: listen on loopback or a Unix socket.
+//!
+//! A message is bounded twice by `HOOKER_MAX_BODY`: its size on the wire, and what it decodes to
+//! (a [`msgpack::Budget`] of that size, charged for every value, its JSON text and each record's
+//! event), so a small frame that would expand into a huge one is refused like a large one.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,12 +21,16 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::connections::{Closed, Connections, Limits, RequestGuard, Slot, WaitingGuard, later};
-use super::msgpack::{self, DecodeError, Value};
+use super::msgpack::{self, Budget, DecodeError, Value};
 use super::serve::Accept;
 use super::submit::{ShedLog, submit_or_shed};
 use crate::event::{Event, IntakeKind};
 use crate::metrics::Metrics;
 use crate::router::RouterHandle;
+
+/// What each record is charged beside its values: the event it becomes (its id, metadata and
+/// shared JSON), so that a message of many empty records is bounded too.
+const RECORD_COST: usize = 256;
 
 /// How long an acknowledged entry may wait to be routed and stored.
 const ROUTE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -42,6 +50,8 @@ pub struct ForwardIntake {
 enum ConnectionError {
     #[error("a Forward message is larger than the limit of {0} bytes")]
     TooLarge(usize),
+    #[error("a Forward message was refused: {0} (HOOKER_MAX_BODY)")]
+    Expands(DecodeError),
     #[error(transparent)]
     Decode(#[from] DecodeError),
     #[error(transparent)]
@@ -129,7 +139,8 @@ impl ForwardIntake {
         let mut last_read = Instant::now();
         loop {
             while !buf.is_empty() && buf.len() >= needed {
-                match msgpack::decode(&buf) {
+                let mut budget = Budget::new(self.max_frame);
+                match msgpack::decode(&buf, &mut budget) {
                     Ok((_, used)) if used > self.max_frame => {
                         self.metrics.received(INTAKE, "too_large", 1);
                         return Err(ConnectionError::TooLarge(self.max_frame));
@@ -142,8 +153,12 @@ impl ForwardIntake {
                             Some((request, _waiting)) => request,
                             None => state.request(),
                         };
-                        self.message(value, &mut io, &peer).await?;
+                        self.message(value, budget, &mut io, &peer).await?;
                         drop(request);
+                    }
+                    Err(error @ DecodeError::TooLarge { .. }) => {
+                        self.metrics.received(INTAKE, "too_large", 1);
+                        return Err(ConnectionError::Expands(error));
                     }
                     Err(DecodeError::Incomplete { needed: n }) => {
                         if n > self.max_frame {
@@ -200,13 +215,21 @@ impl ForwardIntake {
     async fn message<S>(
         &self,
         value: Value,
+        mut budget: Budget,
         io: &mut S,
         peer: &Option<String>,
     ) -> Result<(), ConnectionError>
     where
         S: AsyncWrite + Unpin,
     {
-        let Some(message) = parse_message(value) else {
+        let message = match parse_message(value, &mut budget) {
+            Ok(message) => message,
+            Err(error) => {
+                self.metrics.received(INTAKE, "too_large", 1);
+                return Err(ConnectionError::Expands(error));
+            }
+        };
+        let Some(message) = message else {
             self.metrics.received(INTAKE, "invalid", 1);
             tracing::debug!(
                 "Ignored a Forward value that is not [tag, time, record] / [tag, entries]."
@@ -218,7 +241,7 @@ impl ForwardIntake {
         for record in message.records {
             match record_to_event(record) {
                 Ok(payload) => {
-                    bytes += payload.to_string().len();
+                    bytes += json_len(&payload);
                     events.push(Event::new(payload, IntakeKind::Forward, peer.clone()));
                 }
                 Err(reason) => {
@@ -261,15 +284,48 @@ impl ForwardIntake {
     }
 }
 
+/// The length of `value` as compact JSON text, counted without making the text.
+fn json_len(value: &serde_json::Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    let _ = serde_json::to_writer(&mut count, value);
+    count.0
+}
+
+/// Like [`parse_message_shape`], charging `budget` for the entries unpacked from a PackedForward
+/// stream and for every record; over budget is an error.
+fn parse_message(value: Value, budget: &mut Budget) -> Result<Option<Message>, DecodeError> {
+    let Some(message) = parse_message_shape(value, budget)? else {
+        return Ok(None);
+    };
+    budget.charge(message.records.len().saturating_mul(RECORD_COST))?;
+    Ok(Some(message))
+}
+
 /// `[tag, time, record, option?]` (Message), `[tag, [[time, record]…], option?]` (Forward) or
 /// `[tag, <packed entries>, option?]` (PackedForward, uncompressed).
-fn parse_message(value: Value) -> Option<Message> {
+fn parse_message_shape(value: Value, budget: &mut Budget) -> Result<Option<Message>, DecodeError> {
     let Value::Array(items) = value else {
-        return None;
+        return Ok(None);
     };
     let mut items = items.into_iter();
-    let tag = items.next()?.as_text()?;
-    let second = items.next()?;
+    let Some(tag) = items.next().and_then(|tag| tag.as_text()) else {
+        return Ok(None);
+    };
+    let Some(second) = items.next() else {
+        return Ok(None);
+    };
+    // What a PackedForward stream was charged, given back once its entries are decoded.
+    let stream_cost = msgpack::text_cost(&second);
     let (records, option) = match second {
         Value::Array(entries) => (
             entries.into_iter().filter_map(entry_record).collect(),
@@ -284,21 +340,26 @@ fn parse_message(value: Value) -> Option<Message> {
                 .is_some_and(|c| c != "text")
             {
                 tracing::warn!(%tag, "Compressed PackedForward is not supported; send uncompressed.");
-                return None;
+                return Ok(None);
             }
-            (unpack_entries(&packed), option)
+            let records = unpack_entries(&packed, budget)?;
+            budget.refund(stream_cost);
+            (records, option)
         }
-        _time => (vec![items.next()?], items.next()),
+        _time => match items.next() {
+            Some(record) => (vec![record], items.next()),
+            None => return Ok(None),
+        },
     };
     let chunk = option
         .as_ref()
         .and_then(|o| o.get("chunk"))
         .and_then(Value::as_text);
-    Some(Message {
+    Ok(Some(Message {
         tag,
         records,
         chunk,
-    })
+    }))
 }
 
 /// The record of a `[time, record]` entry.
@@ -309,19 +370,21 @@ fn entry_record(entry: Value) -> Option<Value> {
     }
 }
 
-/// The records of a PackedForward stream of `[time, record]` entries.
-fn unpack_entries(mut packed: &[u8]) -> Vec<Value> {
+/// The records of a PackedForward stream of `[time, record]` entries (up to the first that
+/// does not decode), charged to `budget`.
+fn unpack_entries(mut packed: &[u8], budget: &mut Budget) -> Result<Vec<Value>, DecodeError> {
     let mut records = Vec::new();
     while !packed.is_empty() {
-        match msgpack::decode(packed) {
+        match msgpack::decode(packed, budget) {
             Ok((entry, used)) => {
                 packed = &packed[used..];
                 records.extend(entry_record(entry));
             }
+            Err(error @ DecodeError::TooLarge { .. }) => return Err(error),
             Err(_) => break,
         }
     }
-    records
+    Ok(records)
 }
 
 /// Tracee's `{"event": "<JSON>"}` is the event; another map is routed as it is.
@@ -346,7 +409,7 @@ fn record_to_event(record: Value) -> Result<serde_json::Value, String> {
 /// the value is not a Forward message. What the intake routes, for the property tests.
 #[doc(hidden)]
 pub fn message_events(value: Value) -> Option<Vec<Result<serde_json::Value, String>>> {
-    let message = parse_message(value)?;
+    let message = parse_message(value, &mut Budget::new(usize::MAX)).ok()??;
     Some(message.records.into_iter().map(record_to_event).collect())
 }
 
@@ -358,6 +421,10 @@ async fn stopped(shutdown: &mut watch::Receiver<bool>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn unlimited() -> Budget {
+        Budget::new(usize::MAX)
+    }
 
     fn s(text: &str) -> Value {
         Value::Str(text.as_bytes().to_vec())
@@ -376,7 +443,7 @@ mod tests {
             record,
             map(&[("chunk", s("c1"))]),
         ]);
-        let message = parse_message(value).unwrap();
+        let message = parse_message(value, &mut unlimited()).unwrap().unwrap();
         assert_eq!(message.tag, "tracee");
         assert_eq!(message.chunk.as_deref(), Some("c1"));
         let event = record_to_event(message.records[0].clone()).unwrap();
@@ -387,12 +454,24 @@ mod tests {
     fn forward_and_packed_modes() {
         let entry = |n: u64| Value::Array(vec![Value::UInt(n), map(&[("n", Value::UInt(n))])]);
         let forward = Value::Array(vec![s("t"), Value::Array(vec![entry(1), entry(2)])]);
-        assert_eq!(parse_message(forward).unwrap().records.len(), 2);
+        assert_eq!(
+            parse_message(forward, &mut unlimited())
+                .unwrap()
+                .unwrap()
+                .records
+                .len(),
+            2
+        );
         // PackedForward: the entries' bytes back to back. [1, {"n": 1}] twice.
         let packed = vec![
             0x92, 0x01, 0x81, 0xa1, b'n', 0x01, 0x92, 0x02, 0x81, 0xa1, b'n', 0x02,
         ];
-        let message = parse_message(Value::Array(vec![s("t"), Value::Bin(packed)])).unwrap();
+        let message = parse_message(
+            Value::Array(vec![s("t"), Value::Bin(packed)]),
+            &mut unlimited(),
+        )
+        .unwrap()
+        .unwrap();
         assert_eq!(message.records.len(), 2);
         assert_eq!(
             record_to_event(message.records[1].clone()).unwrap(),
@@ -408,6 +487,35 @@ mod tests {
                 .contains("not JSON")
         );
         assert!(record_to_event(Value::UInt(3)).is_err());
-        assert!(parse_message(Value::UInt(3)).is_none());
+        assert!(
+            parse_message(Value::UInt(3), &mut unlimited())
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn packed_entries_and_records_are_charged_to_the_message_budget() {
+        // PackedForward of 1,000 `[1, {}]` entries: 3 bytes each on the wire, a record each.
+        // ["t", bin16(packed)], decoded and parsed as the connection does.
+        let mut frame = vec![0x92, 0xa1, b't', 0xc5, 0x0b, 0xb8];
+        frame.extend([0x92, 0x01, 0x80].repeat(1000));
+        let parse = |limit: usize| {
+            let mut budget = Budget::new(limit);
+            let (value, _) = msgpack::decode(&frame, &mut budget)?;
+            parse_message(value, &mut budget)
+        };
+        // The message's 3 values and "t"; the stream's own cost is given back once unpacked.
+        let enough = 3 * msgpack::SLOT + 3 + 1000 * (3 * msgpack::SLOT + RECORD_COST);
+        assert_eq!(parse(enough).unwrap().unwrap().records.len(), 1000);
+        assert!(matches!(
+            parse(enough - 1),
+            Err(DecodeError::TooLarge { .. })
+        ));
+        // Forward mode: the records alone.
+        let entries = vec![Value::Array(vec![Value::UInt(1), map(&[])]); 1000];
+        let forward = || Value::Array(vec![s("t"), Value::Array(entries.clone())]);
+        assert!(parse_message(forward(), &mut Budget::new(1000 * RECORD_COST)).is_ok());
+        assert!(parse_message(forward(), &mut Budget::new(1000 * RECORD_COST - 1)).is_err());
     }
 }

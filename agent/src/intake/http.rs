@@ -27,7 +27,7 @@ use crate::auth::Tokens;
 use crate::event::{Event, IntakeKind, parse_body};
 use crate::metrics::{ListenerLabels, Metrics};
 use crate::outbox::Outbox;
-use crate::router::{RouterHandle, SubmitError};
+use crate::router::{Reservation, RouterHandle, SubmitError};
 
 /// How long a request waits for its events to be routed and stored before answering 503.
 const ROUTE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -216,27 +216,22 @@ async fn receive(
             format!("body is larger than the limit of {} bytes", intake.max_body),
         );
     }
-    let bytes = match axum::body::to_bytes(body, intake.max_body).await {
-        Ok(bytes) => bytes,
-        Err(err) => {
-            let too_large = std::error::Error::source(&err)
-                .is_some_and(|source| source.is::<http_body_util::LengthLimitError>())
-                || err.to_string().contains("length limit");
-            if too_large {
-                intake.metrics.received(kind.as_str(), "too_large", 1);
-                return error(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    format!("body is larger than the limit of {} bytes", intake.max_body),
-                );
-            }
+    let (bytes, reservation) = match read_body(&intake, declared, body).await {
+        Ok(read) => read,
+        Err(BodyError::TooLarge) => {
+            intake.metrics.received(kind.as_str(), "too_large", 1);
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("body is larger than the limit of {} bytes", intake.max_body),
+            );
+        }
+        // Refused before (the rest of) the body is read: the request counts as one event.
+        Err(BodyError::Refused(err)) => return refused(&intake, kind, err, 1),
+        Err(BodyError::Read(err)) => {
             intake.metrics.received(kind.as_str(), "invalid", 1);
             return error(StatusCode::BAD_REQUEST, format!("cannot read body: {err}"));
         }
     };
-    if let Err(err) = intake.router.admits(bytes.len()) {
-        // Refused before parsing: the request counts as one event.
-        return refused(&intake, kind, err, 1);
-    }
     let payloads = match parse_body(&bytes, intake.router.fields()) {
         Ok(payloads) => payloads,
         Err(err) => {
@@ -244,6 +239,8 @@ async fn receive(
             return error(StatusCode::BAD_REQUEST, err.to_string());
         }
     };
+    // The events hold what they need of it; its bytes stay reserved until they are stored.
+    drop(bytes);
     let n = payloads.len();
     let only_route: Option<Arc<str>> = route.map(Into::into);
     let events = payloads
@@ -255,7 +252,7 @@ async fn receive(
             event
         })
         .collect();
-    let routed = match intake.router.try_submit(events, bytes.len()) {
+    let routed = match intake.router.try_submit_reserved(events, reservation) {
         Ok(routed) => routed,
         Err(err) => return refused(&intake, kind, err, n),
     };
@@ -288,6 +285,50 @@ async fn receive(
             unavailable("events were queued but not stored in time; they may still be delivered")
         }
     }
+}
+
+/// Why a body was not read whole.
+enum BodyError {
+    /// Over `HOOKER_MAX_BODY` (413).
+    TooLarge,
+    /// The queue's byte budget cannot take it (429), or Hooker is shutting down.
+    Refused(SubmitError),
+    Read(axum::Error),
+}
+
+/// Reads a request body whose bytes are reserved against the queue's byte budget before they
+/// are read: all of `declared` (`Content-Length`) at once, else chunk by chunk as they arrive.
+/// So a flood of large bodies is answered 429 as soon as the budget is spent, instead of being
+/// read into memory first; the reservation is given back if anything fails (dropped), and
+/// becomes the events' accounting once they are submitted.
+async fn read_body(
+    intake: &HttpIntake,
+    declared: Option<usize>,
+    mut body: Body,
+) -> Result<(Vec<u8>, Reservation), BodyError> {
+    use http_body_util::BodyExt;
+    let router = &intake.router;
+    let mut reservation = router
+        .reserve(declared.unwrap_or(0))
+        .map_err(BodyError::Refused)?;
+    // Declared and reserved, so no more than the budget allows.
+    let mut bytes = Vec::with_capacity(declared.unwrap_or(0));
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame.map_err(BodyError::Read)?.into_data() else {
+            continue;
+        };
+        let total = bytes.len().saturating_add(data.len());
+        if total > intake.max_body {
+            return Err(BodyError::TooLarge);
+        }
+        if let Some(more) = total.checked_sub(reservation.bytes()).filter(|n| *n > 0) {
+            router
+                .grow(&mut reservation, more)
+                .map_err(BodyError::Refused)?;
+        }
+        bytes.extend_from_slice(&data);
+    }
+    Ok((bytes, reservation))
 }
 
 fn unavailable(message: &str) -> Response {

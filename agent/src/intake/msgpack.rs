@@ -1,8 +1,12 @@
 //! The MessagePack subset the Fluent Forward intake needs: decode one value from the front of a
 //! buffer (or learn how many bytes are still missing), convert it to JSON, and encode the ack.
 //!
-//! Invariant: a declared length never allocates more than the bytes actually present, so a
-//! hostile length prefix cannot make Hooker reserve memory.
+//! Invariant: a declared length never allocates more than the bytes actually present (nor more
+//! than the [`Budget`] has left), so a hostile length prefix cannot make Hooker reserve memory.
+//! Invariant: what a value decodes to is bounded, not only its wire size: every value built is
+//! charged to a [`Budget`] (its slot, and its text as JSON), and decoding stops with
+//! [`DecodeError::TooLarge`] once the budget is spent. A one-byte `nil` becomes a 32-byte value
+//! and a 4-byte `null`, so without it a 15 MB frame of nils takes gigabytes.
 
 use base64::Engine;
 use serde_json::Value as Json;
@@ -34,21 +38,104 @@ pub enum DecodeError {
     Reserved,
     #[error("MessagePack nested deeper than {MAX_DEPTH} levels")]
     TooDeep,
+    /// The values would take more than the budget (see [`Budget`]).
+    #[error(
+        "MessagePack decodes to more than the limit of {limit} bytes (estimated: {SLOT} bytes per \
+         value plus its text as JSON)"
+    )]
+    TooLarge { limit: usize },
 }
 
-/// Decodes the value at the front of `buf`; returns it and the bytes it took.
-pub fn decode(buf: &[u8]) -> Result<(Value, usize), DecodeError> {
-    let mut reader = Reader { buf, pos: 0 };
+/// What decoded values may take: each value is charged its slot ([`SLOT`] bytes, about what it
+/// takes in memory as a [`Value`] and again as JSON) and its text as JSON (strings escaped,
+/// `bin` as base64), so the budget bounds both the memory a message takes and the size of the
+/// records it becomes. The Forward intake gives each message `HOOKER_MAX_BODY`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    limit: usize,
+    left: usize,
+}
+
+/// What one value is charged beside its text: the size of a [`Value`] (32 bytes).
+pub const SLOT: usize = std::mem::size_of::<Value>();
+
+impl Budget {
+    pub fn new(limit: usize) -> Budget {
+        Budget { limit, left: limit }
+    }
+
+    /// Takes `bytes` from the budget, or fails with [`DecodeError::TooLarge`].
+    pub fn charge(&mut self, bytes: usize) -> Result<(), DecodeError> {
+        match self.left.checked_sub(bytes) {
+            Some(left) => {
+                self.left = left;
+                Ok(())
+            }
+            None => {
+                self.left = 0;
+                Err(DecodeError::TooLarge { limit: self.limit })
+            }
+        }
+    }
+
+    /// Gives back what a value no longer held was charged.
+    pub fn refund(&mut self, bytes: usize) {
+        self.left = self.left.saturating_add(bytes).min(self.limit);
+    }
+
+    /// How many more values of [`SLOT`] bytes the budget can take.
+    fn slots_left(&self) -> usize {
+        self.left / SLOT
+    }
+}
+
+/// What a `str` or `bin` of these bytes is charged: its JSON text (quotes, escapes, U+FFFD for
+/// bytes that are not UTF-8; base64 for `bin`), which is never less than its bytes in memory.
+pub fn text_cost(value: &Value) -> usize {
+    match value {
+        Value::Str(bytes) => {
+            let escaped: usize = bytes
+                .iter()
+                .map(|b| match b {
+                    b'"' | b'\\' => 2,
+                    0..=0x1f => 6,
+                    _ => 1,
+                })
+                .sum();
+            // `from_utf8_lossy` turns each bad byte into a 3-byte U+FFFD at most.
+            let lossy = if std::str::from_utf8(bytes).is_ok() {
+                0
+            } else {
+                2 * bytes.iter().filter(|b| **b >= 0x80).count()
+            };
+            2 + escaped + lossy
+        }
+        Value::Bin(bytes) => 2 + bytes.len().div_ceil(3) * 4,
+        Value::Ext(_, bytes) => bytes.len(),
+        _ => 0,
+    }
+}
+
+/// Decodes the value at the front of `buf`, charging what it builds to `budget`; returns it and
+/// the bytes it took. A value over budget is refused as soon as that is certain, even before
+/// its bytes have all arrived.
+pub fn decode(buf: &[u8], budget: &mut Budget) -> Result<(Value, usize), DecodeError> {
+    let mut reader = Reader {
+        buf,
+        pos: 0,
+        budget,
+    };
     let value = reader.value(0)?;
     Ok((value, reader.pos))
 }
 
-struct Reader<'a> {
+struct Reader<'a, 'b> {
     buf: &'a [u8],
     pos: usize,
+    budget: &'b mut Budget,
 }
 
-impl Reader<'_> {
+impl Reader<'_, '_> {
     fn take(&mut self, n: usize) -> Result<&[u8], DecodeError> {
         let end = self
             .pos
@@ -84,18 +171,33 @@ impl Reader<'_> {
             .map_err(|_| DecodeError::Incomplete { needed: usize::MAX })
     }
 
+    /// `n` bytes, copied only when the budget can take them (their text costs at least `n`).
     fn bytes(&mut self, n: usize) -> Result<Vec<u8>, DecodeError> {
+        if n > self.budget.left {
+            return Err(DecodeError::TooLarge {
+                limit: self.budget.limit,
+            });
+        }
         Ok(self.take(n)?.to_vec())
+    }
+
+    /// A `str`, `bin` or extension value, charged its text.
+    fn text(&mut self, value: Value) -> Result<Value, DecodeError> {
+        self.budget.charge(text_cost(&value))?;
+        Ok(value)
     }
 
     fn ext(&mut self, n: usize) -> Result<Value, DecodeError> {
         let kind = self.byte()? as i8;
-        Ok(Value::Ext(kind, self.bytes(n)?))
+        let value = Value::Ext(kind, self.bytes(n)?);
+        self.text(value)
     }
 
-    /// Every item takes at least one byte, so `n` items need `n` more bytes: checked before
-    /// reserving anything.
+    /// Every item takes at least one byte and one slot of the budget, so `n` items need `n`
+    /// more bytes and `n` slots: checked before reserving anything, and what is reserved is
+    /// never more than the budget can fill.
     fn items(&mut self, n: usize, depth: usize) -> Result<Vec<Value>, DecodeError> {
+        self.ensure_slots(n)?;
         self.ensure_remaining(n)?;
         let mut items = Vec::with_capacity(n);
         for _ in 0..n {
@@ -105,6 +207,7 @@ impl Reader<'_> {
     }
 
     fn pairs(&mut self, n: usize, depth: usize) -> Result<Vec<(Value, Value)>, DecodeError> {
+        self.ensure_slots(n.saturating_mul(2))?;
         self.ensure_remaining(n.saturating_mul(2))?;
         let mut pairs = Vec::with_capacity(n);
         for _ in 0..n {
@@ -113,6 +216,16 @@ impl Reader<'_> {
             pairs.push((key, value));
         }
         Ok(pairs)
+    }
+
+    /// Refuses at once a container whose `n` values would certainly exceed the budget.
+    fn ensure_slots(&self, n: usize) -> Result<(), DecodeError> {
+        if n > self.budget.slots_left() {
+            return Err(DecodeError::TooLarge {
+                limit: self.budget.limit,
+            });
+        }
+        Ok(())
     }
 
     fn ensure_remaining(&self, n: usize) -> Result<(), DecodeError> {
@@ -127,27 +240,40 @@ impl Reader<'_> {
         if depth > MAX_DEPTH {
             return Err(DecodeError::TooDeep);
         }
+        self.budget.charge(SLOT)?;
         let marker = self.byte()?;
         Ok(match marker {
             0x00..=0x7f => Value::UInt(u64::from(marker)),
             0x80..=0x8f => Value::Map(self.pairs(usize::from(marker & 0x0f), depth)?),
             0x90..=0x9f => Value::Array(self.items(usize::from(marker & 0x0f), depth)?),
-            0xa0..=0xbf => Value::Str(self.bytes(usize::from(marker & 0x1f))?),
+            0xa0..=0xbf => {
+                let bytes = self.bytes(usize::from(marker & 0x1f))?;
+                self.text(Value::Str(bytes))?
+            }
             0xc0 => Value::Nil,
             0xc1 => return Err(DecodeError::Reserved),
             0xc2 => Value::Bool(false),
             0xc3 => Value::Bool(true),
             0xc4 => {
                 let n = self.len(1)?;
-                Value::Bin(self.bytes(n)?)
+                {
+                    let bytes = self.bytes(n)?;
+                    self.text(Value::Bin(bytes))?
+                }
             }
             0xc5 => {
                 let n = self.len(2)?;
-                Value::Bin(self.bytes(n)?)
+                {
+                    let bytes = self.bytes(n)?;
+                    self.text(Value::Bin(bytes))?
+                }
             }
             0xc6 => {
                 let n = self.len(4)?;
-                Value::Bin(self.bytes(n)?)
+                {
+                    let bytes = self.bytes(n)?;
+                    self.text(Value::Bin(bytes))?
+                }
             }
             0xc7 => {
                 let n = self.len(1)?;
@@ -178,15 +304,24 @@ impl Reader<'_> {
             0xd8 => self.ext(16)?,
             0xd9 => {
                 let n = self.len(1)?;
-                Value::Str(self.bytes(n)?)
+                {
+                    let bytes = self.bytes(n)?;
+                    self.text(Value::Str(bytes))?
+                }
             }
             0xda => {
                 let n = self.len(2)?;
-                Value::Str(self.bytes(n)?)
+                {
+                    let bytes = self.bytes(n)?;
+                    self.text(Value::Str(bytes))?
+                }
             }
             0xdb => {
                 let n = self.len(4)?;
-                Value::Str(self.bytes(n)?)
+                {
+                    let bytes = self.bytes(n)?;
+                    self.text(Value::Str(bytes))?
+                }
             }
             0xdc => {
                 let n = self.len(2)?;
@@ -283,6 +418,108 @@ pub fn encode_ack(chunk: &str) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Decodes with no limit but the input's.
+    fn decode(buf: &[u8]) -> Result<(Value, usize), DecodeError> {
+        super::decode(buf, &mut Budget::new(usize::MAX))
+    }
+
+    /// `[nil × n]` as an array32.
+    fn nils(n: usize) -> Vec<u8> {
+        let mut bytes = vec![0xdd];
+        bytes.extend((n as u32).to_be_bytes());
+        bytes.resize(5 + n, 0xc0);
+        bytes
+    }
+
+    #[test]
+    fn nils_are_charged_what_they_decode_to_not_their_wire_size() {
+        let frame = nils(1000);
+        // The array and its items: 1001 slots; their text (`null`) is within the slot.
+        let needed = 1001 * SLOT;
+        let mut budget = Budget::new(needed);
+        assert!(super::decode(&frame, &mut budget).is_ok());
+        let mut budget = Budget::new(needed - 1);
+        assert_eq!(
+            super::decode(&frame, &mut budget),
+            Err(DecodeError::TooLarge { limit: needed - 1 })
+        );
+        // 2 MB of nils against 16 MB: 64 MB decoded, refused.
+        let limit = 16 << 20;
+        assert_eq!(
+            super::decode(&nils(2 << 20), &mut Budget::new(limit)),
+            Err(DecodeError::TooLarge { limit })
+        );
+    }
+
+    #[test]
+    fn a_declared_count_over_budget_is_refused_before_its_bytes_arrive() {
+        // array32 claiming 4 billion items, with none of them here yet.
+        let mut budget = Budget::new(16 << 20);
+        assert_eq!(
+            super::decode(&[0xdd, 0xff, 0xff, 0xff, 0xff], &mut budget),
+            Err(DecodeError::TooLarge { limit: 16 << 20 })
+        );
+        // str32 of 4 GB likewise, and a map's pairs count twice.
+        let mut budget = Budget::new(1 << 20);
+        assert!(matches!(
+            super::decode(&[0xdb, 0xff, 0xff, 0xff, 0xff], &mut budget),
+            Err(DecodeError::TooLarge { .. })
+        ));
+        let mut map = vec![0xdf];
+        map.extend(20_000u32.to_be_bytes());
+        let mut budget = Budget::new(30_000 * SLOT);
+        assert!(matches!(
+            super::decode(&map, &mut budget),
+            Err(DecodeError::TooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn small_containers_are_charged_as_they_are_built() {
+        // array16 of 4,000 fixarrays of 15 nils: no header is over budget, the whole is.
+        let mut frame = vec![0xdc];
+        frame.extend(4000u16.to_be_bytes());
+        for _ in 0..4000 {
+            frame.push(0x9f);
+            frame.extend([0xc0; 15]);
+        }
+        let limit = 1000 * 16 * SLOT;
+        // Refused on a prefix too: no need to wait for the rest.
+        for end in [frame.len() / 2, frame.len()] {
+            assert_eq!(
+                super::decode(&frame[..end], &mut Budget::new(limit)),
+                Err(DecodeError::TooLarge { limit })
+            );
+        }
+        assert!(super::decode(&frame, &mut Budget::new(4001 * 16 * SLOT)).is_ok());
+    }
+
+    #[test]
+    fn text_is_charged_as_json() {
+        let control = Value::Str(vec![0x01; 10]);
+        assert_eq!(text_cost(&control), 2 + 60);
+        assert_eq!(
+            text_cost(&control),
+            serde_json::to_string(&control.to_json()).unwrap().len()
+        );
+        let plain = Value::Str(b"abc\"".to_vec());
+        assert_eq!(text_cost(&plain), 2 + 3 + 2);
+        let latin1 = Value::Str(vec![0xe9; 4]);
+        assert!(text_cost(&latin1) >= serde_json::to_string(&latin1.to_json()).unwrap().len());
+        let bin = Value::Bin(vec![0; 10]);
+        assert_eq!(
+            text_cost(&bin),
+            serde_json::to_string(&bin.to_json()).unwrap().len()
+        );
+        // A 1 KB string of control bytes against a 4 KB budget: 6 KB as JSON, refused.
+        let mut frame = vec![0xda, 0x04, 0x00];
+        frame.extend([0x01; 1024]);
+        assert!(matches!(
+            super::decode(&frame, &mut Budget::new(4096)),
+            Err(DecodeError::TooLarge { .. })
+        ));
+    }
 
     #[test]
     fn decodes_a_forward_message() {

@@ -962,6 +962,7 @@ mod tests {
                 delivery: d,
                 error: "HTTP 400".into(),
                 died_ms: 7,
+                unrendered: false,
             })
         };
         let (tx, rx) = std::sync::mpsc::channel();

@@ -87,6 +87,23 @@ pub struct Generation {
     body_unread: Vec<bool>,
 }
 
+/// Bytes of the queue's byte budget (`HOOKER_QUEUE_BYTES`) held for a body before it is read
+/// ([`RouterHandle::reserve`]), so that what intakes read at once is bounded too, not only what
+/// waits for the router. Dropping it (an error, a client gone) gives the bytes back; submitted
+/// ([`RouterHandle::try_submit_reserved`]) it becomes the submission's own accounting, held until
+/// its deliveries are stored.
+#[derive(Debug)]
+pub struct Reservation {
+    permit: OwnedSemaphorePermit,
+}
+
+impl Reservation {
+    /// The bytes held.
+    pub fn bytes(&self) -> usize {
+        self.permit.num_permits()
+    }
+}
+
 /// Resolves once a submission's events are routed and their deliveries are on disk (or with
 /// why they could not be stored).
 pub type Routing = oneshot::Receiver<Result<Routed, String>>;
@@ -141,25 +158,63 @@ impl RouterHandle {
         self.generation.borrow().fields.clone()
     }
 
+    /// Holds `body_bytes` of the queue's byte budget for a body about to be read, or refuses
+    /// at once as [`RouterHandle::admits`] does (413 over the whole budget, 429 without room).
+    pub fn reserve(&self, body_bytes: usize) -> Result<Reservation, SubmitError> {
+        self.admits(body_bytes)?;
+        self.take_bytes(body_bytes.max(1))
+    }
+
+    /// Adds `more` bytes to a reservation, for a body whose length is learnt as it arrives;
+    /// refuses when the budget cannot take them (the reservation keeps what it had).
+    pub fn grow(&self, reservation: &mut Reservation, more: usize) -> Result<(), SubmitError> {
+        if reservation.bytes().saturating_add(more) as u64 > self.max_bytes {
+            return Err(SubmitError::TooLarge);
+        }
+        let more = self.take_bytes(more)?;
+        reservation.permit.merge(more.permit);
+        Ok(())
+    }
+
+    /// Like [`RouterHandle::try_submit`] for events whose bytes were reserved before their body
+    /// was read: the reservation becomes the submission's (the bytes are not taken twice).
+    pub fn try_submit_reserved(
+        &self,
+        events: Vec<Event>,
+        reservation: Reservation,
+    ) -> Result<Routing, SubmitError> {
+        self.room()?;
+        self.queue(events, reservation.permit)
+            .map_err(|(err, _)| err)
+    }
+
+    fn take_bytes(&self, bytes: usize) -> Result<Reservation, SubmitError> {
+        let permits = u32::try_from(bytes).map_err(|_| SubmitError::TooLarge)?;
+        match self.bytes.clone().try_acquire_many_owned(permits) {
+            Ok(permit) => Ok(Reservation { permit }),
+            Err(tokio::sync::TryAcquireError::NoPermits) => Err(SubmitError::Full),
+            Err(tokio::sync::TryAcquireError::Closed) => Err(SubmitError::Closed),
+        }
+    }
+
     /// Queues `events` or gives them back with the reason.
     fn offer(
         &self,
         events: Vec<Event>,
         body_bytes: usize,
     ) -> Result<Routing, (SubmitError, Vec<Event>)> {
-        if let Err(err) = self.admits(body_bytes) {
-            return Err((err, events));
+        match self.reserve(body_bytes) {
+            Ok(reservation) => self.queue(events, reservation.permit),
+            Err(err) => Err((err, events)),
         }
-        let Ok(permits) = u32::try_from(body_bytes.max(1)) else {
-            return Err((SubmitError::TooLarge, events));
-        };
-        let permit = match self.bytes.clone().try_acquire_many_owned(permits) {
-            Ok(permit) => permit,
-            Err(tokio::sync::TryAcquireError::NoPermits) => {
-                return Err((SubmitError::Full, events));
-            }
-            Err(tokio::sync::TryAcquireError::Closed) => return Err((SubmitError::Closed, events)),
-        };
+    }
+
+    /// Queues `events`, which hold `permit` of the byte budget until they are stored.
+    fn queue(
+        &self,
+        events: Vec<Event>,
+        permit: OwnedSemaphorePermit,
+    ) -> Result<Routing, (SubmitError, Vec<Event>)> {
         let (ack, done) = oneshot::channel();
         let submission = Submission {
             events,
@@ -195,10 +250,15 @@ impl RouterHandle {
         if body_bytes as u64 > self.max_bytes {
             return Err(SubmitError::TooLarge);
         }
-        if self.outbox.is_full()
-            || self.tx.is_full()
-            || self.bytes.available_permits() < body_bytes.max(1)
-        {
+        if self.bytes.available_permits() < body_bytes.max(1) {
+            return Err(SubmitError::Full);
+        }
+        self.room()
+    }
+
+    /// Whether the queue and the outbox can take a submission (its bytes aside).
+    fn room(&self) -> Result<(), SubmitError> {
+        if self.outbox.is_full() || self.tx.is_full() {
             return Err(SubmitError::Full);
         }
         if self.tx.is_closed() {
