@@ -94,7 +94,7 @@ impl Worker<'_> {
                 && let Ok(message) = template.render(
                     || {
                         template_input
-                            .get_or_insert_with(|| pipeline.template_input(&payload, "bench"))
+                            .get_or_insert_with(|| pipeline.template_input_json(&payload, "bench"))
                             .clone()
                     },
                     &route.name,
@@ -139,7 +139,7 @@ fn bench(c: &mut Criterion) {
         c.bench_function(&format!("render/{name}"), |b| {
             b.iter(|| {
                 template.render(
-                    || base.template_input(&payload, "bench"),
+                    || base.template_input_json(&payload, "bench"),
                     "r",
                     "id",
                     payload.clone(),

@@ -103,7 +103,7 @@ pub async fn test_route(
             };
             let mut template = template.clone();
             let rendered = template.render(
-                || pipeline.template_input(&event, "test-route"),
+                || pipeline.template_input_json(&event, "test-route"),
                 &route.name,
                 "test",
                 event.clone(),

@@ -110,6 +110,15 @@ pub fn parse_body(
     {
         return Ok(vec![(json, Some(pruned))]);
     }
+    // A large object stays text (see `LARGE_EVENT`): checked with the full parse's nesting limit,
+    // then compacted onto one line (checked first: compacting can join two tokens).
+    if body.len() >= crate::event_json::LARGE_EVENT
+        && body.trim_ascii_start().first() == Some(&b'{')
+        && crate::router::fields::check(body).is_ok()
+        && let Ok(json) = EventJson::from_text(&crate::event_json::compact(body))
+    {
+        return Ok(vec![(json, None)]);
+    }
     // Anything else, a bad body included (parsed again for the precise error).
     Ok(parse_payloads(body)?
         .into_iter()
@@ -166,6 +175,49 @@ fn kind_of(value: &serde_json::Value) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A pretty-printed report of about `LARGE_EVENT` bytes, with whitespace and escapes inside
+    /// its strings.
+    fn large_pretty_report() -> (Vec<u8>, serde_json::Value) {
+        let item = |i: usize| serde_json::json!({"id": format!("CVE-{i}"), "text": "a  b\t\"quoted\" \\ {x}\n", "n": i});
+        let count = crate::event_json::LARGE_EVENT / 60;
+        let value = serde_json::json!({"Results": (0..count).map(item).collect::<Vec<_>>()});
+        (serde_json::to_vec_pretty(&value).unwrap(), value)
+    }
+
+    #[test]
+    fn a_large_object_stays_text_compacted_onto_one_line() {
+        let (body, value) = large_pretty_report();
+        assert!(body.len() >= crate::event_json::LARGE_EVENT);
+        let parsed = parse_body(&body, None).unwrap();
+        let (json, pruned) = &parsed[0];
+        assert!(pruned.is_none());
+        assert!(!json.is_parsed(), "a large body is not parsed into a value");
+        assert_eq!(json.text().get(), serde_json::to_string(&value).unwrap());
+        assert_eq!(**json, value);
+    }
+
+    #[test]
+    fn a_large_body_that_is_not_json_is_refused_as_before() {
+        let (mut body, _) = large_pretty_report();
+        // Two numbers side by side: compacting first would have joined them into one.
+        let at = body.windows(4).position(|w| w == b"\"n\":").unwrap() + 5;
+        body.splice(at..at, b"1 ".iter().copied());
+        assert!(matches!(
+            parse_body(&body, None),
+            Err(PayloadError::Syntax { .. })
+        ));
+        let mut deep = b"{\"a\":".to_vec();
+        deep.extend(std::iter::repeat_n(b'[', 200));
+        deep.extend(std::iter::repeat_n(b']', 200));
+        deep.extend(b",\"pad\":\"");
+        deep.resize(crate::event_json::LARGE_EVENT + 10, b'x');
+        deep.extend(b"\"}");
+        assert!(
+            parse_body(&deep, None).is_err(),
+            "nested past the parser's limit"
+        );
+    }
 
     #[test]
     fn a_one_line_object_is_pruned_for_routing_and_kept_as_text() {

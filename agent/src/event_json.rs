@@ -45,6 +45,24 @@ impl EventJson {
         })
     }
 
+    /// Whether the event has been parsed into a value (else it is text only, so far).
+    pub fn is_parsed(&self) -> bool {
+        self.value.get().is_some()
+    }
+
+    /// Runs `f` on the event's value: the parsed one, or, for a text-only event, one parsed for
+    /// this call and dropped after it (a large event read back to render its body must not keep
+    /// its whole tree in memory while its action runs).
+    pub fn with_value<T>(&self, f: impl FnOnce(&Value) -> T) -> T {
+        match (self.value.get(), self.text.get()) {
+            (None, Some(text)) => match serde_json::from_str(text.get()) {
+                Ok(value) => f(&value),
+                Err(_) => f(self.value()),
+            },
+            _ => f(self.value()),
+        }
+    }
+
     /// The event, parsed from its text on first use.
     pub fn value(&self) -> &Value {
         self.value.get_or_init(|| {
@@ -88,6 +106,36 @@ impl EventJson {
 pub fn one_line(body: &[u8]) -> Option<&[u8]> {
     let text = body.trim_ascii();
     (!text.contains(&b'\n') && !text.contains(&b'\r')).then_some(text)
+}
+
+/// Bodies this large are events kept as text (checked, compacted, not parsed into a value) until
+/// something needs their value: the router converts them to Rego straight from the text, so a
+/// large report is not held as two trees at once.
+pub const LARGE_EVENT: usize = 1 << 20;
+
+/// `json` without the whitespace between its tokens (what is inside strings is kept): valid JSON
+/// text on one line. Borrowed when it is one line already.
+pub fn compact(json: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    if let Some(line) = one_line(json) {
+        return std::borrow::Cow::Borrowed(line);
+    }
+    let mut out = Vec::with_capacity(json.len());
+    let (mut in_string, mut escaped) = (false, false);
+    for &byte in json {
+        if in_string {
+            out.push(byte);
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+        } else if !matches!(byte, b' ' | b'\t' | b'\n' | b'\r') {
+            in_string = byte == b'"';
+            out.push(byte);
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// `bytes` as JSON text, checked (not parsed into a value).

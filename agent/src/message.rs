@@ -35,7 +35,9 @@ impl Message {
     /// Renders a [pending](Message::body_pending) body.
     pub fn fill_body(&mut self) -> Result<(), String> {
         if self.body_pending {
-            self.body = crate::router::template::raw_json_body(&self.event)?;
+            self.body = self
+                .event
+                .with_value(crate::router::template::raw_json_body)?;
             self.body_pending = false;
         }
         Ok(())

@@ -242,21 +242,34 @@ impl Pipeline {
     }
 
     /// The event as templates see it: Postee adds `input.postee.AquaServer`; Hooker adds `input.hooker`.
-    pub fn template_input(&self, event: &serde_json::Value, node: &str) -> regorus::Value {
-        let mut event = event.clone();
-        if let serde_json::Value::Object(map) = &mut event {
+    /// Made from the event's Rego value (the one its routes were evaluated on, when they were):
+    /// only the top-level object is copied, the rest is shared.
+    pub fn template_input(&self, event: &regorus::Value, node: &str) -> regorus::Value {
+        let mut input = event.clone();
+        if let Ok(map) = input.as_object_mut() {
             let server = self.server_url.clone().unwrap_or_default();
             let console = if server.is_empty() {
                 String::new()
             } else {
                 format!("{}/#/images/", server.trim_end_matches('/'))
             };
-            map.entry("postee")
-                .or_insert_with(|| serde_json::json!({ "AquaServer": console }));
-            map.entry("hooker")
-                .or_insert_with(|| serde_json::json!({ "server": server, "node": node }));
+            let postee = regorus::Value::from("postee");
+            if !map.contains_key(&postee) {
+                let value = serde_json::json!({ "AquaServer": console });
+                map.insert(postee, regorus::Value::from(value));
+            }
+            let hooker = regorus::Value::from("hooker");
+            if !map.contains_key(&hooker) {
+                let value = serde_json::json!({ "server": server, "node": node });
+                map.insert(hooker, regorus::Value::from(value));
+            }
         }
-        regorus::Value::from(event)
+        input
+    }
+
+    /// [`Pipeline::template_input`] for an event not yet converted to Rego.
+    pub fn template_input_json(&self, event: &serde_json::Value, node: &str) -> regorus::Value {
+        self.template_input(&crate::router::rego::to_rego(event), node)
     }
 }
 

@@ -85,7 +85,7 @@ pub struct RunSettings {
     pub queue_capacity: usize,
 
     /// Bytes of event bodies waiting for the router; beyond it intake answers 429.
-    #[arg(long, env = "HOOKER_QUEUE_BYTES", default_value = "32MB", value_parser = parse_size)]
+    #[arg(long, env = "HOOKER_QUEUE_BYTES", default_value = "16MB", value_parser = parse_size)]
     pub queue_bytes: u64,
 
     /// Router worker threads (0 = one per core, at most 8).

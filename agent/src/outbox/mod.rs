@@ -90,7 +90,31 @@ pub struct Outbox {
     /// Renders an [unrendered](DeadLetter::unrendered) dead letter's message when it is replayed
     /// (set by the router, which has the templates).
     renderer: std::sync::OnceLock<Renderer>,
+    /// The queue's byte budget (`HOOKER_QUEUE_BYTES`, set by the router): a large record read
+    /// back from the journal holds its size of it while its delivery runs, so intake refuses
+    /// (429) rather than let big events pile up in memory at both ends.
+    memory: std::sync::OnceLock<MemoryBudget>,
 }
+
+/// A byte budget shared with the router: the semaphore and its size.
+#[derive(Clone)]
+pub struct MemoryBudget {
+    pub bytes: Arc<tokio::sync::Semaphore>,
+    pub max: u64,
+}
+
+impl MemoryBudget {
+    /// Holds `bytes` of the budget (all of it for a record larger than the budget), waiting for
+    /// them; `None` when the budget is closed.
+    async fn hold(&self, bytes: u64) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let permits = bytes.clamp(1, self.max.min(u64::from(u32::MAX))) as u32;
+        self.bytes.clone().acquire_many_owned(permits).await.ok()
+    }
+}
+
+/// Records this large are never kept in the engine's memory: their deliveries are read back from
+/// disk when they run, under the [`MemoryBudget`].
+const LARGE_RECORD: u64 = RESIDENT_BYTES / 4;
 
 /// Makes a delivery's message from its event with the route's template in force.
 pub type Renderer = Box<dyn Fn(&Delivery) -> Result<Message, String> + Send + Sync>;
@@ -138,6 +162,7 @@ impl Outbox {
             metrics,
             options,
             renderer: std::sync::OnceLock::new(),
+            memory: std::sync::OnceLock::new(),
         });
         outbox.publish_gauges();
         outbox
@@ -220,8 +245,10 @@ impl Outbox {
         self.pending.fetch_add(deliveries.len(), Ordering::Relaxed);
         self.pending_bytes.fetch_add(bytes, Ordering::Relaxed);
         let outbox = self.clone();
-        if !deliveries.is_empty() && self.spills() {
-            // A backlog: the engine gets these once they are on disk, without their messages.
+        let large = deliveries.iter().any(|d| d.stored_bytes >= LARGE_RECORD);
+        if !deliveries.is_empty() && (self.spills() || large) {
+            // A backlog, or a large event: the engine gets these once they are on disk, without
+            // their messages (and the event's memory is freed as soon as the router is done).
             deliveries.iter_mut().for_each(strip);
             self.store.write(
                 ops,
@@ -340,6 +367,11 @@ impl Outbox {
     /// ignored).
     pub fn set_renderer(&self, renderer: Renderer) {
         let _ = self.renderer.set(renderer);
+    }
+
+    /// Shares the router's byte budget with the engine (see [`Outbox::memory`]).
+    pub fn set_memory_budget(&self, budget: MemoryBudget) {
+        let _ = self.memory.set(budget);
     }
 
     /// Dead letters for a route whose message could not be made (`error`: why its template
@@ -767,7 +799,18 @@ impl Engine {
             .clone();
         if self.stored.contains(&id) {
             let store = self.outbox.store.clone();
+            let bytes = self.items.get(&id).map_or(0, |d| d.stored_bytes);
+            let budget = self
+                .outbox
+                .memory
+                .get()
+                .filter(|_| bytes >= LARGE_RECORD)
+                .cloned();
             self.inflight.spawn(async move {
+                let _held = match &budget {
+                    Some(budget) => budget.hold(bytes).await,
+                    None => None,
+                };
                 let mut message = match store.read_pending(id) {
                     Ok(Some(delivery)) => delivery.message,
                     Ok(None) => {

@@ -594,7 +594,7 @@ fn apply(db: &Db, journal: &mut Journal, batches: &mut [Batch]) -> Result<(), St
                 std::mem::take(&mut round).finish(db, journal)?;
             }
             match op {
-                Op::PutDelivery { id, record } => journal.put(id, &record),
+                Op::PutDelivery { id, record } => journal.put_owned(id, record),
                 Op::RemoveDelivery(id) => journal.remove(id),
                 Op::Kill(letter) => {
                     round.kills.push(letter.delivery.id);

@@ -180,6 +180,13 @@ impl<'de> Visitor<'de> for Seed<'_> {
     }
 }
 
+/// Checks `text` as one JSON value, with serde_json's nesting limit, without building it.
+pub fn check(text: &[u8]) -> Result<(), serde_json::Error> {
+    let mut deserializer = serde_json::Deserializer::from_slice(text);
+    Skip.deserialize(&mut deserializer)?;
+    deserializer.end()
+}
+
 /// A value skipped: checked as JSON without being built. Not `IgnoredAny`, which serde_json skips
 /// without its nesting limit: a body the full parse refuses (nested over 128 deep) must be
 /// refused here too, or its event would be stored and then unreadable.

@@ -385,6 +385,10 @@ impl Router {
             node: options.node_name,
         });
         outbox.set_renderer(renderer(generation_rx.clone(), shared.node.clone()));
+        outbox.set_memory_budget(crate::outbox::MemoryBudget {
+            bytes: bytes.clone(),
+            max: max_bytes,
+        });
         let inline = Arc::new(Inline {
             shared: shared.clone(),
             generation: generation_rx.clone(),
@@ -492,7 +496,7 @@ fn renderer(generation: watch::Receiver<Arc<Generation>>, node: String) -> crate
             .ok_or_else(|| format!("template \"{}\" is not configured", route.template))?;
         let event = delivery.message.event.clone();
         template.render(
-            || pipeline.template_input(&event, &node),
+            || pipeline.template_input_json(&event, &node),
             &route.name,
             &delivery.message.event_id,
             event.clone(),
@@ -568,6 +572,10 @@ fn new_generation(
         tasks,
     )
 }
+
+/// Events this large (their JSON text) leave a raw-JSON template's body
+/// [pending](Message::body_pending) whatever reads it: the outbox renders it when it is needed.
+const DEFER_BODY_AT: usize = 1 << 20;
 
 /// The largest submission routed on the submitter's thread: a bigger batch already spreads the
 /// hand-off over its events, and routing it inline would hold an I/O thread for a millisecond.
@@ -719,7 +727,8 @@ impl Worker {
 
     /// Evaluates every route for `event`; returns how many matched.
     fn route(&mut self, event: &Event, output: &mut Output) -> usize {
-        let mut input = None;
+        // The event as a Rego value, made once for the routes and the templates that need it.
+        let mut rego_input = None;
         let mut template_input = None;
         // Messages already rendered for this event, by template: a template's output depends on
         // the event alone, so routes sharing a template share one rendering.
@@ -729,14 +738,24 @@ impl Worker {
         let mut candidates = std::mem::take(&mut self.candidates);
         // The pruned value when it was made for these routes' fields, else the whole event.
         let fields = self.generation.fields.as_ref();
+        // None for a large event kept as text: every route is a candidate and Rego decides, on a
+        // value converted from the text, so the event is never held as two trees at once.
         let routing = match event.pruned.as_ref().and_then(|p| p.for_fields(fields)) {
-            Some(pruned) => pruned,
-            None => &event.payload,
+            Some(pruned) => Some(pruned),
+            None if rego::stays_text(&event.payload) => None,
+            None => Some(event.payload.value()),
         };
-        self.generation
-            .pipeline
-            .index
-            .candidates(routing, &mut candidates);
+        match routing {
+            Some(routing) => self
+                .generation
+                .pipeline
+                .index
+                .candidates(routing, &mut candidates),
+            None => {
+                candidates.clear();
+                candidates.extend(0..self.routes.len());
+            }
+        }
         for &index in &candidates {
             let route = &mut self.routes[index];
             if event
@@ -746,10 +765,11 @@ impl Worker {
             {
                 continue;
             }
-            let decided = match route.rule.decide_natively(routing) {
+            let decided = match routing.and_then(|routing| route.rule.decide_natively(routing)) {
                 Some(decided) => Ok(decided),
                 None => {
-                    let input = input.get_or_insert_with(|| rego::to_rego(&event.payload));
+                    let input =
+                        rego_input.get_or_insert_with(|| rego::event_to_rego(&event.payload));
                     route.rule.evaluate(input)
                 }
             };
@@ -805,7 +825,10 @@ impl Worker {
             }
             let pipeline = &self.generation.pipeline;
             let node = &self.shared.node;
-            let body_unread = self.generation.body_unread.get(index) == Some(&true);
+            // A large event's raw-JSON body is rendered when an action that reads it runs, not
+            // kept beside the event in its record and in memory until then.
+            let body_unread = self.generation.body_unread.get(index) == Some(&true)
+                || (!route.aggregates() && event.payload.text().get().len() >= DEFER_BODY_AT);
             if let Some((_, _, done)) = rendered
                 .iter()
                 .find(|(t, unread, _)| *t == route.template && *unread == body_unread)
@@ -820,7 +843,11 @@ impl Worker {
             };
             let input = || {
                 template_input
-                    .get_or_insert_with(|| pipeline.template_input(&event.payload, node))
+                    .get_or_insert_with(|| {
+                        let event =
+                            rego_input.get_or_insert_with(|| rego::event_to_rego(&event.payload));
+                        pipeline.template_input(event, node)
+                    })
                     .clone()
             };
             let rendering = if body_unread {

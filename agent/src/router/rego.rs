@@ -17,6 +17,7 @@ use serde::Deserialize;
 
 use super::native::Native;
 use super::prefilter::{self, Check, Truth};
+use crate::event_json::EventJson;
 
 /// Modules loaded into every engine: helpers routes and templates may call.
 pub const LIBRARY: &[(&str, &str)] = &[
@@ -93,6 +94,20 @@ pub struct RouteRule {
 /// The event as a Rego value, converted without copying the JSON tree first.
 pub fn to_rego(event: &serde_json::Value) -> Value {
     Value::deserialize(event).unwrap_or(Value::Undefined)
+}
+
+/// Whether `event` is a large one kept as text (see [`crate::event_json::LARGE_EVENT`]), which
+/// the router converts to Rego from its text instead of parsing it.
+pub fn stays_text(event: &EventJson) -> bool {
+    !event.is_parsed() && event.text().get().len() >= crate::event_json::LARGE_EVENT
+}
+
+/// The event as a Rego value: from its text when it [stays text](stays_text), else from its value.
+pub fn event_to_rego(event: &EventJson) -> Value {
+    if stays_text(event) {
+        return Value::from_json_str(event.text().get()).unwrap_or(Value::Undefined);
+    }
+    to_rego(event)
 }
 
 impl RouteRule {
