@@ -59,7 +59,8 @@ pub struct RouteConfig {
     pub template: Option<String>,
     #[serde(default, deserialize_with = "units::de_lenient_bool")]
     pub serialize_actions: bool,
-    #[serde(default)]
+    /// `plugins:` with nothing under it (null) is no plugins, as in Postee.
+    #[serde(default, deserialize_with = "units::de_null_default")]
     pub plugins: Plugins,
     #[serde(skip)]
     pub item: RawItem,
@@ -96,6 +97,9 @@ pub enum TemplateSource {
     Url(String),
     /// Postee's Go renderers for Aqua scans (`html`, `slack`, `jira`).
     LegacyScanRenderer(String),
+    /// None of the above set (Postee's stock `custom-email` has `url:` empty): Postee skips
+    /// such a template; it is an error only when a route uses it.
+    Missing,
 }
 
 #[derive(Debug, Clone)]
@@ -457,11 +461,14 @@ fn parse_template(
         candidates.push(("body", TemplateSource::Body(v)));
     }
     let Some((chosen, source)) = candidates.pop() else {
-        return Err(Diagnostic::new(
-            place,
-            "needs one of `rego-package`, `body`, `url` or `legacy-scan-renderer`",
-        )
-        .line(item.line));
+        return Ok((
+            TemplateConfig {
+                name: keys.name,
+                source: TemplateSource::Missing,
+                item: item.clone(),
+            },
+            warnings,
+        ));
     };
     for (ignored, _) in candidates {
         warnings.push(
