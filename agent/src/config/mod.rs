@@ -286,6 +286,21 @@ impl Config {
         });
         let templates = parse_list(&doc.templates, "template", diags, parse_template);
         let actions = parse_list(&doc.actions, "action", diags, |item, place| {
+            // An action indented under another action's key reads as that key's value: say so
+            // rather than let it vanish.
+            if let Some((key, _, line)) = item.entries.iter().find(|(_, value, _)| {
+                value
+                    .as_object()
+                    .is_some_and(|m| m.contains_key("name") && m.contains_key("type"))
+            }) {
+                return Err(Diagnostic::new(
+                    place,
+                    "holds a mapping with `name` and `type`: an action indented under this key? \
+                     Each action must be its own `- name: ...` item under `actions`",
+                )
+                .key(key)
+                .line(Some(*line)));
+            }
             let mut object = serde_json::Map::new();
             for key in ACTION_COMMON_KEYS {
                 if let Some(value) = item.get(key) {
