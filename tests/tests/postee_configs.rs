@@ -114,3 +114,42 @@ async fn reload_answers_get_as_postee_ui_calls_it() -> anyhow::Result<()> {
     agent.stop().await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn the_example_rego_filters_compile_and_the_image_ships_them() -> anyhow::Result<()> {
+    let filters = repo("../examples/rego-filters");
+    let mut names: Vec<String> = std::fs::read_dir(&filters)?
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.ends_with(".rego"))
+        .collect();
+    names.sort();
+    assert!(names.len() >= 6, "{names:?}");
+    let mut cfg = String::from("routes:\n");
+    for (i, name) in names.iter().enumerate() {
+        cfg.push_str(&format!(
+            "- name: r{i}\n  input-files: [{name}]\n  template: raw\n  actions: [out]\n"
+        ));
+    }
+    cfg.push_str("templates:\n- name: raw\n  rego-package: postee.rawmessage.json\nactions:\n- name: out\n  type: stdout\n  enable: true\n");
+    let dir = TempDir::new("filters");
+    let path = dir.join("cfg.yaml");
+    std::fs::write(&path, cfg)?;
+    let (code, stdout, stderr) = hooker(
+        &[
+            "validate",
+            &path.display().to_string(),
+            "--rego-filters",
+            &filters,
+        ],
+        &[],
+    )
+    .await?;
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    let dockerfile = std::fs::read_to_string(repo("../Dockerfile"))?;
+    assert!(
+        dockerfile.contains("examples/rego-filters /var/lib/hooker/rego-filters")
+            && dockerfile.contains("agent/templates /usr/share/hooker/rego-templates"),
+        "the image ships the templates' sources and the example filters"
+    );
+    Ok(())
+}
