@@ -23,6 +23,9 @@ RUN sh /rootfs.sh /hooker /rootfs
 
 FROM scratch
 COPY --from=rootfs /rootfs/ /
+# As Postee's image: the built-in templates' sources and example route filters.
+COPY agent/templates /usr/share/hooker/rego-templates
+COPY --chown=10001:10001 examples/rego-filters /var/lib/hooker/rego-filters
 USER 10001:10001
 WORKDIR /var/lib/hooker
 ENV PATH=/usr/local/bin:/bin

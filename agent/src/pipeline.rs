@@ -73,6 +73,23 @@ impl Pipeline {
             diags.error(error.clone());
         }
 
+        // What a route uses must build; anything else that cannot is a warning, as Postee
+        // skips it. A route with no enabled action never renders its template. When some item
+        // could not be read, what the routes use is unknown: everything counts as used.
+        let all_used = !config.errors.is_empty();
+        let used_actions: std::collections::HashSet<&str> = config
+            .routes
+            .iter()
+            .flat_map(|r| r.actions.iter().map(String::as_str))
+            .collect();
+        let enabled = |name: &str| config.actions.iter().any(|a| a.name == name && a.enable);
+        let used: std::collections::HashSet<&str> = config
+            .routes
+            .iter()
+            .filter(|r| r.actions.iter().any(|a| enabled(a)))
+            .filter_map(|r| r.template.as_deref())
+            .collect();
+
         let mut actions = BTreeMap::new();
         let mut policies = BTreeMap::new();
         for block in &config.actions {
@@ -87,7 +104,13 @@ impl Pipeline {
                     }
                     actions.insert(block.name.clone(), built.action);
                 }
-                Err(error) => diags.error(error),
+                Err(error) if all_used || used_actions.contains(block.name.as_str()) => {
+                    diags.error(error)
+                }
+                Err(error) => diags.warn(Diagnostic {
+                    message: format!("{} (no route uses this action)", error.message),
+                    ..error
+                }),
             }
         }
 
@@ -100,11 +123,6 @@ impl Pipeline {
                 Catalog::default()
             }
         };
-        let used: std::collections::HashSet<&str> = config
-            .routes
-            .iter()
-            .filter_map(|r| r.template.as_deref())
-            .collect();
         let mut templates = BTreeMap::new();
         for block in &config.templates {
             let place = format!("template \"{}\"", block.name);
@@ -126,6 +144,25 @@ impl Pipeline {
                     };
                     ("url", compiled)
                 }
+                TemplateSource::Missing => {
+                    let diagnostic = Diagnostic::new(
+                        &place,
+                        "needs one of `rego-package`, `body`, `url` or `legacy-scan-renderer`",
+                    )
+                    .line(block.item.line);
+                    if all_used || used.contains(block.name.as_str()) {
+                        diags.error(diagnostic)
+                    } else {
+                        diags.warn(Diagnostic {
+                            message: format!(
+                                "{}; skipped, as Postee does (no route uses this template)",
+                                diagnostic.message
+                            ),
+                            ..diagnostic
+                        })
+                    }
+                    continue;
+                }
                 TemplateSource::LegacyScanRenderer(kind) => {
                     let diagnostic = Diagnostic::new(
                         &place,
@@ -133,7 +170,7 @@ impl Pipeline {
                     )
                     .key("legacy-scan-renderer")
                     .line(block.item.line_of("legacy-scan-renderer"));
-                    if used.contains(block.name.as_str()) {
+                    if all_used || used.contains(block.name.as_str()) {
                         diags.error(diagnostic)
                     } else {
                         diags.warn(diagnostic)
@@ -149,7 +186,7 @@ impl Pipeline {
                     let diagnostic = Diagnostic::new(&place, message)
                         .key(key)
                         .line(block.item.line_of(key));
-                    if used.contains(block.name.as_str()) {
+                    if all_used || used.contains(block.name.as_str()) {
                         diags.error(diagnostic);
                     } else {
                         let message =
@@ -190,12 +227,16 @@ impl Pipeline {
                 .collect();
             let template = block.template.clone().unwrap_or_default();
             let plugins = &block.plugins;
+            // Postee aggregates only with the template's `aggregation_pkg`; without one it sends
+            // each message as usual.
+            let mut aggregates = true;
             if (plugins.aggregate_message_number.is_some()
                 || plugins.aggregate_message_timeout.is_some())
                 && templates.get(&template).is_some_and(|t| !t.aggregates())
             {
+                aggregates = false;
                 diags.warn(
-                    Diagnostic::new(&place, format!("template \"{template}\" names no aggregation_pkg; aggregated messages are joined"))
+                    Diagnostic::new(&place, format!("template \"{template}\" names no aggregation_pkg; messages are sent one by one, as in Postee"))
                         .key("plugins")
                         .line(block.item.line_of("plugins")),
                 );
@@ -208,10 +249,14 @@ impl Pipeline {
                 serialize: block.serialize_actions,
                 unique_props: plugins.unique_message_props.clone(),
                 unique_timeout: plugins.unique_message_timeout,
-                aggregate_number: plugins.aggregate_message_number.filter(|n| *n > 0),
+                aggregate_number: plugins
+                    .aggregate_message_number
+                    .filter(|n| *n > 0 && aggregates),
                 // Zero is unset, as `"0"` is (Postee: no timed flush); the aggregator ticks at
                 // this period, which must not be zero.
-                aggregate_timeout: plugins.aggregate_message_timeout.filter(|t| !t.is_zero()),
+                aggregate_timeout: plugins
+                    .aggregate_message_timeout
+                    .filter(|t| !t.is_zero() && aggregates),
             });
         }
 

@@ -162,7 +162,7 @@ async fn secrets_come_from_env_or_files_and_never_print() -> anyhow::Result<()> 
     std::fs::write(
         &cfg,
         format!(
-            "routes: []\ntemplates: []\nactions:\n  - name: a\n    type: webhook\n    enable: true\n    url: ${{file:{}}}\n  - name: b\n    type: webhook\n    enable: true\n    url: $HOOKER_TEST_UNSET_SECRET\n",
+            "routes:\n  - name: r\n    input: 'true'\n    template: raw\n    actions: [a, b]\ntemplates:\n  - name: raw\n    rego-package: hooker.rawmessage.json\nactions:\n  - name: a\n    type: webhook\n    enable: true\n    url: ${{file:{}}}\n  - name: b\n    type: webhook\n    enable: true\n    url: $HOOKER_TEST_UNSET_SECRET\n",
             dir.join("token").display()
         ),
     )?;

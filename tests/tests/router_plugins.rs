@@ -143,7 +143,12 @@ routes:
       aggregate-message-timeout: 1s
 templates:
   - name: raw
-    rego-package: hooker.rawmessage.json
+    body: |
+      package custom
+      import rego.v1
+      title := sprintf("event %d", [input.n])
+      result := sprintf("n=%d", [input.n])
+      aggregation_pkg := "hooker.aggregate.text"
 actions:
   - name: one
     type: webhook
@@ -156,9 +161,8 @@ actions:
     agent.post("/", r#"{"n":1}"#).await?;
     agent.post("/", r#"{"n":2}"#).await?;
     let received = sink.wait_for(1).await?;
-    let body = received[0].body_json();
-    // Without an aggregation package, JSON bodies are joined into an array.
-    assert_eq!(body, serde_json::json!([{"n": 1}, {"n": 2}]));
+    let body = received[0].body_text();
+    assert!(body.contains("n=1") && body.contains("n=2"), "{body}");
     wait_until("the flush counted", Duration::from_secs(10), async || {
         let n = agent
             .metric(r#"hooker_aggregation_flushes_total{route="windowed",reason="timeout"}"#)
@@ -167,5 +171,44 @@ actions:
         (n == 1.0).then_some(())
     })
     .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn aggregation_without_an_aggregation_package_sends_each_message_as_postee()
+-> anyhow::Result<()> {
+    let sink = Sink::start().await?;
+    let config = format!(
+        r#"
+routes:
+  - name: counted
+    input: input.n
+    template: raw
+    actions: [one]
+    plugins:
+      aggregate-message-number: 2
+templates:
+  - name: raw
+    rego-package: hooker.rawmessage.json
+actions:
+  - name: one
+    type: webhook
+    enable: true
+    url: {}
+"#,
+        sink.url("/")
+    );
+    let agent = Agent::start(&config).await?;
+    agent.post("/", r#"{"n":1}"#).await?;
+    agent.post("/", r#"{"n":2}"#).await?;
+    let received = sink.wait_for(2).await?;
+    let mut bodies: Vec<_> = received.iter().map(|r| r.body_json()).collect();
+    bodies.sort_by_key(|b| b["n"].as_i64());
+    // Postee aggregates only through the template's `aggregation_pkg`; without one, it sends
+    // each message as usual instead of joining them.
+    assert_eq!(
+        bodies,
+        vec![serde_json::json!({"n": 1}), serde_json::json!({"n": 2})]
+    );
     Ok(())
 }

@@ -61,9 +61,12 @@ pub fn build(config: &ActionConfig, _cx: &BuildContext) -> Result<Built, Diagnos
             .key(key)
             .line(config.item.line_of(key))
     };
-    let script = match (settings.input_file, settings.exec_script) {
+    // Postee's UI writes `input-file: ''` beside an `exec-script`: empty means absent.
+    let input_file = settings.input_file.filter(|f| !f.as_os_str().is_empty());
+    let exec_script = settings.exec_script.filter(|s| !s.trim().is_empty());
+    let script = match (input_file, exec_script) {
         (Some(file), None) => Script::File(file),
-        (None, Some(script)) if !script.trim().is_empty() => Script::Inline(script),
+        (None, Some(script)) => Script::Inline(script),
         (Some(_), Some(_)) => {
             return Err(located(
                 "input-file",

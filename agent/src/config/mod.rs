@@ -59,7 +59,8 @@ pub struct RouteConfig {
     pub template: Option<String>,
     #[serde(default, deserialize_with = "units::de_lenient_bool")]
     pub serialize_actions: bool,
-    #[serde(default)]
+    /// `plugins:` with nothing under it (null) is no plugins, as in Postee.
+    #[serde(default, deserialize_with = "units::de_null_default")]
     pub plugins: Plugins,
     #[serde(skip)]
     pub item: RawItem,
@@ -96,6 +97,9 @@ pub enum TemplateSource {
     Url(String),
     /// Postee's Go renderers for Aqua scans (`html`, `slack`, `jira`).
     LegacyScanRenderer(String),
+    /// None of the above set (Postee's stock `custom-email` has `url:` empty): Postee skips
+    /// such a template; it is an error only when a route uses it.
+    Missing,
 }
 
 #[derive(Debug, Clone)]
@@ -282,6 +286,21 @@ impl Config {
         });
         let templates = parse_list(&doc.templates, "template", diags, parse_template);
         let actions = parse_list(&doc.actions, "action", diags, |item, place| {
+            // An action indented under another action's key reads as that key's value: say so
+            // rather than let it vanish.
+            if let Some((key, _, line)) = item.entries.iter().find(|(_, value, _)| {
+                value
+                    .as_object()
+                    .is_some_and(|m| m.contains_key("name") && m.contains_key("type"))
+            }) {
+                return Err(Diagnostic::new(
+                    place,
+                    "holds a mapping with `name` and `type`: an action indented under this key? \
+                     Each action must be its own `- name: ...` item under `actions`",
+                )
+                .key(key)
+                .line(Some(*line)));
+            }
             let mut object = serde_json::Map::new();
             for key in ACTION_COMMON_KEYS {
                 if let Some(value) = item.get(key) {
@@ -457,11 +476,14 @@ fn parse_template(
         candidates.push(("body", TemplateSource::Body(v)));
     }
     let Some((chosen, source)) = candidates.pop() else {
-        return Err(Diagnostic::new(
-            place,
-            "needs one of `rego-package`, `body`, `url` or `legacy-scan-renderer`",
-        )
-        .line(item.line));
+        return Ok((
+            TemplateConfig {
+                name: keys.name,
+                source: TemplateSource::Missing,
+                item: item.clone(),
+            },
+            warnings,
+        ));
     };
     for (ignored, _) in candidates {
         warnings.push(

@@ -81,12 +81,30 @@ impl<'de> Deserialize<'de> for ItemMap {
                 let mut entries = Vec::new();
                 while let Some(key) = map.next_key::<String>()? {
                     let value: Spanned<serde_json::Value> = map.next_value()?;
-                    entries.push((key, value.value, value.referenced.line()));
+                    let line = value.referenced.line();
+                    let mut value = value.value;
+                    // Postee's loader (ghodss/yaml, then encoding/json) matches keys ignoring
+                    // case: `Enable: true` is `enable`, and so are the plugins' keys.
+                    let key = key.to_ascii_lowercase();
+                    if key == "plugins" {
+                        lowercase_keys(&mut value);
+                    }
+                    entries.push((key, value, line));
                 }
                 Ok(ItemMap(entries))
             }
         }
         deserializer.deserialize_map(ItemVisitor)
+    }
+}
+
+/// Lower-cases an object's own keys (not nested ones), as Postee's case-insensitive loader reads them.
+fn lowercase_keys(value: &mut serde_json::Value) {
+    if let serde_json::Value::Object(map) = value {
+        let entries = std::mem::take(map);
+        for (key, value) in entries {
+            map.insert(key.to_ascii_lowercase(), value);
+        }
     }
 }
 
@@ -101,6 +119,8 @@ impl<'de> Deserialize<'de> for RawDoc {
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawDoc, A::Error> {
                 let mut doc = RawDoc::default();
                 while let Some(key) = map.next_key::<String>()? {
+                    // Case-insensitive, as Postee's loader: `Routes:` is `routes`.
+                    let key = key.to_ascii_lowercase();
                     match key.as_str() {
                         "routes" | "templates" | "actions" => {
                             let list: Spanned<Option<Vec<Spanned<Option<ItemMap>>>>> =
@@ -151,6 +171,21 @@ mod tests {
         assert_eq!(doc.routes[0].line_of("actions"), Some(6));
         assert_eq!(doc.routes[1].line_of("name"), Some(7));
         assert_eq!(doc.top("name").map(|(_, l)| l), Some(1));
+    }
+
+    #[test]
+    fn keys_match_ignoring_case_as_in_postee() {
+        let doc = RawDoc::parse(
+            "Routes:\n- Name: r1\n  Plugins:\n    Aggregate-Message-Number: 3\nActions:\n- name: a\n  Enable: true\n",
+        )
+        .unwrap();
+        assert_eq!(doc.routes.len(), 1);
+        assert_eq!(doc.routes[0].get("name"), Some(&serde_json::json!("r1")));
+        assert_eq!(
+            doc.routes[0].get("plugins"),
+            Some(&serde_json::json!({"aggregate-message-number": 3}))
+        );
+        assert_eq!(doc.actions[0].get("enable"), Some(&serde_json::json!(true)));
     }
 
     #[test]

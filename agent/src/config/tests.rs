@@ -145,3 +145,18 @@ fn embedded_default_parses() {
     let config = Config::parse(&DEFAULT_CONFIG.replace("{{LOG_DIR}}", "/tmp"), None).unwrap();
     assert_eq!(config.routes.len(), 2);
 }
+
+#[test]
+fn an_action_indented_under_another_actions_key_is_reported() {
+    let yaml = format!(
+        "{MINIMAL}  params:\n    name: slack\n    type: slack\n    url: https://hooks.example\n"
+    );
+    let errors = errors(&yaml);
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("cfg.yaml:15: action \"out\", key `params`")
+                && e.contains("indented")),
+        "{errors:?}"
+    );
+}

@@ -196,6 +196,15 @@ pub fn de_byte_size<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option
     }
 }
 
+/// A value where null (a key with nothing under it) means the type's default.
+pub fn de_null_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
+}
+
 /// A boolean that also accepts YAML 1.1 spellings (`yes`, `on`) and strings, as Postee's parser did.
 pub fn de_lenient_bool<'de, D: Deserializer<'de>>(deserializer: D) -> Result<bool, D::Error> {
     match Option::<serde_json::Value>::deserialize(deserializer)? {

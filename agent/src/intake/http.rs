@@ -74,7 +74,7 @@ impl HttpIntake {
             .route("/", post(receive_all))
             .route("/scan", post(receive_all))
             .route("/tenant/{route}", post(receive_tenant))
-            .route("/reload", post(reload))
+            .route("/reload", post(reload).get(reload))
             .route("/admin/dlq", get(dlq_list))
             .route("/admin/dlq/replay", post(dlq_replay))
             .route("/admin/dlq/drop", post(dlq_drop))

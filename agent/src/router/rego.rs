@@ -268,6 +268,9 @@ impl RuleError {
 /// budget ([`timeout`]) and the bounded `numbers.range` ([`MAX_RANGE`]).
 pub fn new_engine(roots: &[&str]) -> Result<Engine, RuleError> {
     let mut engine = Engine::new();
+    // As OPA (Postee's engine): a built-in given a value of the wrong type
+    // (`contains(<object>, "x")`) is undefined, not an error, so `not contains(...)` holds.
+    engine.set_strict_builtin_errors(false);
     engine.set_execution_timer_config(ExecutionTimerConfig {
         limit: timeout(),
         // Work units between clock reads: a few microseconds of evaluation.
@@ -539,6 +542,18 @@ mod tests {
         assert!(!eval(&mut v0, json!({"image": "debian"})));
         let mut some_in = rule("some a in input.args\na.name == \"pathname\"");
         assert!(eval(&mut some_in, json!({"args": [{"name": "pathname"}]})));
+    }
+
+    #[test]
+    fn builtin_type_errors_are_undefined_as_in_opa_on_both_paths() {
+        // Postee's Ignore-Image-Name.rego style: the value is an object, not a string.
+        let event = json!({"image": {"name": "alpine"}});
+        let mut ignore = rule(r#"not contains(input.image, "alpine")"#);
+        assert_ne!(ignore.decide_natively(&event), Some(false));
+        assert!(eval(&mut ignore, event.clone()));
+        let mut take = rule(r#"contains(input.image, "alpine")"#);
+        assert_ne!(take.decide_natively(&event), Some(true));
+        assert!(!eval(&mut take, event));
     }
 
     #[test]

@@ -32,6 +32,8 @@ pub const BUILTIN: &[(&str, &str)] = builtin![
     "vuls-html-aggregation.rego",
     "vuls-slack.rego",
     "vuls-slack-aggregation.rego",
+    "vuls-cyclonedx.rego",
+    "vuls-opsgenie.rego",
     "aggregate-slack.rego",
     "aggregate-html.rego",
     "aggregate-jira.rego",
@@ -487,14 +489,7 @@ fn aggregation_item(message: &Message) -> serde_json::Value {
             .body_json()
             .unwrap_or_else(|| message.body.clone().into()),
     );
-    item.insert(
-        "url".into(),
-        message
-            .url
-            .clone()
-            .map(Into::into)
-            .unwrap_or(serde_json::Value::Null),
-    );
+    item.insert("url".into(), message.url.clone().unwrap_or_default().into());
     for (key, value) in &message.fields {
         item.insert(key.clone(), value.clone());
     }
@@ -648,6 +643,22 @@ mod tests {
             }
         }
         assert!(compared >= 15, "only {compared} fixtures compared");
+    }
+
+    #[test]
+    fn aggregation_without_a_console_url_passes_an_empty_url_as_postee() {
+        // `aqua-server` unset (Postee's default): each message's `url` reaches the aggregation
+        // package as "", not null, so `concat` over the urls works.
+        let catalog = Catalog::load(None).unwrap();
+        let mut event = fixture("postee/aqua-input.json");
+        event["postee"] = json!({"AquaServer": ""});
+        let mut html =
+            Template::compile("h", TemplateText::Package("postee.vuls.html"), &catalog).unwrap();
+        let first = render(&mut html, event.clone());
+        let second = render(&mut html, event);
+        assert_eq!(first.url, None);
+        let joined = html.render_aggregate(&[first, second]).unwrap();
+        assert!(joined.body.contains("CVE-2019-12904"), "{}", joined.body);
     }
 
     #[test]
