@@ -175,7 +175,7 @@ async fn metric(agent: &Agent, series: &str) -> Result<f64> {
 }
 
 const CONNECTED: &str = r#"hooker_intake_connected{intake="tracee"}"#;
-const RECONNECTS: &str = r#"hooker_intake_reconnects_total{intake="tracee"}"#;
+const RECONNECTS: &str = r#"hooker_intake_connection_attempts_total{intake="tracee"}"#;
 
 async fn wait_metric(agent: &Agent, series: &str, done: impl Fn(f64) -> bool) -> Result<f64> {
     wait_until(
@@ -260,7 +260,10 @@ async fn subscriber_waits_for_tracee_routes_its_events_and_survives_a_kill() -> 
         .map(|r| r.body_json())
         .find(|b| b["threat"]["properties"]["signatureID"] == "TRC-1022")
         .expect("the TRC-1022 detection");
-    assert_eq!(dropped["id"], 0, "detections come with id 0 over gRPC");
+    assert_eq!(
+        dropped["id"], 6029,
+        "detections come with their real signature event id over gRPC"
+    );
     assert_eq!(dropped["threat"]["severity"], 2);
     assert_eq!(
         dropped["workload"]["k8s"]["pod"]["name"],

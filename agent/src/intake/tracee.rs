@@ -34,6 +34,10 @@ const DEFAULT_PORT: u16 = 4466;
 const MAX_BATCH: usize = 256;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A subscription that stayed up this long was healthy: the backoff starts over after it ends.
+/// Shorter ones (Tracee accepts, sends a little, then drops us) keep backing off.
+pub const HEALTHY_SESSION: Duration = Duration::from_secs(30);
 const INTAKE: &str = "tracee";
 
 /// Where Tracee's gRPC server listens.
@@ -134,6 +138,14 @@ impl Backoff {
     pub fn reset(&mut self) {
         self.current = self.initial;
     }
+
+    /// After a session: start over only if it stayed subscribed for [`HEALTHY_SESSION`], so a
+    /// Tracee that drops every stream soon after accepting it is not hammered.
+    pub fn session_ended(&mut self, subscribed_for: Duration) {
+        if subscribed_for >= HEALTHY_SESSION {
+            self.reset();
+        }
+    }
 }
 
 /// A running subscription to one Tracee.
@@ -152,6 +164,8 @@ pub struct TraceeSubscriber {
 struct SessionEnd {
     /// The subscription was established (Tracee answered).
     subscribed: bool,
+    /// How long the subscription stayed up (zero when it never was).
+    subscribed_for: Duration,
     received: u64,
     reason: String,
 }
@@ -161,19 +175,15 @@ impl TraceeSubscriber {
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
         let labels = IntakeNameLabels { intake: INTAKE };
         let connected = self.metrics.intake_connected.get_or_create(&labels).clone();
-        let reconnects = self
+        let attempts = self
             .metrics
-            .intake_reconnects
+            .intake_connection_attempts
             .get_or_create(&labels)
             .clone();
         let shed_log = ShedLog::default();
-        let mut first_attempt = true;
         let mut announced_absence = false;
         loop {
-            if !first_attempt {
-                reconnects.inc();
-            }
-            first_attempt = false;
+            attempts.inc();
             let end = tokio::select! {
                 end = self.session(&shed_log, &connected) => end,
                 _ = stopped(&mut shutdown) => {
@@ -191,9 +201,7 @@ impl TraceeSubscriber {
             } else {
                 tracing::debug!(address = %self.address, reason = %end.reason, "Tracee still unreachable.");
             }
-            if end.received > 0 {
-                self.backoff.reset();
-            }
+            self.backoff.session_ended(end.subscribed_for);
             let delay = self.backoff.next_delay();
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
@@ -219,6 +227,7 @@ impl TraceeSubscriber {
     ) -> SessionEnd {
         let mut end = SessionEnd {
             subscribed: false,
+            subscribed_for: Duration::ZERO,
             received: 0,
             reason: String::new(),
         };
@@ -250,6 +259,7 @@ impl TraceeSubscriber {
             }
         };
         end.subscribed = true;
+        let since = tokio::time::Instant::now();
         connected.set(1);
         tracing::info!(address = %self.address, tracee_version = %version, policies = ?self.policies, "Subscribed to Tracee events.");
         loop {
@@ -273,6 +283,7 @@ impl TraceeSubscriber {
                 }
             }
             end.received += batch.events.len() as u64;
+            end.subscribed_for = since.elapsed();
             let submitted = submit_or_shed(
                 &self.router,
                 &self.metrics,
@@ -383,6 +394,23 @@ mod tests {
             );
         }
         backoff.reset();
+        assert!(backoff.next_delay() <= Duration::from_millis(100));
+    }
+
+    /// Sessions that receive something and drop soon after do not reset the backoff (107
+    /// reconnects in 40 s otherwise); one that stayed up a while does.
+    #[test]
+    fn only_a_healthy_session_resets_the_backoff() {
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(30));
+        for _ in 0..5 {
+            backoff.next_delay();
+            backoff.session_ended(Duration::from_secs(1));
+        }
+        assert!(
+            backoff.next_delay() >= Duration::from_millis(1600),
+            "short sessions keep backing off"
+        );
+        backoff.session_ended(HEALTHY_SESSION);
         assert!(backoff.next_delay() <= Duration::from_millis(100));
     }
 }

@@ -3,7 +3,8 @@
 //! value kind, `threat`, `detected_from`), so routes and templates (`lib/tracee.rego`) treat an
 //! event the same whether it came over gRPC, a webhook or a file.
 //!
-//! Detections are not special here: they are events with a `threat` (their `id` is 0 over gRPC).
+//! Detections are not special here: they are events with a `threat` (current Tracee sends their
+//! real signature event id, e.g. 6018; older releases sent 0).
 
 use base64::Engine;
 use hooker_grpc::tracee::v1beta1 as pb;

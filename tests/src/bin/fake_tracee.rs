@@ -1,7 +1,8 @@
 //! A stand-in for Tracee's gRPC server (`tracee.v1beta1.TraceeService`, from the same proto as
 //! Hooker's subscriber), for the end-to-end tests. It streams real Tracee events: the JSON
-//! fixtures converted the way Tracee's gRPC server converts its events (ids translated, 0 for
-//! detections; `threat` from the signature metadata when it has a severity).
+//! fixtures converted the way Tracee's gRPC server converts its events (ids translated; detections
+//! keep their real signature event id, e.g. 6018, as current Tracee sends it; `threat` from the
+//! signature metadata when it has a severity).
 //!
 //! usage: fake_tracee (--socket PATH | --tcp ADDR)
 //! stdout: one JSON line per happening: `listening`, `subscribed` (with the policies asked for).
@@ -108,7 +109,11 @@ fn grpc_event(json: &Value, tag: &str) -> pb::Event {
     let pod = first_text(&[&json["kubernetes"]["podName"], &json["podName"]]);
     pb::Event {
         timestamp: Some(nanos(&json["timestamp"])),
-        id: if is_signature { 0 } else { external_id(&name) },
+        id: if is_signature {
+            signature_id(&json["eventId"])
+        } else {
+            external_id(&name)
+        },
         name,
         policies: json["matchedPolicies"].as_array().map(|p| pb::Policies {
             matched: p.iter().map(text).collect(),
@@ -211,6 +216,15 @@ fn external_id(name: &str) -> i32 {
         "security_file_open" => 1032,
         _ => 0,
     }
+}
+
+/// A signature's event id (6000 and up) from the fixture's `eventId` (a string or a number).
+fn signature_id(value: &Value) -> i32 {
+    value
+        .as_i64()
+        .or_else(|| value.as_str().and_then(|s| s.parse().ok()))
+        .and_then(|n| i32::try_from(n).ok())
+        .unwrap_or_default()
 }
 
 fn event_value(arg: &Value) -> pb::EventValue {
