@@ -152,6 +152,7 @@ pub struct Handles {
     pub auth_failures: Family<ListenerLabels, Counter>,
     pub intake_connected: Family<IntakeNameLabels, Gauge>,
     pub intake_connection_attempts: Family<IntakeNameLabels, Counter>,
+    pub intake_subscriptions_refused: Family<IntakeNameLabels, Counter>,
     pub intake_shed: Family<IntakeNameLabels, Counter>,
     /// Delivery journal entries found damaged at start, and records that could not be decoded.
     pub outbox_damaged_entries: Counter,
@@ -189,6 +190,7 @@ impl Metrics {
             auth_failures: Family::default(),
             intake_connected: Family::default(),
             intake_connection_attempts: Family::default(),
+            intake_subscriptions_refused: Family::default(),
             intake_shed: Family::default(),
             outbox_damaged_entries: Counter::default(),
             outbox_missing_segments: Counter::default(),
@@ -305,6 +307,11 @@ impl Metrics {
             "intake_connection_attempts",
             "Attempts to connect and subscribe, the first included, by intake (tracee)",
             self.intake_connection_attempts.clone(),
+        );
+        r.register(
+            "intake_subscriptions_refused",
+            "Subscriptions the source answered with an error (e.g. an unknown Tracee policy), by intake",
+            self.intake_subscriptions_refused.clone(),
         );
         r.register(
             "intake_events_shed",

@@ -346,6 +346,40 @@ async fn subscriber_waits_for_tracee_routes_its_events_and_survives_a_kill() -> 
     Ok(())
 }
 
+/// A mistyped `HOOKER_TRACEE_POLICIES`: Tracee refuses every subscription. Hooker says so at
+/// error level on every attempt and counts the refusals, instead of one warning then silence.
+#[tokio::test]
+async fn a_refused_subscription_is_counted_and_logged_every_time() -> Result<()> {
+    let sink = Sink::start().await?;
+    let tracee = FakeTracee::start(&["--tcp", "127.0.0.1:0", "--policies", "signatures"]).await?;
+    let agent = Agent::builder(&config(&sink))
+        .env("HOOKER_TRACEE", format!("tcp:{}", tracee.address()))
+        .env("HOOKER_TRACEE_POLICIES", "signaturse")
+        .start()
+        .await?;
+    tracee.wait_for("refused", 3).await?;
+    wait_metric(
+        &agent,
+        r#"hooker_intake_subscriptions_refused_total{intake="tracee"}"#,
+        |n| n >= 3.0,
+    )
+    .await?;
+    let errors = agent
+        .logs()
+        .iter()
+        .filter(|l| {
+            l["level"] == "ERROR"
+                && l["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("HOOKER_TRACEE_POLICIES"))
+        })
+        .count();
+    assert!(errors >= 3, "one error log per refusal, got {errors}");
+    assert_eq!(metric(&agent, CONNECTED).await?, 0.0);
+    tracee.kill9().await?;
+    Ok(())
+}
+
 #[tokio::test]
 async fn a_full_outbox_sheds_tracee_events_without_stalling_the_stream() -> Result<()> {
     let down = Sink::scripted(vec![Reply::status(503)]).await?;

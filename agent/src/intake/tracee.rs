@@ -164,6 +164,9 @@ pub struct TraceeSubscriber {
 struct SessionEnd {
     /// The subscription was established (Tracee answered).
     subscribed: bool,
+    /// Tracee answered but refused the subscription (e.g. an unknown policy): a configuration
+    /// error, not an absence.
+    refused: bool,
     /// How long the subscription stayed up (zero when it never was).
     subscribed_for: Duration,
     received: u64,
@@ -180,6 +183,11 @@ impl TraceeSubscriber {
             .intake_connection_attempts
             .get_or_create(&labels)
             .clone();
+        let refusals = self
+            .metrics
+            .intake_subscriptions_refused
+            .get_or_create(&labels)
+            .clone();
         let shed_log = ShedLog::default();
         let mut announced_absence = false;
         loop {
@@ -192,7 +200,11 @@ impl TraceeSubscriber {
                 }
             };
             connected.set(0);
-            if end.subscribed {
+            if end.refused {
+                // Every time, at error level: a mistyped HOOKER_TRACEE_POLICIES never fixes itself.
+                refusals.inc();
+                tracing::error!(address = %self.address, policies = ?self.policies, reason = %end.reason, "Tracee refused the subscription; check HOOKER_TRACEE_POLICIES. Retrying with backoff.");
+            } else if end.subscribed {
                 announced_absence = false;
                 tracing::warn!(address = %self.address, events = end.received, reason = %end.reason, "Tracee stream ended; reconnecting.");
             } else if !announced_absence {
@@ -227,6 +239,7 @@ impl TraceeSubscriber {
     ) -> SessionEnd {
         let mut end = SessionEnd {
             subscribed: false,
+            refused: false,
             subscribed_for: Duration::ZERO,
             received: 0,
             reason: String::new(),
@@ -254,6 +267,7 @@ impl TraceeSubscriber {
         let mut stream = match client.stream_events(request).await {
             Ok(response) => response.into_inner(),
             Err(status) => {
+                end.refused = true;
                 end.reason = format!("StreamEvents refused: {status}");
                 return end;
             }

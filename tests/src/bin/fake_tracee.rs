@@ -4,7 +4,9 @@
 //! keep their real signature event id, e.g. 6018, as current Tracee sends it; `threat` from the
 //! signature metadata when it has a severity).
 //!
-//! usage: fake_tracee (--socket PATH | --tcp ADDR)
+//! usage: fake_tracee (--socket PATH | --tcp ADDR) [--policies A,B]
+//! With `--policies`, a subscription naming any other policy is refused, as Tracee refuses one
+//! naming a policy it does not have.
 //! stdout: one JSON line per happening: `listening`, `subscribed` (with the policies asked for).
 //! stdin:  `emit TAG FILE...` sends each fixture to every subscriber, with a `test_tag` datum.
 
@@ -27,6 +29,8 @@ type Subscribers = Arc<Mutex<Vec<(Subscriber, Vec<String>)>>>;
 #[derive(Clone, Default)]
 struct FakeTracee {
     subscribers: Subscribers,
+    /// The policies this Tracee has; `None` accepts any.
+    known_policies: Option<Vec<String>>,
 }
 
 fn say(line: Value) {
@@ -42,6 +46,12 @@ impl TraceeService for FakeTracee {
         request: Request<pb::StreamEventsRequest>,
     ) -> Result<Response<Self::StreamEventsStream>, Status> {
         let policies = request.into_inner().policies;
+        if let Some(known) = &self.known_policies
+            && let Some(unknown) = policies.iter().find(|p| !known.contains(p))
+        {
+            say(serde_json::json!({ "event": "refused", "policy": unknown }));
+            return Err(Status::unknown(format!("policy {unknown} not found")));
+        }
         let (tx, rx) = mpsc::channel(1024);
         if let Ok(mut all) = self.subscribers.lock() {
             all.push((tx, policies.clone()));
@@ -334,7 +344,14 @@ fn first_text(values: &[&Value]) -> String {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
-    let tracee = FakeTracee::default();
+    let tracee = FakeTracee {
+        known_policies: args
+            .iter()
+            .position(|a| a == "--policies")
+            .and_then(|i| args.get(i + 1))
+            .map(|list| list.split(',').map(str::to_string).collect()),
+        ..FakeTracee::default()
+    };
     let service = TraceeServiceServer::new(tracee.clone());
     let server = match args.get(1).map(String::as_str) {
         Some("--socket") => {
