@@ -8,7 +8,8 @@
 //! With `--policies`, a subscription naming any other policy is refused, as Tracee refuses one
 //! naming a policy it does not have.
 //! stdout: one JSON line per happening: `listening`, `subscribed` (with the policies asked for).
-//! stdin:  `emit TAG FILE...` sends each fixture to every subscriber, with a `test_tag` datum.
+//! stdin:  `emit TAG FILE...` sends each fixture to every subscriber, with a `test_tag` datum;
+//!         `emit-big TAG BYTES` sends one event carrying a string datum of BYTES bytes.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -78,6 +79,31 @@ impl FakeTracee {
             let json: Value = serde_json::from_str(&text).map_err(|e| format!("{file}: {e}"))?;
             events.push(grpc_event(&json, tag));
         }
+        self.send(events).await
+    }
+
+    /// One event with a string datum of `bytes` bytes (to exceed the subscriber's limit).
+    async fn emit_big(&self, tag: &str, bytes: usize) -> Result<usize, String> {
+        let event = pb::Event {
+            timestamp: Some(prost_types::Timestamp::default()),
+            id: 1,
+            name: "big".into(),
+            data: vec![
+                pb::EventValue {
+                    name: "blob".into(),
+                    value: Some(Kind::Str("x".repeat(bytes))),
+                },
+                pb::EventValue {
+                    name: "test_tag".into(),
+                    value: Some(Kind::Str(tag.into())),
+                },
+            ],
+            ..Default::default()
+        };
+        self.send(vec![event]).await
+    }
+
+    async fn send(&self, events: Vec<pb::Event>) -> Result<usize, String> {
         let subscribers: Vec<(Subscriber, Vec<String>)> = self
             .subscribers
             .lock()
@@ -400,6 +426,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 }
                 Err(error) => say(serde_json::json!({ "event": "error", "error": error })),
             },
+            ["emit-big", tag, bytes] => {
+                let bytes = bytes.parse().unwrap_or(0);
+                match tracee.emit_big(tag, bytes).await {
+                    Ok(sent) => {
+                        say(serde_json::json!({ "event": "emitted", "tag": tag, "sent": sent }))
+                    }
+                    Err(error) => say(serde_json::json!({ "event": "error", "error": error })),
+                }
+            }
             [] => {}
             _ => say(
                 serde_json::json!({ "event": "error", "error": format!("unknown command: {line}") }),
