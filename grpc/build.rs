@@ -5,8 +5,9 @@ use std::path::PathBuf;
 
 use prost::Message;
 
-/// Tracee argument types that Tracee renders with Go's `encoding/json` (snake_case field names,
-/// zero values omitted); they derive `serde::Serialize` so Hooker can render them the same way.
+/// Tracee argument types that Tracee's `Event.MarshalJSON` renders with protojson (proto field
+/// names, zero values omitted, enums by name, 64-bit integers as strings); they derive
+/// `serde::Serialize`, with the field attributes in [`PROTOJSON_FIELDS`], to render the same way.
 const TRACEE_JSON_TYPES: &[&str] = &[
     "HookedSyscalls",
     "HookedSymbolData",
@@ -20,6 +21,11 @@ const TRACEE_JSON_TYPES: &[&str] = &[
     "DNS",
     "DNSQuestion",
     "DNSResourceRecord",
+    "DNSSOA",
+    "DNSSRV",
+    "DNSMX",
+    "DNSOPT",
+    "DNSURI",
     "DnsQuestions",
     "DnsResponses",
     "DnsQueryData",
@@ -30,6 +36,27 @@ const TRACEE_JSON_TYPES: &[&str] = &[
     "HTTPRequest",
     "HTTPResponse",
     "HttpHeader",
+];
+
+/// Fields of those types where protojson differs from serde's default rendering.
+const PROTOJSON_FIELDS: &[(&str, &str)] = &[
+    (
+        "PacketMetadata.direction",
+        "#[serde(serialize_with = \"crate::packet_direction\")]",
+    ),
+    (
+        "HTTP.content_length",
+        "#[serde(serialize_with = \"crate::int64_string\")]",
+    ),
+    (
+        "HTTPRequest.content_length",
+        "#[serde(serialize_with = \"crate::int64_string\")]",
+    ),
+    (
+        "HTTPResponse.content_length",
+        "#[serde(serialize_with = \"crate::int64_string\")]",
+    ),
+    ("DNSMX.Preference", "#[serde(rename = \"Preference\")]"),
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -60,6 +87,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         builder = builder
             .type_attribute(&path, "#[derive(serde::Serialize)]")
             .field_attribute(&path, "#[serde(skip_serializing_if = \"crate::is_zero\")]");
+    }
+    for (field, attribute) in PROTOJSON_FIELDS {
+        builder = builder.field_attribute(format!(".tracee.v1beta1.{field}"), attribute);
     }
     builder.compile_fds(tracee)?;
     Ok(())

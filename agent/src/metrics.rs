@@ -151,7 +151,8 @@ pub struct Handles {
     pub circuit_open: Family<ActionNameLabels, Gauge>,
     pub auth_failures: Family<ListenerLabels, Counter>,
     pub intake_connected: Family<IntakeNameLabels, Gauge>,
-    pub intake_reconnects: Family<IntakeNameLabels, Counter>,
+    pub intake_connection_attempts: Family<IntakeNameLabels, Counter>,
+    pub intake_subscriptions_refused: Family<IntakeNameLabels, Counter>,
     pub intake_shed: Family<IntakeNameLabels, Counter>,
     /// Delivery journal entries found damaged at start, and records that could not be decoded.
     pub outbox_damaged_entries: Counter,
@@ -188,7 +189,8 @@ impl Metrics {
             circuit_open: Family::default(),
             auth_failures: Family::default(),
             intake_connected: Family::default(),
-            intake_reconnects: Family::default(),
+            intake_connection_attempts: Family::default(),
+            intake_subscriptions_refused: Family::default(),
             intake_shed: Family::default(),
             outbox_damaged_entries: Counter::default(),
             outbox_missing_segments: Counter::default(),
@@ -302,9 +304,14 @@ impl Metrics {
             self.intake_connected.clone(),
         );
         r.register(
-            "intake_reconnects",
-            "Connection attempts after the first, by intake (tracee)",
-            self.intake_reconnects.clone(),
+            "intake_connection_attempts",
+            "Attempts to connect and subscribe, the first included, by intake (tracee)",
+            self.intake_connection_attempts.clone(),
+        );
+        r.register(
+            "intake_subscriptions_refused",
+            "Subscriptions the source answered with an error (e.g. an unknown Tracee policy), by intake",
+            self.intake_subscriptions_refused.clone(),
         );
         r.register(
             "intake_events_shed",

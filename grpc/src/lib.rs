@@ -30,3 +30,17 @@ pub mod tracee {
 fn is_zero<T: Default + PartialEq>(value: &T) -> bool {
     *value == T::default()
 }
+
+/// protojson's enum rendering for `PacketMetadata.direction`: the value's name, or its number when
+/// the enum does not know it.
+fn packet_direction<S: serde::Serializer>(value: &i32, serializer: S) -> Result<S::Ok, S::Error> {
+    match tracee::v1beta1::PacketDirection::try_from(*value) {
+        Ok(direction) => serializer.serialize_str(direction.as_str_name()),
+        Err(_) => serializer.serialize_i32(*value),
+    }
+}
+
+/// protojson's rendering of a 64-bit integer: a decimal string.
+fn int64_string<S: serde::Serializer>(value: &i64, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.collect_str(value)
+}

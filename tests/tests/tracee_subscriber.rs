@@ -114,6 +114,17 @@ impl FakeTracee {
         Ok(())
     }
 
+    /// Streams one event of about `bytes` bytes.
+    async fn emit_big(&mut self, tag: &str, bytes: usize) -> Result<()> {
+        let emitted = self.lines("emitted").len();
+        self.stdin
+            .write_all(format!("emit-big {tag} {bytes}\n").as_bytes())
+            .await?;
+        self.stdin.flush().await?;
+        self.wait_for("emitted", emitted + 1).await?;
+        Ok(())
+    }
+
     /// `kill -9`, mid-stream.
     async fn kill9(mut self) -> Result<()> {
         self.child.kill().await?;
@@ -175,7 +186,7 @@ async fn metric(agent: &Agent, series: &str) -> Result<f64> {
 }
 
 const CONNECTED: &str = r#"hooker_intake_connected{intake="tracee"}"#;
-const RECONNECTS: &str = r#"hooker_intake_reconnects_total{intake="tracee"}"#;
+const RECONNECTS: &str = r#"hooker_intake_connection_attempts_total{intake="tracee"}"#;
 
 async fn wait_metric(agent: &Agent, series: &str, done: impl Fn(f64) -> bool) -> Result<f64> {
     wait_until(
@@ -260,7 +271,10 @@ async fn subscriber_waits_for_tracee_routes_its_events_and_survives_a_kill() -> 
         .map(|r| r.body_json())
         .find(|b| b["threat"]["properties"]["signatureID"] == "TRC-1022")
         .expect("the TRC-1022 detection");
-    assert_eq!(dropped["id"], 0, "detections come with id 0 over gRPC");
+    assert_eq!(
+        dropped["id"], 6029,
+        "detections come with their real signature event id over gRPC"
+    );
     assert_eq!(dropped["threat"]["severity"], 2);
     assert_eq!(
         dropped["workload"]["k8s"]["pod"]["name"],
@@ -339,6 +353,73 @@ async fn subscriber_waits_for_tracee_routes_its_events_and_survives_a_kill() -> 
         0.0
     );
     assert!(agent.stop().await?.success());
+    tracee.kill9().await?;
+    Ok(())
+}
+
+/// A mistyped `HOOKER_TRACEE_POLICIES`: Tracee refuses every subscription. Hooker says so at
+/// error level on every attempt and counts the refusals, instead of one warning then silence.
+#[tokio::test]
+async fn a_refused_subscription_is_counted_and_logged_every_time() -> Result<()> {
+    let sink = Sink::start().await?;
+    let tracee = FakeTracee::start(&["--tcp", "127.0.0.1:0", "--policies", "signatures"]).await?;
+    let agent = Agent::builder(&config(&sink))
+        .env("HOOKER_TRACEE", format!("tcp:{}", tracee.address()))
+        .env("HOOKER_TRACEE_POLICIES", "signaturse")
+        .start()
+        .await?;
+    tracee.wait_for("refused", 3).await?;
+    wait_metric(
+        &agent,
+        r#"hooker_intake_subscriptions_refused_total{intake="tracee"}"#,
+        |n| n >= 3.0,
+    )
+    .await?;
+    let errors = agent
+        .logs()
+        .iter()
+        .filter(|l| {
+            l["level"] == "ERROR"
+                && l["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("HOOKER_TRACEE_POLICIES"))
+        })
+        .count();
+    assert!(errors >= 3, "one error log per refusal, got {errors}");
+    assert_eq!(metric(&agent, CONNECTED).await?, 0.0);
+    tracee.kill9().await?;
+    Ok(())
+}
+
+/// An event over the message size limit is skipped and counted; the stream goes on (it used to
+/// end the subscription, and the next event only came after a reconnect).
+#[tokio::test]
+async fn an_oversized_event_is_skipped_and_the_stream_goes_on() -> Result<()> {
+    let sink = Sink::start().await?;
+    let mut tracee = FakeTracee::start(&["--tcp", "127.0.0.1:0"]).await?;
+    let agent = Agent::builder(&config(&sink))
+        .env("HOOKER_TRACEE", format!("tcp:{}", tracee.address()))
+        .env("HOOKER_MAX_BODY", "64KB")
+        .start()
+        .await?;
+    tracee.wait_for("subscribed", 1).await?;
+    wait_metric(&agent, CONNECTED, |n| n == 1.0).await?;
+    tracee.emit_big("big", 100_000).await?;
+    tracee.emit("after", &[FIXTURES[0]]).await?;
+    sink.wait_for(1).await?;
+    let everything = at(&sink, "/everything");
+    assert_eq!(everything.len(), 1);
+    assert_eq!(tag_of(&everything[0].body_json()), "after");
+    assert_eq!(
+        metric(
+            &agent,
+            r#"hooker_events_received_total{intake="tracee",outcome="too_large"}"#
+        )
+        .await?,
+        1.0
+    );
+    assert_eq!(tracee.lines("subscribed").len(), 1, "never resubscribed");
+    assert_eq!(metric(&agent, CONNECTED).await?, 1.0);
     tracee.kill9().await?;
     Ok(())
 }

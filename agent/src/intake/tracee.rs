@@ -5,7 +5,8 @@
 //! Tracee blocks its pipeline on a slow subscriber, so the stream is drained promptly: events are
 //! submitted without waiting and shed (counted) when the queue or outbox is full. When Tracee is
 //! absent or restarts, the subscriber reconnects forever with capped exponential backoff and
-//! jitter. No HTTP/2 keepalive pings: Tracee's server pings idle clients itself and punishes
+//! jitter, starting over only after a healthy session. An event over the size limit is skipped
+//! and counted without ending the stream (`StreamCodec`). No HTTP/2 keepalive pings: Tracee's server pings idle clients itself and punishes
 //! clients that ping too often.
 
 use std::path::PathBuf;
@@ -21,7 +22,7 @@ use tonic::transport::{Channel, Endpoint};
 use super::submit::{ShedLog, Submitted, submit_or_shed};
 use super::tracee_event;
 use crate::event::{Event, IntakeKind};
-use crate::metrics::{IntakeNameLabels, Metrics};
+use crate::metrics::{IntakeLabels, IntakeNameLabels, Metrics};
 use crate::router::RouterHandle;
 
 /// Tracee's default gRPC socket (`--server grpc`, v0.24+).
@@ -34,6 +35,10 @@ const DEFAULT_PORT: u16 = 4466;
 const MAX_BATCH: usize = 256;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A subscription that stayed up this long was healthy: the backoff starts over after it ends.
+/// Shorter ones (Tracee accepts, sends a little, then drops us) keep backing off.
+pub const HEALTHY_SESSION: Duration = Duration::from_secs(30);
 const INTAKE: &str = "tracee";
 
 /// Where Tracee's gRPC server listens.
@@ -134,6 +139,14 @@ impl Backoff {
     pub fn reset(&mut self) {
         self.current = self.initial;
     }
+
+    /// After a session: start over only if it stayed subscribed for [`HEALTHY_SESSION`], so a
+    /// Tracee that drops every stream soon after accepting it is not hammered.
+    pub fn session_ended(&mut self, subscribed_for: Duration) {
+        if subscribed_for >= HEALTHY_SESSION {
+            self.reset();
+        }
+    }
 }
 
 /// A running subscription to one Tracee.
@@ -152,6 +165,11 @@ pub struct TraceeSubscriber {
 struct SessionEnd {
     /// The subscription was established (Tracee answered).
     subscribed: bool,
+    /// Tracee answered but refused the subscription (e.g. an unknown policy): a configuration
+    /// error, not an absence.
+    refused: bool,
+    /// How long the subscription stayed up (zero when it never was).
+    subscribed_for: Duration,
     received: u64,
     reason: String,
 }
@@ -161,19 +179,20 @@ impl TraceeSubscriber {
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
         let labels = IntakeNameLabels { intake: INTAKE };
         let connected = self.metrics.intake_connected.get_or_create(&labels).clone();
-        let reconnects = self
+        let attempts = self
             .metrics
-            .intake_reconnects
+            .intake_connection_attempts
+            .get_or_create(&labels)
+            .clone();
+        let refusals = self
+            .metrics
+            .intake_subscriptions_refused
             .get_or_create(&labels)
             .clone();
         let shed_log = ShedLog::default();
-        let mut first_attempt = true;
         let mut announced_absence = false;
         loop {
-            if !first_attempt {
-                reconnects.inc();
-            }
-            first_attempt = false;
+            attempts.inc();
             let end = tokio::select! {
                 end = self.session(&shed_log, &connected) => end,
                 _ = stopped(&mut shutdown) => {
@@ -182,7 +201,11 @@ impl TraceeSubscriber {
                 }
             };
             connected.set(0);
-            if end.subscribed {
+            if end.refused {
+                // Every time, at error level: a mistyped HOOKER_TRACEE_POLICIES never fixes itself.
+                refusals.inc();
+                tracing::error!(address = %self.address, policies = ?self.policies, reason = %end.reason, "Tracee refused the subscription; check HOOKER_TRACEE_POLICIES. Retrying with backoff.");
+            } else if end.subscribed {
                 announced_absence = false;
                 tracing::warn!(address = %self.address, events = end.received, reason = %end.reason, "Tracee stream ended; reconnecting.");
             } else if !announced_absence {
@@ -191,9 +214,7 @@ impl TraceeSubscriber {
             } else {
                 tracing::debug!(address = %self.address, reason = %end.reason, "Tracee still unreachable.");
             }
-            if end.received > 0 {
-                self.backoff.reset();
-            }
+            self.backoff.session_ended(end.subscribed_for);
             let delay = self.backoff.next_delay();
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
@@ -202,13 +223,35 @@ impl TraceeSubscriber {
         }
     }
 
-    async fn connect(&self) -> Result<TraceeServiceClient<Channel>, String> {
+    async fn connect(&self) -> Result<Channel, String> {
         let endpoint = self
             .address
             .endpoint()
             .map_err(|e| format!("invalid address: {e}"))?;
-        let channel = endpoint.connect().await.map_err(|e| error_chain(&e))?;
-        Ok(TraceeServiceClient::new(channel).max_decoding_message_size(self.max_message))
+        endpoint.connect().await.map_err(|e| error_chain(&e))
+    }
+
+    /// `StreamEvents` with [`StreamCodec`]: an event over `max_message` is skipped, not fatal.
+    /// Only one over [`TRANSPORT_FACTOR`] times that ends the stream (tonic cannot resync).
+    async fn stream_events(
+        &self,
+        channel: Channel,
+        request: pb::StreamEventsRequest,
+    ) -> Result<tonic::Streaming<Streamed>, tonic::Status> {
+        let mut grpc = tonic::client::Grpc::new(channel)
+            .max_decoding_message_size(self.max_message.saturating_mul(TRANSPORT_FACTOR));
+        grpc.ready()
+            .await
+            .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+        let path = tonic::codegen::http::uri::PathAndQuery::from_static(
+            "/tracee.v1beta1.TraceeService/StreamEvents",
+        );
+        let codec = StreamCodec {
+            max_message: self.max_message,
+        };
+        grpc.server_streaming(tonic::Request::new(request), path, codec)
+            .await
+            .map(tonic::Response::into_inner)
     }
 
     /// One connection: subscribe and drain until the stream ends.
@@ -219,16 +262,19 @@ impl TraceeSubscriber {
     ) -> SessionEnd {
         let mut end = SessionEnd {
             subscribed: false,
+            refused: false,
+            subscribed_for: Duration::ZERO,
             received: 0,
             reason: String::new(),
         };
-        let mut client = match self.connect().await {
-            Ok(client) => client,
+        let channel = match self.connect().await {
+            Ok(channel) => channel,
             Err(reason) => {
                 end.reason = reason;
                 return end;
             }
         };
+        let mut client = TraceeServiceClient::new(channel.clone());
         let version = tokio::time::timeout(
             CONNECT_TIMEOUT,
             client.get_version(pb::GetVersionRequest {}),
@@ -242,14 +288,16 @@ impl TraceeSubscriber {
             policies: self.policies.clone(),
             mask: None,
         };
-        let mut stream = match client.stream_events(request).await {
-            Ok(response) => response.into_inner(),
+        let mut stream = match self.stream_events(channel, request).await {
+            Ok(stream) => stream,
             Err(status) => {
+                end.refused = true;
                 end.reason = format!("StreamEvents refused: {status}");
                 return end;
             }
         };
         end.subscribed = true;
+        let since = tokio::time::Instant::now();
         connected.set(1);
         tracing::info!(address = %self.address, tracee_version = %version, policies = ?self.policies, "Subscribed to Tracee events.");
         loop {
@@ -257,7 +305,7 @@ impl TraceeSubscriber {
             let mut batch = Batch::default();
             let mut finished = match first {
                 Ok(Some(response)) => {
-                    batch.add(response);
+                    batch.add(response, &self.metrics);
                     None
                 }
                 Ok(None) => Some("Tracee closed the stream".to_string()),
@@ -266,13 +314,14 @@ impl TraceeSubscriber {
             // Take whatever else has already arrived, so a burst is one submission.
             while finished.is_none() && batch.events.len() < MAX_BATCH {
                 match stream.message().now_or_never() {
-                    Some(Ok(Some(response))) => batch.add(response),
+                    Some(Ok(Some(response))) => batch.add(response, &self.metrics),
                     Some(Ok(None)) => finished = Some("Tracee closed the stream".into()),
                     Some(Err(status)) => finished = Some(format!("stream error: {status}")),
                     None => break,
                 }
             }
             end.received += batch.events.len() as u64;
+            end.subscribed_for = since.elapsed();
             let submitted = submit_or_shed(
                 &self.router,
                 &self.metrics,
@@ -301,7 +350,24 @@ struct Batch {
 }
 
 impl Batch {
-    fn add(&mut self, response: pb::StreamEventsResponse) {
+    fn add(&mut self, streamed: Streamed, metrics: &Metrics) {
+        let response = match streamed {
+            Streamed::Event(response) => *response,
+            Streamed::Oversized(len) => {
+                metrics
+                    .events_received
+                    .get_or_create(&IntakeLabels {
+                        intake: INTAKE,
+                        outcome: "too_large",
+                    })
+                    .inc();
+                tracing::warn!(
+                    bytes = len,
+                    "Skipped a Tracee event over the message size limit (HOOKER_MAX_BODY); the stream goes on."
+                );
+                return;
+            }
+        };
         let Some(event) = response.event else {
             return;
         };
@@ -309,6 +375,79 @@ impl Batch {
         let payload = tracee_event::to_json(&event);
         self.events
             .push(Event::new(payload, IntakeKind::Tracee, None));
+    }
+}
+
+/// The stream's message size ceiling, as a multiple of the largest accepted event: between the
+/// two an event is skipped and counted; above it tonic ends the stream.
+const TRANSPORT_FACTOR: usize = 4;
+
+/// One message of the event stream: an event, or one over the size limit, skipped unread.
+enum Streamed {
+    Event(Box<pb::StreamEventsResponse>),
+    Oversized(usize),
+}
+
+/// `StreamEvents`' codec: the request as protobuf; each response decoded, or skipped (counted by
+/// the caller) when it is over `max_message`, so one huge event does not end the subscription.
+struct StreamCodec {
+    max_message: usize,
+}
+
+impl tonic::codec::Codec for StreamCodec {
+    type Encode = pb::StreamEventsRequest;
+    type Decode = Streamed;
+    type Encoder = RequestEncoder;
+    type Decoder = SkippingDecoder;
+
+    fn encoder(&mut self) -> RequestEncoder {
+        RequestEncoder
+    }
+
+    fn decoder(&mut self) -> SkippingDecoder {
+        SkippingDecoder {
+            max_message: self.max_message,
+        }
+    }
+}
+
+struct RequestEncoder;
+
+impl tonic::codec::Encoder for RequestEncoder {
+    type Item = pb::StreamEventsRequest;
+    type Error = tonic::Status;
+
+    fn encode(
+        &mut self,
+        item: pb::StreamEventsRequest,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        item.encode(dst)
+            .map_err(|e| tonic::Status::internal(e.to_string()))
+    }
+}
+
+struct SkippingDecoder {
+    max_message: usize,
+}
+
+impl tonic::codec::Decoder for SkippingDecoder {
+    type Item = Streamed;
+    type Error = tonic::Status;
+
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<Streamed>, tonic::Status> {
+        use bytes::Buf;
+        let len = src.remaining();
+        if len > self.max_message {
+            src.advance(len);
+            return Ok(Some(Streamed::Oversized(len)));
+        }
+        pb::StreamEventsResponse::decode(src)
+            .map(|response| Some(Streamed::Event(Box::new(response))))
+            .map_err(|e| tonic::Status::internal(e.to_string()))
     }
 }
 
@@ -383,6 +522,23 @@ mod tests {
             );
         }
         backoff.reset();
+        assert!(backoff.next_delay() <= Duration::from_millis(100));
+    }
+
+    /// Sessions that receive something and drop soon after do not reset the backoff (107
+    /// reconnects in 40 s otherwise); one that stayed up a while does.
+    #[test]
+    fn only_a_healthy_session_resets_the_backoff() {
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(30));
+        for _ in 0..5 {
+            backoff.next_delay();
+            backoff.session_ended(Duration::from_secs(1));
+        }
+        assert!(
+            backoff.next_delay() >= Duration::from_millis(1600),
+            "short sessions keep backing off"
+        );
+        backoff.session_ended(HEALTHY_SESSION);
         assert!(backoff.next_delay() <= Duration::from_millis(100));
     }
 }

@@ -3,7 +3,8 @@
 //! value kind, `threat`, `detected_from`), so routes and templates (`lib/tracee.rego`) treat an
 //! event the same whether it came over gRPC, a webhook or a file.
 //!
-//! Detections are not special here: they are events with a `threat` (their `id` is 0 over gRPC).
+//! Detections are not special here: they are events with a `threat` (current Tracee sends their
+//! real signature event id, e.g. 6018; older releases sent 0).
 
 use base64::Engine;
 use hooker_grpc::tracee::v1beta1 as pb;
@@ -13,9 +14,13 @@ use serde_json::{Map, Value, json};
 /// The JSON object for one streamed event.
 pub fn to_json(event: &pb::Event) -> Value {
     let mut out = Map::new();
+    // Tracee writes a missing timestamp as the string "null".
     out.insert(
         "timestamp".into(),
-        event.timestamp.as_ref().map_or(Value::Null, timestamp),
+        event
+            .timestamp
+            .as_ref()
+            .map_or_else(|| Value::from("null"), timestamp),
     );
     out.insert("id".into(), event.id.into());
     out.insert("name".into(), event.name.clone().into());
@@ -38,9 +43,13 @@ pub fn to_json(event: &pb::Event) -> Value {
 }
 
 /// Go's `time.RFC3339Nano` in UTC: fraction digits without trailing zeros, none when zero.
+/// Nanoseconds outside 0..1e9 carry into the seconds, as Go's `time.Unix` does.
 fn timestamp(ts: &prost_types::Timestamp) -> Value {
-    let nanos = u32::try_from(ts.nanos).unwrap_or(0).min(999_999_999);
-    let Some(time) = chrono::DateTime::from_timestamp(ts.seconds, nanos) else {
+    let seconds = ts
+        .seconds
+        .saturating_add(i64::from(ts.nanos).div_euclid(1_000_000_000));
+    let nanos = u32::try_from(i64::from(ts.nanos).rem_euclid(1_000_000_000)).unwrap_or(0);
+    let Some(time) = chrono::DateTime::from_timestamp(seconds, nanos) else {
         return Value::Null;
     };
     let mut text = time.format("%Y-%m-%dT%H:%M:%S").to_string();
@@ -228,7 +237,8 @@ fn render_kind(kind: &Kind) -> (&'static str, Value) {
         Kind::Credentials(c) => ("credentials", credentials(c)),
         Kind::Timespec(t) => (
             "timespec",
-            t.value.map_or_else(|| json!({}), |v| json!({ "value": v })),
+            t.value
+                .map_or(Value::Null, |v| json!({ "value": go_float(v) })),
         ),
         Kind::HookedSyscalls(v) => ("hooked_syscalls", serialized(v)),
         Kind::HookedSeqOps(v) => ("hooked_seq_ops", serialized(v)),
@@ -264,10 +274,26 @@ fn serialized(value: &impl serde::Serialize) -> Value {
     serde_json::to_value(value).unwrap_or(Value::Null)
 }
 
+/// A float as Go's `strconv.FormatFloat(f, 'g', -1, 64)` writes it and a JSON parser reads it
+/// back: integral values below 1e6 are integers, the rest floats; NaN and infinities (which Tracee
+/// writes as invalid JSON) are null.
+fn go_float(value: f64) -> Value {
+    if value.fract() == 0.0 && value.abs() < 1e6 {
+        // Lossless: integral and well inside i64.
+        return Value::from(value as i64);
+    }
+    serde_json::Number::from_f64(value).map_or(Value::Null, Value::Number)
+}
+
+/// Tracee writes an all-zero sockaddr as `{}`, and the family by name (its number, as a string,
+/// when the enum does not know it).
 fn sockaddr(s: &pb::SockAddr) -> Value {
+    if *s == pb::SockAddr::default() {
+        return json!({});
+    }
     let family = pb::SaFamilyT::try_from(s.sa_family)
         .map(|f| Value::from(f.as_str_name()))
-        .unwrap_or_else(|_| s.sa_family.into());
+        .unwrap_or_else(|_| Value::from(s.sa_family.to_string()));
     let mut out = Map::new();
     out.insert("sa_family".into(), family);
     for (key, text) in [
@@ -315,16 +341,9 @@ fn credentials(c: &pb::Credentials) -> Value {
         ("cap_bounding", &c.cap_bounding),
         ("cap_ambient", &c.cap_ambient),
     ] {
+        // Tracee writes capabilities as their numbers, not their enum names.
         if !caps.is_empty() {
-            let names: Vec<Value> = caps
-                .iter()
-                .map(|n| {
-                    pb::Capability::try_from(*n)
-                        .map(|c| Value::from(c.as_str_name()))
-                        .unwrap_or_else(|_| (*n).into())
-                })
-                .collect();
-            out.insert(key.into(), names.into());
+            out.insert(key.into(), caps.clone().into());
         }
     }
     Value::Object(out)
@@ -343,9 +362,7 @@ fn struct_value(value: &prost_types::Value) -> Value {
     use prost_types::value::Kind as K;
     match &value.kind {
         None | Some(K::NullValue(_)) => Value::Null,
-        Some(K::NumberValue(n)) => {
-            serde_json::Number::from_f64(*n).map_or(Value::Null, Value::Number)
-        }
+        Some(K::NumberValue(n)) => go_float(*n),
         Some(K::StringValue(s)) => s.clone().into(),
         Some(K::BoolValue(b)) => (*b).into(),
         Some(K::StructValue(s)) => structure(s),
@@ -559,5 +576,184 @@ mod tests {
             })),
             json!({"name": "x", "packet_metadata": {"src_ip": "10.0.0.1", "dst_port": 53}})
         );
+    }
+
+    fn render(kind: Kind) -> Value {
+        event_value(&pb::EventValue {
+            name: "x".into(),
+            value: Some(kind),
+        })
+    }
+
+    /// Tracee's `writeCredentials` writes capabilities as integers.
+    #[test]
+    fn credential_capabilities_stay_integers() {
+        let rendered = render(Kind::Credentials(pb::Credentials {
+            uid: Some(0),
+            cap_effective: vec![0, 21, 40],
+            cap_ambient: vec![77],
+            ..Default::default()
+        }));
+        assert_eq!(
+            rendered,
+            json!({"name": "x", "credentials": {"uid": 0, "cap_effective": [0, 21, 40], "cap_ambient": [77]}})
+        );
+    }
+
+    /// Network types go through protojson: enums by name, 64-bit integers as strings.
+    #[test]
+    fn network_types_follow_protojson() {
+        assert_eq!(
+            render(Kind::PacketMetadata(pb::PacketMetadata {
+                src_ip: "10.0.0.1".into(),
+                direction: pb::PacketDirection::Egress as i32,
+                ..Default::default()
+            })),
+            json!({"name": "x", "packet_metadata": {"src_ip": "10.0.0.1", "direction": "EGRESS"}})
+        );
+        assert_eq!(
+            render(Kind::PacketMetadata(pb::PacketMetadata {
+                direction: 7,
+                ..Default::default()
+            })),
+            json!({"name": "x", "packet_metadata": {"direction": 7}})
+        );
+        let headers: std::collections::BTreeMap<String, pb::HttpHeader> = [(
+            "Accept".to_string(),
+            pb::HttpHeader {
+                header: vec!["*/*".into()],
+            },
+        )]
+        .into_iter()
+        .collect();
+        assert_eq!(
+            render(Kind::Http(pb::Http {
+                method: "GET".into(),
+                status_code: 200,
+                headers: headers.clone(),
+                content_length: 5_000_000_000,
+                ..Default::default()
+            })),
+            json!({"name": "x", "http": {"method": "GET", "status_code": 200, "headers": {"Accept": {"header": ["*/*"]}}, "content_length": "5000000000"}})
+        );
+        assert_eq!(
+            render(Kind::HttpRequest(pb::HttpRequest {
+                content_length: 12,
+                ..Default::default()
+            })),
+            json!({"name": "x", "http_request": {"content_length": "12"}})
+        );
+        assert_eq!(
+            render(Kind::HttpResponse(pb::HttpResponse {
+                content_length: -1,
+                headers,
+                ..Default::default()
+            })),
+            json!({"name": "x", "http_response": {"headers": {"Accept": {"header": ["*/*"]}}, "content_length": "-1"}})
+        );
+        // A set but empty message is `{}`; an unset one is left out.
+        assert_eq!(
+            render(Kind::DnsResponses(pb::DnsResponses {
+                responses: vec![pb::DnsResponseData {
+                    dns_query_data: Some(pb::DnsQueryData::default()),
+                    dns_answer: vec![pb::DnsAnswer {
+                        r#type: "A".into(),
+                        ttl: 60,
+                        answer: "1.2.3.4".into(),
+                    }],
+                }],
+            })),
+            json!({"name": "x", "dns_responses": {"responses": [{"dns_query_data": {}, "dns_answer": [{"type": "A", "ttl": 60, "answer": "1.2.3.4"}]}]}})
+        );
+    }
+
+    /// DNS answers keep the SOA, SRV, MX, OPT and URI payloads (fields 10-14).
+    #[test]
+    fn dns_answers_keep_every_record_payload() {
+        let record = pb::DnsResourceRecord {
+            name: "zip.net".into(),
+            r#type: "SOA".into(),
+            class: "IN".into(),
+            ttl: 300,
+            soa: Some(pb::Dnssoa {
+                mname: "ns1.zip.net".into(),
+                rname: "admin.zip.net".into(),
+                serial: 2024,
+                refresh: 3600,
+                retry: 600,
+                expire: 86400,
+                minimum: 60,
+            }),
+            srv: Some(pb::Dnssrv {
+                priority: 10,
+                weight: 5,
+                port: 443,
+                name: "svc.zip.net".into(),
+            }),
+            mx: Some(pb::Dnsmx {
+                preference: 20,
+                name: "mx.zip.net".into(),
+            }),
+            opt: vec![pb::Dnsopt {
+                code: "Cookie".into(),
+                data: "abcd".into(),
+            }],
+            uri: Some(pb::Dnsuri {
+                priority: 1,
+                weight: 2,
+                target: "https://zip.net/".into(),
+            }),
+            ..Default::default()
+        };
+        let rendered = render(Kind::Dns(pb::Dns {
+            id: 7,
+            qr: 1,
+            answers: vec![record],
+            ..Default::default()
+        }));
+        assert_eq!(
+            rendered,
+            json!({"name": "x", "dns": {"id": 7, "qr": 1, "answers": [{
+                "name": "zip.net", "type": "SOA", "class": "IN", "ttl": 300,
+                "soa": {"mname": "ns1.zip.net", "rname": "admin.zip.net", "serial": 2024, "refresh": 3600, "retry": 600, "expire": 86400, "minimum": 60},
+                "srv": {"priority": 10, "weight": 5, "port": 443, "name": "svc.zip.net"},
+                "mx": {"Preference": 20, "name": "mx.zip.net"},
+                "opt": [{"code": "Cookie", "data": "abcd"}],
+                "uri": {"priority": 1, "weight": 2, "target": "https://zip.net/"}
+            }]}})
+        );
+    }
+
+    /// Tracee's `writeSockAddr`, `writeTimespec` and `writeTimestamp` for empty values.
+    #[test]
+    fn empty_values_render_as_tracee_writes_them() {
+        assert_eq!(
+            render(Kind::Sockaddr(pb::SockAddr::default())),
+            json!({"name": "x", "sockaddr": {}})
+        );
+        assert_eq!(
+            render(Kind::Sockaddr(pb::SockAddr {
+                sa_family: 17,
+                ..Default::default()
+            })),
+            json!({"name": "x", "sockaddr": {"sa_family": "17"}})
+        );
+        assert_eq!(
+            render(Kind::Timespec(pb::Timespec { value: None })),
+            json!({"name": "x", "timespec": null})
+        );
+        assert_eq!(
+            render(Kind::Timespec(pb::Timespec { value: Some(2.0) })),
+            json!({"name": "x", "timespec": {"value": 2}})
+        );
+        assert_eq!(
+            render(Kind::Timespec(pb::Timespec { value: Some(1.5) })),
+            json!({"name": "x", "timespec": {"value": 1.5}})
+        );
+        let mut event = detection();
+        event.timestamp = None;
+        assert_eq!(to_json(&event)["timestamp"], json!("null"));
+        let at = |seconds, nanos| timestamp(&prost_types::Timestamp { seconds, nanos });
+        assert_eq!(at(1, -500_000_000), json!("1970-01-01T00:00:00.5Z"));
     }
 }

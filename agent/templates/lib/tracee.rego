@@ -240,9 +240,15 @@ else := [[d.name, data_value(d)] | some d in trigger.data; is_object(d); filled(
 else := []
 
 # Where the event happened, most specific first: "pod:<ns>/<pod>", "container:<id>" or "host:<name>".
+# Current Tracee sends no host name, so a host-only event falls back to the node Hooker runs on:
+# the same signature on two nodes is two findings (two PagerDuty/OpsGenie alerts), not one.
 scope := sprintf("pod:%s", [pod]) if pod != ""
 else := sprintf("container:%s", [short_container_id]) if container_id != ""
 else := sprintf("host:%s", [host_name]) if host_name != ""
+else := sprintf("host:%s", [node_name]) if node_name != ""
+else := ""
+
+node_name := input.hooker.node if filled(input.hooker.node)
 else := ""
 
 what := signature_id if {

@@ -1,11 +1,15 @@
 //! A stand-in for Tracee's gRPC server (`tracee.v1beta1.TraceeService`, from the same proto as
 //! Hooker's subscriber), for the end-to-end tests. It streams real Tracee events: the JSON
-//! fixtures converted the way Tracee's gRPC server converts its events (ids translated, 0 for
-//! detections; `threat` from the signature metadata when it has a severity).
+//! fixtures converted the way Tracee's gRPC server converts its events (ids translated; detections
+//! keep their real signature event id, e.g. 6018, as current Tracee sends it; `threat` from the
+//! signature metadata when it has a severity).
 //!
-//! usage: fake_tracee (--socket PATH | --tcp ADDR)
+//! usage: fake_tracee (--socket PATH | --tcp ADDR) [--policies A,B]
+//! With `--policies`, a subscription naming any other policy is refused, as Tracee refuses one
+//! naming a policy it does not have.
 //! stdout: one JSON line per happening: `listening`, `subscribed` (with the policies asked for).
-//! stdin:  `emit TAG FILE...` sends each fixture to every subscriber, with a `test_tag` datum.
+//! stdin:  `emit TAG FILE...` sends each fixture to every subscriber, with a `test_tag` datum;
+//!         `emit-big TAG BYTES` sends one event carrying a string datum of BYTES bytes.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -26,6 +30,8 @@ type Subscribers = Arc<Mutex<Vec<(Subscriber, Vec<String>)>>>;
 #[derive(Clone, Default)]
 struct FakeTracee {
     subscribers: Subscribers,
+    /// The policies this Tracee has; `None` accepts any.
+    known_policies: Option<Vec<String>>,
 }
 
 fn say(line: Value) {
@@ -41,6 +47,12 @@ impl TraceeService for FakeTracee {
         request: Request<pb::StreamEventsRequest>,
     ) -> Result<Response<Self::StreamEventsStream>, Status> {
         let policies = request.into_inner().policies;
+        if let Some(known) = &self.known_policies
+            && let Some(unknown) = policies.iter().find(|p| !known.contains(p))
+        {
+            say(serde_json::json!({ "event": "refused", "policy": unknown }));
+            return Err(Status::unknown(format!("policy {unknown} not found")));
+        }
         let (tx, rx) = mpsc::channel(1024);
         if let Ok(mut all) = self.subscribers.lock() {
             all.push((tx, policies.clone()));
@@ -67,6 +79,31 @@ impl FakeTracee {
             let json: Value = serde_json::from_str(&text).map_err(|e| format!("{file}: {e}"))?;
             events.push(grpc_event(&json, tag));
         }
+        self.send(events).await
+    }
+
+    /// One event with a string datum of `bytes` bytes (to exceed the subscriber's limit).
+    async fn emit_big(&self, tag: &str, bytes: usize) -> Result<usize, String> {
+        let event = pb::Event {
+            timestamp: Some(prost_types::Timestamp::default()),
+            id: 1,
+            name: "big".into(),
+            data: vec![
+                pb::EventValue {
+                    name: "blob".into(),
+                    value: Some(Kind::Str("x".repeat(bytes))),
+                },
+                pb::EventValue {
+                    name: "test_tag".into(),
+                    value: Some(Kind::Str(tag.into())),
+                },
+            ],
+            ..Default::default()
+        };
+        self.send(vec![event]).await
+    }
+
+    async fn send(&self, events: Vec<pb::Event>) -> Result<usize, String> {
         let subscribers: Vec<(Subscriber, Vec<String>)> = self
             .subscribers
             .lock()
@@ -108,7 +145,11 @@ fn grpc_event(json: &Value, tag: &str) -> pb::Event {
     let pod = first_text(&[&json["kubernetes"]["podName"], &json["podName"]]);
     pb::Event {
         timestamp: Some(nanos(&json["timestamp"])),
-        id: if is_signature { 0 } else { external_id(&name) },
+        id: if is_signature {
+            signature_id(&json["eventId"])
+        } else {
+            external_id(&name)
+        },
         name,
         policies: json["matchedPolicies"].as_array().map(|p| pb::Policies {
             matched: p.iter().map(text).collect(),
@@ -211,6 +252,15 @@ fn external_id(name: &str) -> i32 {
         "security_file_open" => 1032,
         _ => 0,
     }
+}
+
+/// A signature's event id (6000 and up) from the fixture's `eventId` (a string or a number).
+fn signature_id(value: &Value) -> i32 {
+    value
+        .as_i64()
+        .or_else(|| value.as_str().and_then(|s| s.parse().ok()))
+        .and_then(|n| i32::try_from(n).ok())
+        .unwrap_or_default()
 }
 
 fn event_value(arg: &Value) -> pb::EventValue {
@@ -320,7 +370,14 @@ fn first_text(values: &[&Value]) -> String {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
-    let tracee = FakeTracee::default();
+    let tracee = FakeTracee {
+        known_policies: args
+            .iter()
+            .position(|a| a == "--policies")
+            .and_then(|i| args.get(i + 1))
+            .map(|list| list.split(',').map(str::to_string).collect()),
+        ..FakeTracee::default()
+    };
     let service = TraceeServiceServer::new(tracee.clone());
     let server = match args.get(1).map(String::as_str) {
         Some("--socket") => {
@@ -369,6 +426,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 }
                 Err(error) => say(serde_json::json!({ "event": "error", "error": error })),
             },
+            ["emit-big", tag, bytes] => {
+                let bytes = bytes.parse().unwrap_or(0);
+                match tracee.emit_big(tag, bytes).await {
+                    Ok(sent) => {
+                        say(serde_json::json!({ "event": "emitted", "tag": tag, "sent": sent }))
+                    }
+                    Err(error) => say(serde_json::json!({ "event": "error", "error": error })),
+                }
+            }
             [] => {}
             _ => say(
                 serde_json::json!({ "event": "error", "error": format!("unknown command: {line}") }),

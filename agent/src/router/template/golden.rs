@@ -232,3 +232,27 @@ fn every_builtin_template_renders_odd_inputs_without_error() {
         }
     }
 }
+
+/// A host-only detection from current Tracee (no hostname, pod or container) keys on the node
+/// Hooker runs on, so the same signature on two nodes pages twice.
+#[test]
+fn host_only_tracee_detections_key_on_the_node() {
+    let mut template = compile("hooker.tracee.pagerduty");
+    let mut key = |node: &str| {
+        let event = json!({
+            "timestamp": "2026-01-01T00:00:00Z",
+            "id": 6018,
+            "name": "kernel_module_loading",
+            "workload": {"process": {"thread": {"name": "insmod"}}},
+            "threat": {"description": "d", "severity": 3, "name": "Kernel module loading",
+                       "properties": {"signatureID": "TRC-1017"}},
+            "hooker": {"server": "", "node": node}
+        });
+        render(&mut template, &event)
+            .expect("renders")
+            .field_str("dedup_key")
+            .unwrap_or_default()
+    };
+    assert_eq!(key("node-a"), "tracee:TRC-1017:host:node-a");
+    assert_ne!(key("node-a"), key("node-b"));
+}
