@@ -24,13 +24,13 @@ pub async fn validate(config: Option<&Path>, paths: &Paths) -> anyhow::Result<bo
     for warning in &pipeline.warnings {
         eprintln!("warning: {warning}");
     }
-    println!(
+    crate::output::line(format_args!(
         "OK: {} routes, {} templates, {} enabled actions ({} warnings)",
         pipeline.routes.len(),
         pipeline.templates.len(),
         pipeline.actions.len(),
         pipeline.warnings.len()
-    );
+    ))?;
     Ok(true)
 }
 
@@ -136,6 +136,6 @@ pub async fn test_route(
         }
         report.push(json!({ "event": index, "routes": routes }));
     }
-    println!("{}", serde_json::to_string_pretty(&report)?);
+    crate::output::line(serde_json::to_string_pretty(&report)?)?;
     Ok(true)
 }

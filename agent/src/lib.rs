@@ -18,12 +18,19 @@ pub mod intake;
 pub mod message;
 pub mod metrics;
 pub mod outbox;
+pub mod output;
 pub mod pipeline;
 pub mod router;
 pub mod run;
 pub mod send;
 pub mod supervise;
 pub mod tls;
+
+/// Colour codes in text logs: only on a terminal, and not when `NO_COLOR` is set to anything
+/// but the empty string (<https://no-color.org>).
+pub fn colour(terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
+    terminal && no_color.is_none_or(|value| value.is_empty())
+}
 
 /// Sets up logging to stderr (stdout belongs to the `stdout` action).
 pub fn init_logging(debug: bool, format: config::settings::LogFormat) {
@@ -33,9 +40,29 @@ pub fn init_logging(debug: bool, format: config::settings::LogFormat) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(colour(
+            std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            std::env::var_os("NO_COLOR"),
+        ))
         .with_target(false);
     match format {
         config::settings::LogFormat::Json => builder.json().flatten_event(true).init(),
         config::settings::LogFormat::Text => builder.init(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::colour;
+
+    #[test]
+    fn colour_only_on_a_terminal_without_no_color() {
+        assert!(colour(true, None));
+        assert!(colour(true, Some("".into())), "an empty NO_COLOR is unset");
+        assert!(!colour(true, Some("1".into())));
+        assert!(
+            !colour(false, None),
+            "a pipe or a file gets no colour codes"
+        );
     }
 }

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use hooker::config::settings::{LogFormat, RunSettings};
+use hooker::config::settings::{LogFormat, RunSettings, non_empty, parse_path};
 
 /// jemalloc, with one arena and small thread caches (`.cargo/config.toml` builds that setting in;
 /// `_RJEM_MALLOC_CONF` overrides it at run time). An event is parsed into a tree of small
@@ -46,7 +46,7 @@ enum Command {
         /// Only this route.
         #[arg(long)]
         route: Option<String>,
-        #[arg(long = "cfgfile", visible_alias = "config", env = "HOOKER_CFG")]
+        #[arg(long = "cfgfile", visible_alias = "config", env = "HOOKER_CFG", value_parser = parse_path)]
         cfg: Option<PathBuf>,
         #[command(flatten)]
         rego: RegoDirs,
@@ -125,7 +125,7 @@ async fn admin_call(
     token: Option<&str>,
 ) -> anyhow::Result<bool> {
     let (status, answer) = hooker::send::admin(&target, method, path, body, token).await?;
-    println!("{}", answer.trim());
+    hooker::output::line(answer.trim())?;
     if !(200..300).contains(&status) {
         eprintln!("error: the agent answered {status}");
         return Ok(false);
@@ -145,9 +145,9 @@ fn selection(ids: Vec<u64>, all: bool) -> anyhow::Result<serde_json::Value> {
 
 #[derive(clap::Args)]
 struct RegoDirs {
-    #[arg(long, env = "HOOKER_REGO_FILTERS", default_value = "./rego-filters")]
+    #[arg(long, env = "HOOKER_REGO_FILTERS", default_value = "./rego-filters", value_parser = parse_path)]
     rego_filters: PathBuf,
-    #[arg(long, env = "HOOKER_REGO_TEMPLATES")]
+    #[arg(long, env = "HOOKER_REGO_TEMPLATES", value_parser = parse_path)]
     rego_templates: Option<PathBuf>,
     /// Time budget of one Rego evaluation (as `hooker run`'s `HOOKER_REGO_TIMEOUT`).
     #[arg(long, env = "HOOKER_REGO_TIMEOUT", default_value = "2s", value_parser = hooker::config::units::parse_duration)]
@@ -159,8 +159,9 @@ impl RegoDirs {
     fn paths(self) -> hooker::pipeline::Paths {
         hooker::router::rego::set_timeout(self.rego_timeout);
         hooker::pipeline::Paths {
-            rego_filters: self.rego_filters,
-            rego_templates: self.rego_templates,
+            rego_filters: non_empty(Some(self.rego_filters))
+                .unwrap_or_else(|| PathBuf::from("./rego-filters")),
+            rego_templates: non_empty(self.rego_templates),
         }
     }
 }
@@ -173,6 +174,8 @@ fn main() -> ExitCode {
         _ => (false, LogFormat::Text),
     };
     hooker::init_logging(debug, format);
+    // A fatal error (an invalid config refused by `run`) is logged in the format asked for.
+    let json_logs = format == LogFormat::Json;
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -185,10 +188,15 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            None => hooker::run::run(cli.run).await.map(|()| true),
-            Some(Command::Run(run)) => hooker::run::run(*run).await.map(|()| true),
+            None => hooker::run::run(cli.run.without_empty_paths())
+                .await
+                .map(|()| true),
+            Some(Command::Run(run)) => hooker::run::run(run.without_empty_paths())
+                .await
+                .map(|()| true),
             Some(Command::Validate { cfg, rego }) => {
-                let cfg = cfg.or_else(|| std::env::var_os("HOOKER_CFG").map(PathBuf::from));
+                let cfg =
+                    non_empty(cfg.or_else(|| std::env::var_os("HOOKER_CFG").map(PathBuf::from)));
                 hooker::commands::validate(cfg.as_deref(), &rego.paths()).await
             }
             Some(Command::TestRoute {
@@ -198,7 +206,7 @@ fn main() -> ExitCode {
                 rego,
             }) => {
                 hooker::commands::test_route(
-                    cfg.as_deref(),
+                    non_empty(cfg).as_deref(),
                     &rego.paths(),
                     &event,
                     route.as_deref(),
@@ -228,7 +236,7 @@ fn main() -> ExitCode {
                     .await;
                 }
                 let target = hooker::send::Target::resolve(url, socket.as_deref())?;
-                hooker::send::send(&target, &files, tenant.as_deref()).await
+                hooker::send::send(&target, &files, tenant.as_deref(), token.as_deref()).await
             }
             Some(Command::Dlq {
                 command,
@@ -268,7 +276,7 @@ fn main() -> ExitCode {
                 admin_call(target, "POST", "/reload", None, token.as_deref()).await
             }
             Some(Command::Version) => {
-                println!("hooker {}", env!("CARGO_PKG_VERSION"));
+                hooker::output::line(format_args!("hooker {}", env!("CARGO_PKG_VERSION")))?;
                 Ok(true)
             }
         }
@@ -276,6 +284,13 @@ fn main() -> ExitCode {
     match result {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
+        // The reader of our standard output went away (`hooker dlq list | head -c 100`): it has
+        // what it wanted, so stop quietly, as `cat` would.
+        Err(err) if hooker::output::is_broken_pipe(&err) => ExitCode::SUCCESS,
+        Err(err) if json_logs => {
+            tracing::error!(error = %format!("{err:#}"), "Hooker stopped.");
+            ExitCode::FAILURE
+        }
         Err(err) => {
             eprintln!("error: {err:#}");
             ExitCode::FAILURE

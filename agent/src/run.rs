@@ -157,7 +157,16 @@ pub async fn run(settings: RunSettings) -> anyhow::Result<()> {
         &config,
         serde_json::json!({ "outcome": "success" }),
     )));
-    tracing::info!(config = %status_of(&config, serde_json::Value::Null)["source"], routes = pipeline.routes.len(), native_routes = pipeline.native_routes(), templates = pipeline.templates.len(), actions = pipeline.actions.len(), "Config loaded.");
+    tracing::info!(
+        config = status_of(&config, serde_json::Value::Null)["source"]
+            .as_str()
+            .unwrap_or_default(),
+        routes = pipeline.routes.len(),
+        native_routes = pipeline.native_routes(),
+        templates = pipeline.templates.len(),
+        actions = pipeline.actions.len(),
+        "Config loaded."
+    );
     let tokens = crate::auth::Tokens::load(&crate::auth::TokenSources::new(
         settings.auth_token.as_deref(),
         settings.auth_token_file.as_deref(),

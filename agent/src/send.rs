@@ -34,6 +34,7 @@ pub async fn send(
     target: &Target,
     files: &[PathBuf],
     tenant: Option<&str>,
+    token: Option<&str>,
 ) -> anyhow::Result<bool> {
     let path = match tenant {
         Some(route) => format!("/tenant/{route}"),
@@ -45,9 +46,13 @@ pub async fn send(
             std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
         let (status, reply) = match target {
             Target::Socket(socket) => post_unix(socket, &path, body).await?,
-            Target::Url(url) => post_http(&format!("{url}{path}"), body).await?,
+            Target::Url(url) => post_http(&format!("{url}{path}"), body, token).await?,
         };
-        println!("{}: {status} {}", file.display(), reply.trim());
+        crate::output::line(format_args!(
+            "{}: {status} {}",
+            file.display(),
+            reply.trim()
+        ))?;
         all_ok &= (200..300).contains(&status);
     }
     Ok(all_ok)
@@ -119,15 +124,19 @@ async fn request_unix(
     Ok((status, String::from_utf8_lossy(&reply).into_owned()))
 }
 
-async fn post_http(url: &str, body: Vec<u8>) -> anyhow::Result<(u16, String)> {
+async fn post_http(url: &str, body: Vec<u8>, token: Option<&str>) -> anyhow::Result<(u16, String)> {
     let client = crate::action::http_client_builder(std::time::Duration::from_secs(60))
         // `send` talks to the local agent, whose certificate is usually self-signed.
         .danger_accept_invalid_certs(true)
         .build()?;
-    let response = client
+    let mut request = client
         .post(url)
         .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .body(body)
+        .body(body);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request
         .send()
         .await
         .with_context(|| format!("cannot reach {url}"))?;
@@ -249,15 +258,15 @@ pub async fn send_grpc(
         }
     }
     let seconds = started.elapsed().as_secs_f64();
-    println!(
+    crate::output::line(format_args!(
         "{total} events in {n_batches} batches over gRPC in {seconds:.2}s ({:.0} events/s): accepted {accepted}, rejected {rejected}",
         total as f64 / seconds.max(1e-9)
-    );
+    ))?;
     for ((code, reason), n) in &reasons {
-        println!(
+        crate::output::line(format_args!(
             "  {n} rejection(s) {:?}: {reason}",
             tonic::Code::from_i32(*code)
-        );
+        ))?;
     }
     Ok(rejected == 0 && accepted == total as u64)
 }

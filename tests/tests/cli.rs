@@ -1,6 +1,6 @@
 //! The command line: `validate`, `test-route`, `run` refusing bad configs, `version`.
 
-use hooker_tests::{TempDir, fixture, hooker};
+use hooker_tests::{Agent, TempDir, fixture, hooker, hooker_bin};
 
 fn repo(path: &str) -> String {
     format!("{}/{path}", env!("CARGO_MANIFEST_DIR"))
@@ -267,6 +267,148 @@ async fn version_prints_the_version() -> anyhow::Result<()> {
     assert_eq!(
         stdout.trim(),
         format!("hooker {}", env!("CARGO_PKG_VERSION"))
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn empty_path_variables_mean_the_default() -> anyhow::Result<()> {
+    let empty = [
+        ("HOOKER_CFG", ""),
+        ("HOOKER_REGO_TEMPLATES", ""),
+        ("HOOKER_REGO_FILTERS", ""),
+        ("HOOKER_STATE_DIR", ""),
+    ];
+    let (code, stdout, stderr) = hooker(&["version"], &empty).await?;
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.starts_with("hooker "), "{stdout}");
+    // Empty is the default: /config/cfg.yaml, else the embedded config, which is valid.
+    let (code, stdout, stderr) = hooker(&["validate"], &empty).await?;
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.starts_with("OK: "), "{stdout}");
+    Ok(())
+}
+
+/// Runs the `hooker` binary with its standard output a pipe whose reader is already gone.
+fn with_closed_stdout(args: &[&str]) -> anyhow::Result<std::process::Output> {
+    let (reader, writer) = std::io::pipe()?;
+    drop(reader);
+    Ok(std::process::Command::new(hooker_bin())
+        .args(args)
+        .env_remove("HOOKER_CFG")
+        .stdin(std::process::Stdio::null())
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()?)
+}
+
+#[tokio::test]
+async fn a_closed_standard_output_ends_quietly() -> anyhow::Result<()> {
+    let agent = Agent::default_config().start().await?;
+    let url = agent.http_url();
+    for args in [
+        vec!["version"],
+        vec!["validate"],
+        vec!["dlq", "list", "--url", &url],
+        vec!["reload", "--url", &url],
+    ] {
+        let output = with_closed_stdout(&args)?;
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert_eq!(output.status.code(), Some(0), "{args:?}: {stderr}");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn send_to_a_url_passes_the_token() -> anyhow::Result<()> {
+    let agent = Agent::default_config()
+        .env("HOOKER_AUTH_TOKEN", "s3cret-token")
+        .start()
+        .await?;
+    let event = fixture("trivy/trivy-image-alpine-310.json")
+        .display()
+        .to_string();
+    let url = agent.http_url();
+    let (code, stdout, stderr) = hooker(
+        &["send", "--url", &url, "--token", "s3cret-token", &event],
+        &[],
+    )
+    .await?;
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains(": 2"), "{stdout}");
+    let (code, stdout, _) = hooker(&["send", "--url", &url, &event], &[]).await?;
+    assert_ne!(code, 0, "without the token the agent refuses: {stdout}");
+    assert!(stdout.contains(": 401"), "{stdout}");
+    Ok(())
+}
+
+/// `hooker run` on a valid config whose HTTP port is taken: it logs "Config loaded." and then
+/// stops on a fatal error. Returns the exit code and stderr.
+async fn run_until_fatal(format: &str, extra: &[(&str, &str)]) -> anyhow::Result<(i32, String)> {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let port = taken.local_addr()?.to_string();
+    let dir = TempDir::new("fatal");
+    let cfg = dir.join("cfg.yaml");
+    std::fs::write(&cfg, "routes: []\ntemplates: []\nactions: []\n")?;
+    let cfg = cfg.display().to_string();
+    let state = dir.join("state").display().to_string();
+    let log = dir.join("log").display().to_string();
+    let mut env = vec![
+        ("HOOKER_CFG", cfg.as_str()),
+        ("HOOKER_LOG_FORMAT", format),
+        ("HOOKER_HTTP", port.as_str()),
+        ("HOOKER_HTTPS", "off"),
+        ("HOOKER_GRPC", "off"),
+        ("HOOKER_PROBES", "off"),
+        ("HOOKER_SOCKET", "off"),
+        ("HOOKER_STATE_DIR", state.as_str()),
+        ("HOOKER_LOG_DIR", log.as_str()),
+    ];
+    env.extend_from_slice(extra);
+    let (code, _, stderr) = hooker(&["run"], &env).await?;
+    drop(taken);
+    Ok((code, stderr))
+}
+
+#[tokio::test]
+async fn json_logs_stay_json_to_the_fatal_error() -> anyhow::Result<()> {
+    let (code, stderr) = run_until_fatal("json", &[]).await?;
+    assert_ne!(code, 0, "{stderr}");
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()
+        .map_err(|err| anyhow::anyhow!("a stderr line is not JSON ({err}):\n{stderr}"))?;
+    let loaded = lines
+        .iter()
+        .find(|l| l["message"] == "Config loaded.")
+        .ok_or_else(|| anyhow::anyhow!("no \"Config loaded.\" in:\n{stderr}"))?;
+    let config = loaded["config"].as_str().unwrap_or_default();
+    assert!(
+        config.ends_with("cfg.yaml") && !config.contains('"'),
+        "the config field is the plain path: {loaded}"
+    );
+    let fatal = lines.last().cloned().unwrap_or_default();
+    assert_eq!(fatal["level"], "ERROR", "{stderr}");
+    assert!(
+        fatal["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("cannot listen"),
+        "{stderr}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn text_logs_into_a_pipe_have_no_colour_codes() -> anyhow::Result<()> {
+    let (code, stderr) = run_until_fatal("text", &[]).await?;
+    assert_ne!(code, 0, "{stderr}");
+    assert!(stderr.contains("Config loaded."), "{stderr}");
+    assert!(
+        !stderr.contains('\u{1b}'),
+        "colour codes in a pipe: {stderr:?}"
     );
     Ok(())
 }

@@ -22,7 +22,7 @@ pub enum LogFormat {
 #[derive(Debug, Clone, Args)]
 pub struct RunSettings {
     /// Config file (Postee cfg.yaml format). Without it, /config/cfg.yaml, else the embedded default.
-    #[arg(long = "cfgfile", visible_alias = "config", env = "HOOKER_CFG")]
+    #[arg(long = "cfgfile", visible_alias = "config", env = "HOOKER_CFG", value_parser = parse_path)]
     pub config: Option<PathBuf>,
 
     /// HTTP listen address (`off` to disable).
@@ -44,11 +44,11 @@ pub struct RunSettings {
     pub https: Listen,
 
     /// PEM certificate chain for HTTPS.
-    #[arg(long, env = "HOOKER_TLS_CERT", requires = "tls_key")]
+    #[arg(long, env = "HOOKER_TLS_CERT", requires = "tls_key", value_parser = parse_path)]
     pub tls_cert: Option<PathBuf>,
 
     /// PEM private key for HTTPS.
-    #[arg(long, env = "HOOKER_TLS_KEY", requires = "tls_cert")]
+    #[arg(long, env = "HOOKER_TLS_KEY", requires = "tls_cert", value_parser = parse_path)]
     pub tls_key: Option<PathBuf>,
 
     /// Unix socket for local producers (`off` to disable).
@@ -64,11 +64,11 @@ pub struct RunSettings {
     pub log_format: LogFormat,
 
     /// Directory of extra Rego templates (`rego-package` looks here after the built-in ones).
-    #[arg(long, env = "HOOKER_REGO_TEMPLATES")]
+    #[arg(long, env = "HOOKER_REGO_TEMPLATES", value_parser = parse_path)]
     pub rego_templates: Option<PathBuf>,
 
     /// Directory that route `input-files` are relative to.
-    #[arg(long, env = "HOOKER_REGO_FILTERS", default_value = "./rego-filters")]
+    #[arg(long, env = "HOOKER_REGO_FILTERS", default_value = "./rego-filters", value_parser = parse_path)]
     pub rego_filters: PathBuf,
 
     /// Time budget of one Rego evaluation (a route's rule for one event, one template
@@ -130,7 +130,7 @@ pub struct RunSettings {
     pub max_inflight: usize,
 
     /// Directory of the durable state store (outbox, dead letters, dedup, aggregation).
-    #[arg(long, env = "HOOKER_STATE_DIR")]
+    #[arg(long, env = "HOOKER_STATE_DIR", value_parser = parse_path)]
     pub state_dir: Option<PathBuf>,
 
     /// Deliveries that may wait in the outbox; beyond it intake answers 429.
@@ -153,11 +153,11 @@ pub struct RunSettings {
     pub auth_token: Option<String>,
 
     /// File with accepted bearer tokens, one per line (e.g. a mounted Kubernetes Secret).
-    #[arg(long, env = "HOOKER_AUTH_TOKEN_FILE")]
+    #[arg(long, env = "HOOKER_AUTH_TOKEN_FILE", value_parser = parse_path)]
     pub auth_token_file: Option<PathBuf>,
 
     /// PEM CA bundle: HTTPS clients must present a certificate it signed (mutual TLS).
-    #[arg(long, env = "HOOKER_TLS_CLIENT_CA")]
+    #[arg(long, env = "HOOKER_TLS_CLIENT_CA", value_parser = parse_path)]
     pub tls_client_ca: Option<PathBuf>,
 
     /// Reload when the config file (or its directory, as a ConfigMap mount swaps it) changes.
@@ -242,11 +242,37 @@ fn parse_flag(s: &str) -> Result<bool, String> {
     ))
 }
 
+/// A path setting that may be empty (`HOOKER_CFG=`): clap's own path parser refuses an empty
+/// value, which broke every subcommand, even `hooker version`. Empty means the default; see
+/// [`RunSettings::without_empty_paths`] and [`non_empty`].
+pub fn parse_path(s: &str) -> Result<PathBuf, String> {
+    Ok(PathBuf::from(s))
+}
+
+/// `None` for an empty path (an empty `HOOKER_*` path variable means the default).
+pub fn non_empty(path: Option<PathBuf>) -> Option<PathBuf> {
+    path.filter(|p| !p.as_os_str().is_empty())
+}
+
 fn parse_size(s: &str) -> Result<u64, String> {
     super::units::parse_byte_size(s)
 }
 
 impl RunSettings {
+    /// The settings with every empty path setting replaced by its default.
+    pub fn without_empty_paths(mut self) -> Self {
+        self.config = non_empty(self.config);
+        self.tls_cert = non_empty(self.tls_cert);
+        self.tls_key = non_empty(self.tls_key);
+        self.rego_templates = non_empty(self.rego_templates);
+        self.rego_filters =
+            non_empty(Some(self.rego_filters)).unwrap_or_else(|| "./rego-filters".into());
+        self.state_dir = non_empty(self.state_dir);
+        self.auth_token_file = non_empty(self.auth_token_file);
+        self.tls_client_ca = non_empty(self.tls_client_ca);
+        self
+    }
+
     /// The connection cap and deadlines of the intake listeners; a zero deadline is an error.
     pub fn connection_limits(&self) -> Result<crate::intake::connections::Limits, String> {
         for (name, value) in [
