@@ -11,14 +11,14 @@
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked -p hooker --bin hooker
+RUN cargo build --profile dist --locked -p hooker --bin hooker
 
 FROM debian:bookworm-slim AS rootfs
 RUN apt-get update \
  && apt-get install -y --no-install-recommends busybox-static ca-certificates binutils \
  && rm -rf /var/lib/apt/lists/*
 COPY daemonset/rootfs.sh /rootfs.sh
-COPY --from=build /src/target/release/hooker /hooker
+COPY --from=build /src/target/dist/hooker /hooker
 RUN sh /rootfs.sh /hooker /rootfs
 
 FROM scratch

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Runs Hooker's whole benchmark harness and writes bench/results/latest.md.
 
-Called by bench/run.sh after the release build. Steps:
+Called by bench/run.sh after the dist build. Steps:
   1. the router micro-benchmark (criterion) — parse, convert, each route, bound, naive, router;
   2. resource figures: binary size, start-up time to ready, idle RSS;
   3. end-to-end load over each intake (max rate and fixed rate) with the forensic `log` action,
@@ -29,7 +29,7 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-TARGET = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "release"
+TARGET = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "dist"
 # HOOKER_BENCH_AGENT: another agent binary (e.g. target/profiling/hooker, for perf).
 AGENT = Path(os.environ.get("HOOKER_BENCH_AGENT", TARGET / "hooker"))
 LOAD = TARGET / "hooker-load"
@@ -48,7 +48,7 @@ def free_port():
 
 
 class Agent:
-    """A release agent on a route set, in a temp dir, with every intake on."""
+    """A dist-profile agent on a route set, in a temp dir, with every intake on."""
 
     def __init__(self, route_set, work):
         self.work = Path(tempfile.mkdtemp(prefix=f"hooker-bench-{route_set}-", dir=work))
@@ -212,7 +212,7 @@ def main():
             default.proc.wait()
         default.stop()
         lines += ["## Resources", "", "| figure | value |", "|---|---:|",
-                  f"| binary size (release, stripped) | {size:.1f} MB |",
+                  f"| binary size (dist, stripped) | {size:.1f} MB |",
                   f"| start-up to ready (/readyz 200), 10 routes, median of 5 | {sorted(startups)[2]:.1f} ms |",
                   f"| start-up to ready, embedded default config, median of 5 | {sorted(default_startups)[2]:.1f} ms |",
                   f"| RSS idle (10 routes, after start-up) | {idle:.1f} MB |", ""]

@@ -2,13 +2,13 @@
 # Builds the runtime image from a locally built binary with `docker import` (no registry and no
 # base image needed): the same file system as the Dockerfile's final stage.
 #
-#   sh daemonset/build-image.sh [BINARY] [TAG]      # defaults: target/release/hooker hooker:latest
+#   sh daemonset/build-image.sh [BINARY] [TAG]      # defaults: target/dist/hooker hooker:latest
 #
-# Run as root (the image's files are owned by the agent's user, 10001).
+# Build the binary first with `cargo build --profile dist -p hooker`. Run as root (the image's files are owned by the agent's user, 10001).
 set -eu
 cd "$(dirname "$0")/.."
 
-bin=${1:-target/release/hooker}
+bin=${1:-target/dist/hooker}
 tag=${2:-hooker:latest}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
