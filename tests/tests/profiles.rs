@@ -72,7 +72,10 @@ fn the_image_and_the_benchmarks_build_the_dist_profile() {
         dockerfile.contains("cargo build --profile dist --locked -p hooker"),
         "{dockerfile}"
     );
-    assert!(dockerfile.contains("target/dist/hooker /hooker"), "{dockerfile}");
+    assert!(
+        dockerfile.contains("target/dist/hooker /hooker"),
+        "{dockerfile}"
+    );
     let build_image = read("daemonset/build-image.sh");
     assert!(
         build_image.contains("bin=${1:-target/dist/hooker}"),

@@ -3,6 +3,7 @@
 pub mod connections;
 pub mod forward;
 pub mod grpc;
+pub mod h2_authority;
 pub mod http;
 pub mod msgpack;
 pub mod serve;
