@@ -53,17 +53,22 @@ enum Command {
     },
     /// Post event files to a running agent (Unix socket by default).
     Send {
+        /// Event files: each a JSON event or a JSON array of events, posted as one request (with
+        /// --grpc, its events are streamed).
+        #[arg(value_name = "FILES")]
         files: Vec<PathBuf>,
-        /// Agent URL instead of the Unix socket, e.g. http://127.0.0.1:8082.
-        #[arg(long)]
-        url: Option<String>,
+        /// Agent to call over HTTP(S) instead of the Unix socket, e.g. http://127.0.0.1:8082
+        /// (`--url` is the old spelling).
+        #[arg(long = "agent", alias = "url", value_name = "URL")]
+        agent: Option<String>,
+        /// The agent's Unix socket (default: the one `run` would use).
         #[arg(long, env = "HOOKER_SOCKET")]
         socket: Option<String>,
         /// Only this route (POST /tenant/{route}).
         #[arg(long)]
         tenant: Option<String>,
         /// Publish over gRPC instead (host:port or unix:/path), streaming batches.
-        #[arg(long, conflicts_with = "url")]
+        #[arg(long, conflicts_with = "agent")]
         grpc: Option<String>,
         /// Send the files this many times (a quick load test; with --grpc).
         #[arg(long, default_value_t = 1, requires = "grpc")]
@@ -76,9 +81,11 @@ enum Command {
     Dlq {
         #[command(subcommand)]
         command: DlqCommand,
-        /// Agent URL instead of the Unix socket, e.g. http://127.0.0.1:8082.
-        #[arg(long, global = true)]
-        url: Option<String>,
+        /// Agent to call over HTTP(S) instead of the Unix socket, e.g. http://127.0.0.1:8082
+        /// (`--url` is the old spelling).
+        #[arg(long = "agent", alias = "url", value_name = "URL", global = true)]
+        agent: Option<String>,
+        /// The agent's Unix socket (default: the one `run` would use).
         #[arg(long, global = true, env = "HOOKER_SOCKET")]
         socket: Option<String>,
         /// Bearer token, when the agent requires one on TCP.
@@ -87,10 +94,14 @@ enum Command {
     },
     /// Ask a running agent to reload its config (it validates first and keeps the old on error).
     Reload {
-        #[arg(long)]
-        url: Option<String>,
+        /// Agent to call over HTTP(S) instead of the Unix socket, e.g. http://127.0.0.1:8082
+        /// (`--url` is the old spelling).
+        #[arg(long = "agent", alias = "url", value_name = "URL")]
+        agent: Option<String>,
+        /// The agent's Unix socket (default: the one `run` would use).
         #[arg(long, env = "HOOKER_SOCKET")]
         socket: Option<String>,
+        /// Bearer token, when the agent requires one on TCP.
         #[arg(long, env = "HOOKER_AUTH_TOKEN", hide_env_values = true)]
         token: Option<String>,
     },
@@ -104,13 +115,17 @@ enum DlqCommand {
     List,
     /// Put dead letters back into the outbox for delivery.
     Replay {
+        /// Dead-letter ids, as `dlq list` prints them.
         ids: Vec<u64>,
+        /// Every dead letter (instead of ids).
         #[arg(long)]
         all: bool,
     },
     /// Delete dead letters.
     Drop {
+        /// Dead-letter ids, as `dlq list` prints them.
         ids: Vec<u64>,
+        /// Every dead letter (instead of ids).
         #[arg(long)]
         all: bool,
     },
@@ -215,7 +230,7 @@ fn main() -> ExitCode {
             }
             Some(Command::Send {
                 files,
-                url,
+                agent,
                 socket,
                 tenant,
                 grpc,
@@ -235,16 +250,16 @@ fn main() -> ExitCode {
                     )
                     .await;
                 }
-                let target = hooker::send::Target::resolve(url, socket.as_deref())?;
+                let target = hooker::send::Target::resolve(agent, socket.as_deref())?;
                 hooker::send::send(&target, &files, tenant.as_deref(), token.as_deref()).await
             }
             Some(Command::Dlq {
                 command,
-                url,
+                agent,
                 socket,
                 token,
             }) => {
-                let target = hooker::send::Target::resolve(url, socket.as_deref())?;
+                let target = hooker::send::Target::resolve(agent, socket.as_deref())?;
                 match command {
                     DlqCommand::List => {
                         admin_call(target, "GET", "/admin/dlq", None, token.as_deref()).await
@@ -271,8 +286,12 @@ fn main() -> ExitCode {
                     }
                 }
             }
-            Some(Command::Reload { url, socket, token }) => {
-                let target = hooker::send::Target::resolve(url, socket.as_deref())?;
+            Some(Command::Reload {
+                agent,
+                socket,
+                token,
+            }) => {
+                let target = hooker::send::Target::resolve(agent, socket.as_deref())?;
                 admin_call(target, "POST", "/reload", None, token.as_deref()).await
             }
             Some(Command::Version) => {

@@ -15,7 +15,7 @@ pub enum Target {
 }
 
 impl Target {
-    /// `--url` wins; otherwise the socket `run` would use (including its per-user fallback).
+    /// `--agent` (a URL) wins; otherwise the socket `run` would use (including its per-user fallback).
     pub fn resolve(url: Option<String>, socket: Option<&str>) -> anyhow::Result<Target> {
         if let Some(url) = url {
             return Ok(Target::Url(url.trim_end_matches('/').to_string()));
@@ -24,7 +24,7 @@ impl Target {
             Some((path, true)) => Ok(Target::Socket(path)),
             Some((path, false)) if path.exists() => Ok(Target::Socket(path)),
             Some(_) => Ok(Target::Socket(unix::fallback_socket_path())),
-            None => Err(anyhow!("the Unix socket is off; give --url")),
+            None => Err(anyhow!("the Unix socket is off; give --agent URL")),
         }
     }
 }

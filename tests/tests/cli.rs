@@ -311,6 +311,8 @@ async fn a_closed_standard_output_ends_quietly() -> anyhow::Result<()> {
         vec!["validate"],
         vec!["dlq", "list", "--url", &url],
         vec!["reload", "--url", &url],
+        vec!["dlq", "list", "--agent", &url],
+        vec!["reload", "--agent", &url],
     ] {
         let output = with_closed_stdout(&args)?;
         let stderr = String::from_utf8_lossy(&output.stderr);
@@ -331,12 +333,13 @@ async fn send_to_a_url_passes_the_token() -> anyhow::Result<()> {
         .to_string();
     let url = agent.http_url();
     let (code, stdout, stderr) = hooker(
-        &["send", "--url", &url, "--token", "s3cret-token", &event],
+        &["send", "--agent", &url, "--token", "s3cret-token", &event],
         &[],
     )
     .await?;
     assert_eq!(code, 0, "{stdout}{stderr}");
     assert!(stdout.contains(": 2"), "{stdout}");
+    // `--url`, the old spelling, still works.
     let (code, stdout, _) = hooker(&["send", "--url", &url, &event], &[]).await?;
     assert_ne!(code, 0, "without the token the agent refuses: {stdout}");
     assert!(stdout.contains(": 401"), "{stdout}");
@@ -410,5 +413,59 @@ async fn text_logs_into_a_pipe_have_no_colour_codes() -> anyhow::Result<()> {
         !stderr.contains('\u{1b}'),
         "colour codes in a pipe: {stderr:?}"
     );
+    Ok(())
+}
+
+/// The help line of `flag` in `hooker ARGS --help`, with its description (clap puts a long one on
+/// the next line).
+async fn help_line(args: &[&str], flag: &str) -> anyhow::Result<String> {
+    let mut all = args.to_vec();
+    all.push("--help");
+    let (code, stdout, stderr) = hooker(&all, &[]).await?;
+    assert_eq!(code, 0, "{args:?}: {stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    let at = lines
+        .iter()
+        .position(|l| l.trim_start().starts_with(flag))
+        .ok_or_else(|| anyhow::anyhow!("{args:?} --help has no {flag}:\n{stdout}"))?;
+    let mut line = lines[at].trim().to_string();
+    if let Some(next) = lines.get(at + 1).filter(|l| l.starts_with("          ")) {
+        line.push(' ');
+        line.push_str(next.trim());
+    }
+    Ok(line)
+}
+
+#[tokio::test]
+async fn help_describes_every_argument_and_names_the_agent_and_listen_flags_apart()
+-> anyhow::Result<()> {
+    let files = help_line(&["send"], "[FILES]...").await?;
+    assert!(files.contains("JSON event"), "{files}");
+    for args in [&["dlq", "replay"][..], &["dlq", "drop"]] {
+        let all = help_line(args, "--all").await?;
+        assert!(all.contains("Every dead letter"), "{all}");
+        let ids = help_line(args, "[IDS]...").await?;
+        assert!(ids.contains("ids"), "{ids}");
+    }
+    // The agent to talk to is `--agent` (old `--url` still accepted), described everywhere.
+    for args in [&["send"][..], &["dlq", "list"], &["reload"]] {
+        let agent = help_line(args, "--agent <URL>").await?;
+        assert!(
+            agent.contains("instead of the Unix socket"),
+            "{args:?}: {agent}"
+        );
+        let socket = help_line(args, "--socket").await?;
+        assert!(socket.contains("Unix socket"), "{args:?}: {socket}");
+    }
+    let token = help_line(&["reload"], "--token").await?;
+    assert!(token.contains("Bearer token"), "{token}");
+    // `run`'s listen address is `--http` (Postee's `--url` an alias), and defaults show.
+    let http = help_line(&["run"], "--http <HTTP>").await?;
+    assert!(
+        http.contains("listen address") && http.contains("--url"),
+        "{http}"
+    );
+    let watch = help_line(&["run"], "--watch-config").await?;
+    assert!(watch.contains("[default: true]"), "{watch}");
     Ok(())
 }

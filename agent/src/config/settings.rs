@@ -25,10 +25,10 @@ pub struct RunSettings {
     #[arg(long = "cfgfile", visible_alias = "config", env = "HOOKER_CFG", value_parser = parse_path)]
     pub config: Option<PathBuf>,
 
-    /// HTTP listen address (`off` to disable).
+    /// HTTP listen address (`off` to disable). `--url` is Postee's spelling.
     #[arg(
-        long = "url",
-        visible_alias = "http",
+        long = "http",
+        visible_alias = "url",
         env = "HOOKER_HTTP",
         default_value = "0.0.0.0:8082"
     )]
@@ -161,7 +161,7 @@ pub struct RunSettings {
     pub tls_client_ca: Option<PathBuf>,
 
     /// Reload when the config file (or its directory, as a ConfigMap mount swaps it) changes.
-    #[arg(long, env = "HOOKER_WATCH_CONFIG", value_parser = parse_flag, default_value = "true")]
+    #[arg(long, env = "HOOKER_WATCH_CONFIG", value_parser = parse_flag, default_value = "true", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     pub watch_config: bool,
 
     /// gRPC intake (`hooker.v1.Intake`) on TCP; `off` to disable. Keep it on loopback.
