@@ -21,7 +21,7 @@ pub async fn validate(config: Option<&Path>, paths: &Paths) -> anyhow::Result<bo
             return Ok(false);
         }
     };
-    for warning in &pipeline.warnings {
+    for warning in crate::config::by_line(&pipeline.warnings) {
         eprintln!("warning: {warning}");
     }
     crate::output::line(format_args!(

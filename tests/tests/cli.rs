@@ -469,3 +469,85 @@ async fn help_describes_every_argument_and_names_the_agent_and_listen_flags_apar
     assert!(watch.contains("[default: true]"), "{watch}");
     Ok(())
 }
+
+#[tokio::test]
+async fn validate_sorts_errors_by_line_and_suggests_what_was_meant() -> anyhow::Result<()> {
+    let dir = TempDir::new("misspelled");
+    let cfg = dir.join("cfg.yaml");
+    std::fs::write(
+        &cfg,
+        r#"routes:
+  - name: r1
+    input: input.x == 1
+    tempalte: raw
+    actions: [hook]
+  - name: r2
+    input: input.x == 2
+    template: raww
+    actions: [hok]
+    plugins:
+      aggregate-mesage-number: 3
+templates:
+  - name: raw
+    rego-pakage: hooker.rawmessage.json
+actions:
+  - name: hook
+    type: webhok
+    enable: true
+  - name: w
+    type: webhook
+    enable: true
+    url: http://127.0.0.1:1/
+    retry-max-attemps: 3
+"#,
+    )?;
+    let path = cfg.display().to_string();
+    let (code, stdout, stderr) = hooker(&["validate", &path], &[]).await?;
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    // Errors, then warnings, each in the file's order.
+    for kind in ["error: ", "warning: "] {
+        let lines: Vec<u64> = stderr
+            .lines()
+            .filter_map(|l| l.strip_prefix(kind))
+            .filter_map(|l| l.strip_prefix(&format!("{path}:")))
+            .filter_map(|l| l.split(':').next()?.parse().ok())
+            .collect();
+        assert!(lines.len() >= 3, "{stderr}");
+        assert!(
+            lines.is_sorted(),
+            "{kind}lines out of order {lines:?}:\n{stderr}"
+        );
+    }
+    for expected in [
+        format!(
+            "{path}:2: route \"r1\": required key \"template\" is missing (`tempalte` on line 4"
+        ),
+        format!(
+            "{path}:4: route \"r1\", key `tempalte`: unknown key, ignored; did you mean `template`?"
+        ),
+        format!(
+            "{path}:8: route \"r2\", key `template`: unknown template \"raww\"; did you mean \"raw\"?"
+        ),
+        format!(
+            "{path}:9: route \"r2\", key `actions`: unknown action \"hok\"; did you mean \"hook\"?"
+        ),
+        format!(
+            "{path}:11: route \"r2\", key `plugins.aggregate-mesage-number`: unknown key, ignored; did you mean `aggregate-message-number`?"
+        ),
+        format!(
+            "{path}:14: template \"raw\", key `rego-pakage`: unknown key, ignored; did you mean `rego-package`?"
+        ),
+        format!(
+            "{path}:17: action \"hook\", key `type`: unknown action type \"webhok\"; did you mean \"webhook\"?"
+        ),
+        format!(
+            "{path}:23: action \"w\", key `retry-max-attemps`: unknown key, ignored; did you mean `retry-max-attempts`?"
+        ),
+    ] {
+        assert!(
+            stderr.contains(&expected),
+            "missing `{expected}` in:\n{stderr}"
+        );
+    }
+    Ok(())
+}

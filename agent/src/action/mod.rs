@@ -314,8 +314,11 @@ pub fn build(config: &ActionConfig, cx: &BuildContext) -> Result<Built, Diagnost
     Err(Diagnostic::new(
         config.place(),
         format!(
-            "unknown action type \"{}\" (known types: {})",
+            "unknown action type \"{}\"{} (known types: {})",
             config.kind,
+            crate::config::closest(&config.kind, KNOWN_TYPES.iter().copied())
+                .map(|known| format!("; did you mean \"{known}\"?"))
+                .unwrap_or_default(),
             KNOWN_TYPES.join(", ")
         ),
     )

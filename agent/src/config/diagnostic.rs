@@ -92,13 +92,84 @@ impl Diagnostics {
 
 impl fmt::Display for Diagnostics {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for e in &self.errors {
+        for e in by_line(&self.errors) {
             writeln!(f, "error: {e}")?;
         }
-        for w in &self.warnings {
+        for w in by_line(&self.warnings) {
             writeln!(f, "warning: {w}")?;
         }
         Ok(())
+    }
+}
+
+/// Diagnostics in the order of the config file (those without a line last), each kind of check
+/// having found its problems in its own pass.
+pub fn by_line(list: &[Diagnostic]) -> Vec<&Diagnostic> {
+    let mut sorted: Vec<&Diagnostic> = list.iter().collect();
+    sorted.sort_by_key(|d| (d.file.clone(), d.line.is_none(), d.line));
+    sorted
+}
+
+/// The candidate `word` is most likely a misspelling of: the nearest by edit distance
+/// (transpositions count once, case is ignored), when it is near enough.
+pub fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    let lower = word.to_lowercase();
+    let limit = match lower.chars().count() {
+        0..=3 => 1,
+        4..=7 => 2,
+        _ => 3,
+    };
+    candidates
+        .into_iter()
+        .filter(|candidate| *candidate != word && !candidate.is_empty())
+        .map(|candidate| {
+            let distance = strsim::damerau_levenshtein(&lower, &candidate.to_lowercase());
+            (distance, candidate)
+        })
+        .filter(|(distance, _)| *distance <= limit)
+        .min_by_key(|(distance, _)| *distance)
+        .map(|(_, candidate)| candidate)
+}
+
+/// `; did you mean `x`?` for a misspelled key, or nothing.
+pub fn suggest_key<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> String {
+    closest(word, candidates)
+        .map(|key| format!("; did you mean `{key}`?"))
+        .unwrap_or_default()
+}
+
+/// The keys a derived struct reads, as serde names them (after renames); empty for a type that
+/// is not a struct.
+pub fn fields_of<T: serde::de::DeserializeOwned>() -> &'static [&'static str] {
+    let mut fields = None;
+    let _ = T::deserialize(FieldNames(&mut fields));
+    fields.unwrap_or(&[])
+}
+
+/// A deserializer that only records the field names a struct asks for.
+struct FieldNames<'a>(&'a mut Option<&'static [&'static str]>);
+
+impl<'de> serde::Deserializer<'de> for FieldNames<'_> {
+    type Error = serde::de::value::Error;
+
+    fn deserialize_any<V: serde::de::Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
+        Err(serde::de::Error::custom("not a struct"))
+    }
+
+    fn deserialize_struct<V: serde::de::Visitor<'de>>(
+        self,
+        _: &'static str,
+        fields: &'static [&'static str],
+        _: V,
+    ) -> Result<V::Value, Self::Error> {
+        *self.0 = Some(fields);
+        Err(serde::de::Error::custom("field names recorded"))
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+        option unit unit_struct newtype_struct seq tuple tuple_struct map enum identifier
+        ignored_any
     }
 }
 

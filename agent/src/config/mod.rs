@@ -16,7 +16,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
-pub use diagnostic::{ConfigError, Diagnostic, Diagnostics};
+pub use diagnostic::{ConfigError, Diagnostic, Diagnostics, by_line, closest, fields_of};
 pub use raw::RawItem;
 pub use secret::Secret;
 
@@ -164,7 +164,12 @@ impl ActionConfig {
         {
             object.remove(*key);
         }
-        parse_object(&self.item, &self.place(), object)
+        let common = ACTION_COMMON_KEYS
+            .iter()
+            .chain(crate::outbox::retry::POLICY_KEYS)
+            .copied();
+        let known: Vec<&str> = fields_of::<T>().iter().copied().chain(common).collect();
+        parse_object(&self.item, &self.place(), object, &known, &[])
     }
 }
 
@@ -271,8 +276,9 @@ impl Config {
         };
         for (key, _, line) in &doc.top {
             if !KNOWN_TOP_KEYS.contains(&key.as_str()) {
+                let hint = diagnostic::suggest_key(key, KNOWN_TOP_KEYS.iter().copied());
                 diags.warn(
-                    Diagnostic::new(top, "unknown key, ignored")
+                    Diagnostic::new(top, format!("unknown key, ignored{hint}"))
                         .key(key)
                         .line(Some(*line)),
                 );
@@ -280,7 +286,14 @@ impl Config {
         }
 
         let routes = parse_list(&doc.routes, "route", diags, |item, place| {
-            let (mut route, warnings) = parse_object::<RouteConfig>(item, place, item.to_object())?;
+            let nested = [("plugins", fields_of::<Plugins>())];
+            let (mut route, warnings) = parse_object::<RouteConfig>(
+                item,
+                place,
+                item.to_object(),
+                fields_of::<RouteConfig>(),
+                &nested,
+            )?;
             route.item = item.clone();
             Ok((route, warnings))
         });
@@ -307,7 +320,7 @@ impl Config {
                     object.insert((*key).to_string(), value.clone());
                 }
             }
-            let (keys, _) = parse_object::<ActionKeys>(item, place, object)?;
+            let (keys, _) = parse_object::<ActionKeys>(item, place, object, &[], &[])?;
             let mut policy_keys = serde_json::Map::new();
             for key in crate::outbox::retry::POLICY_KEYS {
                 if let Some(value) = item.get(key) {
@@ -315,7 +328,7 @@ impl Config {
                 }
             }
             let (mut policy, _) =
-                parse_object::<crate::outbox::DeliveryPolicy>(item, place, policy_keys)?;
+                parse_object::<crate::outbox::DeliveryPolicy>(item, place, policy_keys, &[], &[])?;
             if item.get("max-concurrency").is_none() && keys.kind.eq_ignore_ascii_case("log") {
                 policy.max_concurrency = crate::outbox::retry::LOCAL_CONCURRENCY;
             }
@@ -407,11 +420,14 @@ fn parse_list<T>(
     out
 }
 
-/// Deserializes one item, reporting unknown keys as warnings and errors with the key's line.
+/// Deserializes one item, reporting unknown keys as warnings (with the `known` key, or the key
+/// of a `nested` mapping, each is likely a misspelling of) and errors with the key's line.
 fn parse_object<T: DeserializeOwned>(
     item: &RawItem,
     place: &str,
     object: serde_json::Map<String, serde_json::Value>,
+    known: &[&str],
+    nested: &[(&str, &[&str])],
 ) -> Result<(T, Vec<Diagnostic>), Diagnostic> {
     let value = serde_json::Value::Object(object);
     let mut unknown = Vec::new();
@@ -445,7 +461,20 @@ fn parse_object<T: DeserializeOwned>(
                 .next()
                 .unwrap_or_default()
                 .to_string();
-            Diagnostic::new(place, "unknown key, ignored")
+            // serde_ignored writes `?` for the Option around a nested mapping.
+            let path = path.replace(".?.", ".");
+            let hint = match path.split_once('.') {
+                None => diagnostic::suggest_key(&path, known.iter().copied()),
+                Some((parent, rest)) => nested
+                    .iter()
+                    .find(|(name, _)| *name == parent)
+                    .map(|(_, keys)| {
+                        let key = rest.rsplit('.').next().unwrap_or(rest);
+                        diagnostic::suggest_key(key, keys.iter().copied())
+                    })
+                    .unwrap_or_default(),
+            };
+            Diagnostic::new(place, format!("unknown key, ignored{hint}"))
                 .key(path)
                 .line(item.line_of(&first))
         })
@@ -457,7 +486,13 @@ fn parse_template(
     item: &RawItem,
     place: &str,
 ) -> Result<(TemplateConfig, Vec<Diagnostic>), Diagnostic> {
-    let (keys, mut warnings) = parse_object::<TemplateKeys>(item, place, item.to_object())?;
+    let (keys, mut warnings) = parse_object::<TemplateKeys>(
+        item,
+        place,
+        item.to_object(),
+        fields_of::<TemplateKeys>(),
+        &[],
+    )?;
     // Postee's precedence: legacy, rego-package, url, body; the last one set wins.
     let mut candidates = Vec::new();
     if let Some(v) = keys.legacy_scan_renderer.filter(|v| !v.is_empty()) {
@@ -544,15 +579,29 @@ fn check_references(
     for route in routes {
         let place = format!("route \"{}\"", route.name);
         match &route.template {
-            None => diags.error(
-                Diagnostic::new(&place, "required key \"template\" is missing")
+            None => {
+                // A misspelled `template:` is also warned about; say so here, where it bites.
+                let misspelled = route
+                    .item
+                    .entries
+                    .iter()
+                    .find(|(key, _, _)| closest(key, ["template"]).is_some())
+                    .map(|(key, _, line)| format!(" (`{key}` on line {line} is not it)"))
+                    .unwrap_or_default();
+                diags.error(
+                    Diagnostic::new(
+                        &place,
+                        format!("required key \"template\" is missing{misspelled}"),
+                    )
                     .line(route.item.line),
-            ),
+                )
+            }
             Some(name) if !templates.iter().any(|t| &t.name == name) => diags.error(
                 Diagnostic::new(
                     &place,
                     format!(
-                        "unknown template \"{name}\" (defined: {})",
+                        "unknown template \"{name}\"{} (defined: {})",
+                        suggest_name(name, templates.iter().map(|t| t.name.as_str())),
                         list(templates.iter().map(|t| &t.name))
                     ),
                 )
@@ -577,7 +626,8 @@ fn check_references(
                     Diagnostic::new(
                         &place,
                         format!(
-                            "unknown action \"{name}\" (defined: {})",
+                            "unknown action \"{name}\"{} (defined: {})",
+                            suggest_name(name, actions.iter().map(|a| a.name.as_str())),
                             list(actions.iter().map(|a| &a.name))
                         ),
                     )
@@ -609,6 +659,13 @@ fn check_references(
             );
         }
     }
+}
+
+/// `; did you mean "x"?` for a name that is likely a misspelling of a defined one, or nothing.
+fn suggest_name<'a>(name: &str, defined: impl IntoIterator<Item = &'a str>) -> String {
+    closest(name, defined)
+        .map(|defined| format!("; did you mean \"{defined}\"?"))
+        .unwrap_or_default()
 }
 
 fn list<'a>(names: impl Iterator<Item = &'a String>) -> String {

@@ -160,3 +160,50 @@ fn an_action_indented_under_another_actions_key_is_reported() {
         "{errors:?}"
     );
 }
+
+#[test]
+fn closest_suggests_only_near_misses() {
+    let keys = ["template", "actions", "input", "input-files", "name"];
+    assert_eq!(closest("tempalte", keys), Some("template"));
+    assert_eq!(closest("Template", keys), Some("template"));
+    assert_eq!(closest("action", keys), Some("actions"));
+    assert_eq!(closest("input-file", keys), Some("input-files"));
+    assert_eq!(closest("plugins", keys), None);
+    assert_eq!(closest("x", keys), None);
+    assert_eq!(
+        closest("rego-pakage", ["rego-package", "body", "url"]),
+        Some("rego-package")
+    );
+}
+
+#[test]
+fn fields_of_lists_the_keys_serde_reads() {
+    let route = fields_of::<RouteConfig>();
+    for key in [
+        "name",
+        "input",
+        "input-files",
+        "actions",
+        "template",
+        "plugins",
+    ] {
+        assert!(route.contains(&key), "{key} in {route:?}");
+    }
+    assert!(fields_of::<Plugins>().contains(&"aggregate-message-number"));
+    assert!(fields_of::<String>().is_empty());
+}
+
+#[test]
+fn errors_print_in_line_order() {
+    let mut diagnostics = Diagnostics::default();
+    for line in [Some(9), None, Some(2), Some(5)] {
+        diagnostics.error(Diagnostic::new("x", "y").line(line));
+    }
+    let text = diagnostics.to_string();
+    assert!(
+        text.starts_with(
+            "error: line 2: x: y\nerror: line 5: x: y\nerror: line 9: x: y\nerror: x: y"
+        ),
+        "{text}"
+    );
+}
