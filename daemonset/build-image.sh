@@ -4,7 +4,8 @@
 #
 #   sh daemonset/build-image.sh [BINARY] [TAG]      # defaults: target/dist/hooker hooker:latest
 #
-# Build the binary first with `cargo build --profile dist -p hooker`. Run as root (the image's files are owned by the agent's user, 10001).
+# Build the binary first with `cargo build --profile dist -p hooker`. Run as root (the image's
+# files are owned by the agent's user, 10001).
 set -eu
 cd "$(dirname "$0")/.."
 
