@@ -3,7 +3,8 @@
 //!
 //! A `rego-package` template is looked up in the catalog: the built-in templates compiled into the
 //! binary, then the templates directory (`HOOKER_REGO_TEMPLATES`), which may override them. Postee
-//! package names (`postee.rawmessage.json`) resolve to Hooker's (`hooker.rawmessage.json`).
+//! package names (`postee.rawmessage.json`) resolve to Hooker's (`hooker.rawmessage.json`), and so
+//! do those of the Go fork also called Hooker (`hooker.tracker.html` → `hooker.tracee.html`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -34,6 +35,9 @@ pub const BUILTIN: &[(&str, &str)] = builtin![
     "vuls-slack-aggregation.rego",
     "vuls-cyclonedx.rego",
     "vuls-opsgenie.rego",
+    "servicenow.rego",
+    "servicenow-incident.rego",
+    "servicenow-insight.rego",
     "aggregate-slack.rego",
     "aggregate-html.rego",
     "aggregate-jira.rego",
@@ -124,17 +128,37 @@ impl Catalog {
         }
     }
 
-    /// Finds a package, accepting Postee's `postee.*` names for Hooker's `hooker.*` templates.
+    /// Finds a package, accepting Postee's `postee.*` names for Hooker's `hooker.*` templates, and
+    /// the names of the Go fork of Postee also called Hooker (khulnasoft-lab/hooker), whose
+    /// templates are Postee's renamed: `hooker.tracker.*` (Tracee), `hooker.tunnel.*` (Trivy),
+    /// `hooker.tunneloperator.*` (trivy-operator).
     pub fn find(&self, package: &str) -> Option<&CatalogEntry> {
         self.entries.get(package).or_else(|| {
-            let rest = package.strip_prefix("postee.")?;
+            let rest = package
+                .strip_prefix("postee.")
+                .or_else(|| package.strip_prefix("hooker."))?;
             let renamed = match rest {
                 // Postee spelled its CycloneDX package without the "e".
                 "vuls.cyclondx" => "vuls.cyclonedx".to_string(),
-                // Postee's Trivy-report Slack template and its aggregation.
-                "vuls.trivy.slack" => "trivy.slack".to_string(),
-                "vuls.slack.trivy.aggregation" => "aggregate.slack".to_string(),
-                other => other.to_string(),
+                // Postee's Trivy-report Slack template and its aggregation (and the fork's).
+                "vuls.trivy.slack" | "vuls.tunnel.slack" => "trivy.slack".to_string(),
+                "vuls.slack.trivy.aggregation" | "vuls.slack.tunnel.aggregation" => {
+                    "aggregate.slack".to_string()
+                }
+                other => {
+                    let (family, channel) = other.split_once('.').unwrap_or((other, ""));
+                    let family = match family {
+                        "tracker" => "tracee",
+                        "tunnel" => "trivy",
+                        "tunneloperator" => "trivyoperator",
+                        family => family,
+                    };
+                    if channel.is_empty() {
+                        family.to_string()
+                    } else {
+                        format!("{family}.{channel}")
+                    }
+                }
             };
             self.entries.get(&format!("hooker.{renamed}"))
         })
