@@ -38,6 +38,7 @@ pub const BUILTIN: &[(&str, &str)] = builtin![
     "servicenow.rego",
     "servicenow-incident.rego",
     "servicenow-insight.rego",
+    "postee-common.rego",
     "aggregate-slack.rego",
     "aggregate-html.rego",
     "aggregate-jira.rego",
@@ -607,6 +608,42 @@ mod tests {
         ] {
             Template::compile("c", TemplateText::Module(body), &catalog).unwrap();
         }
+    }
+
+    /// A custom template written for Postee imports its common helpers (`data.postee.*`) and gets
+    /// Postee's answers without shipping Postee's `common.rego`.
+    #[test]
+    fn postee_common_helpers_are_built_in() {
+        let catalog = Catalog::load(None).unwrap();
+        let body = r#"package custom
+import data.postee.by_flag
+import data.postee.clamp
+import data.postee.duplicate
+import data.postee.flat_array
+import data.postee.with_default
+title := with_default(input, "name", "no name")
+result := {
+    "flag": [by_flag("a", "b", true), by_flag("a", "b", false), by_flag("a", "b", "x")],
+    "dup": [duplicate("a", "b", 1), duplicate("a", "b", 2)],
+    "clamp": [clamp(3, 5), clamp(7, 5)],
+    "flat": flat_array([[1, 2], [3]]),
+    "default": [with_default(input, "missing", "d"), with_default(input, "off", "d"),
+                with_default(input, "empty", "d"), with_default(input, "n", "d")],
+}
+"#;
+        let mut t = Template::compile("c", TemplateText::Module(body), &catalog).unwrap();
+        let m = render(&mut t, json!({"off": false, "empty": "", "n": 0}));
+        assert_eq!(m.title, "no name");
+        assert_eq!(
+            m.body_json(),
+            Some(json!({
+                "flag": ["a", "b", "a"],
+                "dup": ["a", "b"],
+                "clamp": [3, 5],
+                "flat": [1, 2, 3],
+                "default": ["d", "d", "", 0],
+            }))
+        );
     }
 
     #[test]
