@@ -9,8 +9,8 @@
 //! fatal error printed after the agent stopped goes straight to the terminal again.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Write};
-use std::os::fd::OwnedFd;
+use std::io::{BufRead, BufReader, PipeReader, Write};
+use std::os::fd::AsFd;
 use std::sync::OnceLock;
 use std::sync::mpsc;
 use std::time::Duration;
@@ -71,11 +71,13 @@ pub fn route_to_log() -> Option<Routed> {
 }
 
 fn try_route() -> std::io::Result<Routed> {
-    let original = File::from(nix::unistd::dup(std::io::stderr())?);
+    // Both the copy and the pipe are close-on-exec: a child process (an `exec` action) inherits
+    // neither, only descriptor 2 itself.
+    let original = File::from(std::io::stderr().as_fd().try_clone_to_owned()?);
     if ORIGINAL.set(original).is_err() {
         return Err(std::io::Error::other("stderr is already routed"));
     }
-    let (read, write) = nix::unistd::pipe()?;
+    let (read, write) = std::io::pipe()?;
     let (done_tx, done) = mpsc::channel();
     std::thread::Builder::new()
         .name("stderr-log".into())
@@ -88,8 +90,8 @@ fn try_route() -> std::io::Result<Routed> {
 }
 
 /// Logs each line read from `read` until every writer has closed the pipe.
-fn forward(read: OwnedFd) {
-    let mut reader = BufReader::new(File::from(read));
+fn forward(read: PipeReader) {
+    let mut reader = BufReader::new(read);
     let mut line = Vec::new();
     loop {
         line.clear();
