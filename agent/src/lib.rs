@@ -23,6 +23,7 @@ pub mod pipeline;
 pub mod router;
 pub mod run;
 pub mod send;
+pub mod stderr;
 pub mod supervise;
 pub mod tls;
 
@@ -32,14 +33,15 @@ pub fn colour(terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
     terminal && no_color.is_none_or(|value| value.is_empty())
 }
 
-/// Sets up logging to stderr (stdout belongs to the `stdout` action).
+/// Sets up logging to stderr (stdout belongs to the `stdout` action), through
+/// [`stderr::LogWriter`] so it still reaches it when [`stderr::route_to_log`] is on.
 pub fn init_logging(debug: bool, format: config::settings::LogFormat) {
     use tracing_subscriber::EnvFilter;
     let default = if debug { "hooker=debug,info" } else { "info" };
     let filter = EnvFilter::try_from_env("HOOKER_LOG").unwrap_or_else(|_| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(|| stderr::LogWriter)
         .with_ansi(colour(
             std::io::IsTerminal::is_terminal(&std::io::stderr()),
             std::env::var_os("NO_COLOR"),

@@ -189,6 +189,9 @@ fn main() -> ExitCode {
         _ => (false, LogFormat::Text),
     };
     hooker::init_logging(debug, format);
+    // While the agent runs, what libraries print on stderr themselves (regorus) is logged too.
+    let running = matches!(cli.command, None | Some(Command::Run(_)));
+    let stderr_to_log = running.then(hooker::stderr::route_to_log).flatten();
     // A fatal error (an invalid config refused by `run`) is logged in the format asked for.
     let json_logs = format == LogFormat::Json;
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -300,6 +303,7 @@ fn main() -> ExitCode {
             }
         }
     });
+    drop(stderr_to_log);
     match result {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,

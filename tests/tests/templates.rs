@@ -147,30 +147,70 @@ async fn trivyoperator_sbom_report_renders_for_dependency_track() -> Result<()> 
     check_family("trivyoperator", &["dependencytrack"], &[sbom, wrapped]).await
 }
 
-/// Postee's package names keep working: each renders exactly what its Hooker template renders.
+/// Postee's package names keep working, and so do those of the Go fork of Postee also called
+/// Hooker (khulnasoft-lab/hooker: Tracee is "tracker", Trivy "tunnel" there): each renders exactly
+/// what its Hooker template renders. `(event, alias, built-in)`.
 #[tokio::test]
 async fn postee_package_names_render_the_built_in_templates() -> Result<()> {
     let pairs = [
-        ("postee.tracee.slack", "hooker.tracee.slack"),
-        ("postee.tracee.html", "hooker.tracee.html"),
-        ("postee.vuls.trivy.slack", "hooker.trivy.slack"),
-        ("postee.trivy.jira", "hooker.trivy.jira"),
-        ("postee.trivyoperator.slack", "hooker.trivyoperator.slack"),
-        ("postee.trivyoperator.jira", "hooker.trivyoperator.jira"),
+        (0, "postee.tracee.slack", "hooker.tracee.slack"),
+        (0, "postee.tracee.html", "hooker.tracee.html"),
+        (1, "postee.vuls.trivy.slack", "hooker.trivy.slack"),
         (
+            1,
+            "postee.vuls.slack.trivy.aggregation",
+            "hooker.aggregate.slack",
+        ),
+        (1, "postee.trivy.jira", "hooker.trivy.jira"),
+        (
+            2,
+            "postee.trivyoperator.slack",
+            "hooker.trivyoperator.slack",
+        ),
+        (2, "postee.trivyoperator.jira", "hooker.trivyoperator.jira"),
+        (
+            3,
             "postee.trivyoperator.dependencytrack",
             "hooker.trivyoperator.dependencytrack",
         ),
+        (4, "postee.vuls.cyclondx", "hooker.vuls.cyclonedx"),
+        (4, "postee.vuls.opsgenie", "hooker.vuls.opsgenie"),
+        (4, "postee.servicenow", "hooker.servicenow"),
+        (0, "hooker.tracker.html", "hooker.tracee.html"),
+        (0, "hooker.tracker.slack", "hooker.tracee.slack"),
+        (0, "hooker.tracker.pagerduty", "hooker.tracee.pagerduty"),
+        (1, "hooker.tunnel.jira", "hooker.trivy.jira"),
+        (1, "hooker.vuls.tunnel.slack", "hooker.trivy.slack"),
+        (
+            1,
+            "hooker.vuls.slack.tunnel.aggregation",
+            "hooker.aggregate.slack",
+        ),
+        (
+            2,
+            "hooker.tunneloperator.slack",
+            "hooker.trivyoperator.slack",
+        ),
+        (2, "hooker.tunneloperator.jira", "hooker.trivyoperator.jira"),
+        (
+            3,
+            "hooker.tunneloperator.dependencytrack",
+            "hooker.trivyoperator.dependencytrack",
+        ),
+        (4, "hooker.vuls.cyclondx", "hooker.vuls.cyclonedx"),
     ];
     let events = json!([
         fixture_json("tracee/v0.12-era-signature-dropped-executable-TRC-1022.json"),
         fixture_json("postee/trivy-input.json"),
         fixture_json("postee/trivy-operator-input.json"),
         Input::ours("trivyoperator-sbomreport.json").event,
+        fixture_json("postee/aqua-input.json"),
     ]);
-    let packages: Vec<&str> = pairs.iter().flat_map(|(a, b)| [*a, *b]).collect();
+    let mut packages: Vec<&str> = pairs.iter().flat_map(|(_, a, b)| [*a, *b]).collect();
+    packages.sort_unstable();
+    packages.dedup();
     let report = test_route(&packages, &events).await?;
-    for (event, (postee, ours)) in [0, 0, 1, 1, 2, 2, 3].into_iter().zip(pairs) {
+    for (event, postee, ours) in pairs {
         let routes = &report[event]["routes"];
         let find = |package: &str| {
             routes
@@ -193,6 +233,93 @@ async fn postee_package_names_render_the_built_in_templates() -> Result<()> {
             );
         }
     }
+    Ok(())
+}
+
+/// The ServiceNow templates (`hooker.servicenow`, `.incident`, `.insight`, and their Postee names)
+/// over Aqua's image-scan, incident and insight events, with and without `aqua-server`. On Postee's
+/// own test inputs the bodies equal Postee's goldens (`regoservice/testdata/goldens/servicenow*`)
+/// byte for byte and the fields equal Postee's expected values; the golden files here hold them.
+#[tokio::test]
+async fn servicenow_templates_match_golden_files() -> Result<()> {
+    let scan = fixture_json("postee/aqua-input.json");
+    let with_type = |entity_type: u8| {
+        let mut event = scan.clone();
+        event["entity_type"] = json!(entity_type);
+        event
+    };
+    let insight = fixture_json("postee/aqua-insight-input.json");
+    let mut sensitive_only = insight.clone();
+    sensitive_only["evidence"]["vulnerabilities_remediation"] = Value::Null;
+    sensitive_only["evidence"]["sensitive_data_remediation"] = json!("Remove the file");
+    let cases: [(&str, Vec<Input>); 3] = [
+        (
+            "hooker.servicenow",
+            vec![
+                Input::fixture("postee/aqua-input.json"),
+                Input::fixture("postee/all-in-one-image.json"),
+                Input::generated("generated-function", with_type(1)),
+                Input::generated("generated-vm", with_type(2)),
+                Input::generated("generated-empty", json!({})),
+            ],
+        ),
+        (
+            "hooker.servicenow.incident",
+            vec![
+                Input::fixture("postee/aqua-incident-input.json"),
+                Input::generated("generated-empty", json!({})),
+            ],
+        ),
+        (
+            "hooker.servicenow.insight",
+            vec![
+                Input::fixture("postee/aqua-insight-input.json"),
+                Input::generated("generated-sensitive-data-remediation", sensitive_only),
+                Input::generated("generated-empty", json!({})),
+            ],
+        ),
+    ];
+    let mut problems = Vec::new();
+    for (head, suffix) in [
+        ("", ""),
+        ("aqua-server: https://aqua.example.com\n", "-aqua-server"),
+    ] {
+        for (package, inputs) in &cases {
+            let postee = package.replacen("hooker.", "postee.", 1);
+            let events = Value::Array(inputs.iter().map(|i| i.event.clone()).collect());
+            let report = test_route_with(head, &[package, &postee], &events).await?;
+            for (index, input) in inputs.iter().enumerate() {
+                let find = |package: &str| {
+                    report[index]["routes"]
+                        .as_array()
+                        .and_then(|all| all.iter().find(|r| r["route"] == route_name(package)))
+                        .cloned()
+                        .unwrap_or(Value::Null)
+                };
+                let (ours, alias) = (find(package), find(&postee));
+                for key in ["matched", "error", "title", "url", "fields", "deliveries"] {
+                    ensure!(
+                        ours.get(key) == alias.get(key),
+                        "{postee} and {package} differ in {key} on {}",
+                        input.name
+                    );
+                }
+                let file = golden_dir()
+                    .join(package.trim_start_matches("hooker."))
+                    .join(format!("{}{suffix}.txt", input.name));
+                let checked = golden_text(&ours).and_then(|rendered| compare(&file, &rendered));
+                if let Err(err) = checked {
+                    problems.push(format!("{package} on {}{suffix}: {err:#}", input.name));
+                }
+            }
+        }
+    }
+    ensure!(
+        problems.is_empty(),
+        "{} problem(s):\n{}\n(HOOKER_BLESS=1 rewrites the golden files)",
+        problems.len(),
+        problems.join("\n")
+    );
     Ok(())
 }
 
@@ -250,8 +377,13 @@ fn route_name(package: &str) -> String {
 
 /// Runs `hooker test-route` with one route (and one stdout action) per package over `events`.
 async fn test_route(packages: &[&str], events: &Value) -> Result<Value> {
+    test_route_with("", packages, events).await
+}
+
+/// [`test_route`] with `head` (top-level settings such as `aqua-server`) at the top of cfg.yaml.
+async fn test_route_with(head: &str, packages: &[&str], events: &Value) -> Result<Value> {
     let dir = TempDir::new("templates");
-    let mut cfg = String::from("routes:\n");
+    let mut cfg = format!("{head}routes:\n");
     for package in packages {
         let name = route_name(package);
         cfg += &format!("  - name: {name}\n    template: {name}\n    actions: [out]\n");

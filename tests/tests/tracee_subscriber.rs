@@ -2,15 +2,18 @@
 //! process built from the same proto): it waits for an absent Tracee, subscribes with the
 //! configured policies, routes real-shaped detections and syscall events (as the JSON Tracee
 //! prints), survives `kill -9` of Tracee mid-stream by reconnecting, and sheds (counted) instead
-//! of stalling when the outbox is full.
+//! of stalling when the outbox is full. Every Tracee data type routes the same over gRPC as in the
+//! JSON Tracee prints for it (its webhook, json and forward outputs) posted over HTTP.
 
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
+use hooker_grpc::tracee::v1beta1 as pb;
 use hooker_tests::{Agent, Reply, Sink, TempDir, fixture, wait_until};
-use serde_json::Value;
+use pb::event_value::Value as Kind;
+use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, Command};
 
@@ -111,6 +114,27 @@ impl FakeTracee {
         let lines = self.wait_for("emitted", emitted + 1).await?;
         let last = &lines[emitted];
         anyhow::ensure!(last["sent"] == files.len(), "fake_tracee sent {last}");
+        Ok(())
+    }
+
+    /// Streams `events` (written to a file for fake_tracee), tagged; waits until they are sent.
+    async fn emit_pb(&mut self, tag: &str, events: &[pb::Event]) -> Result<()> {
+        use prost::Message;
+        let dir = TempDir::new("tracee-pb");
+        let file = dir.join("events.pb");
+        let mut bytes = Vec::new();
+        for event in events {
+            event.encode_length_delimited(&mut bytes)?;
+        }
+        std::fs::write(&file, bytes)?;
+        let emitted = self.lines("emitted").len();
+        self.stdin
+            .write_all(format!("emit-pb {tag} {}\n", file.display()).as_bytes())
+            .await?;
+        self.stdin.flush().await?;
+        let lines = self.wait_for("emitted", emitted + 1).await?;
+        let last = &lines[emitted];
+        anyhow::ensure!(last["sent"] == events.len(), "fake_tracee sent {last}");
         Ok(())
     }
 
@@ -471,6 +495,807 @@ async fn a_full_outbox_sheds_tracee_events_without_stalling_the_stream() -> Resu
             .as_str()
             .is_some_and(|m| m.contains("shedding events"))
     }));
+    tracee.kill9().await?;
+    Ok(())
+}
+
+/// One Tracee argument of each data type (and the edge values of each), with the `data[]` item
+/// Tracee prints for it: its `Event.MarshalJSON` (api/v1beta1/event_json.go) writes the scalar
+/// kinds itself (64-bit integers as strings, bytes as base64, empty arrays as `{}`, an empty
+/// sockaddr as `{}`, capabilities and wrapped ids as numbers, floats as Go's `%g`) and the network
+/// kinds with protojson (proto field names, zero values left out, enums by name, 64-bit integers
+/// as strings, a set but empty message as `{}`).
+fn data_cases() -> Vec<(&'static str, Option<Kind>, Value)> {
+    let header = |values: &[&str]| pb::HttpHeader {
+        header: values.iter().map(|v| v.to_string()).collect(),
+    };
+    let record = |name: &str, kind: &str| pb::DnsResourceRecord {
+        name: name.into(),
+        r#type: kind.into(),
+        class: "IN".into(),
+        ttl: 300,
+        ..Default::default()
+    };
+    let structure = prost_types::Struct {
+        fields: [
+            ("n", prost_types::value::Kind::NumberValue(1.0)),
+            ("f", prost_types::value::Kind::NumberValue(2.5)),
+            ("big", prost_types::value::Kind::NumberValue(1e6)),
+            ("s", prost_types::value::Kind::StringValue("x".into())),
+            ("b", prost_types::value::Kind::BoolValue(true)),
+            ("z", prost_types::value::Kind::NullValue(0)),
+            (
+                "l",
+                prost_types::value::Kind::ListValue(prost_types::ListValue {
+                    values: vec![prost_types::Value {
+                        kind: Some(prost_types::value::Kind::StringValue("y".into())),
+                    }],
+                }),
+            ),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), prost_types::Value { kind: Some(v) }))
+        .collect(),
+    };
+    vec![
+        ("int32", Some(Kind::Int32(-5)), json!({"int32": -5})),
+        ("int32_zero", Some(Kind::Int32(0)), json!({"int32": 0})),
+        (
+            "int64",
+            Some(Kind::Int64(-9_007_199_254_740_993)),
+            json!({"int64": "-9007199254740993"}),
+        ),
+        (
+            "u_int32",
+            Some(Kind::UInt32(u32::MAX)),
+            json!({"u_int32": 4_294_967_295u32}),
+        ),
+        (
+            "u_int64",
+            Some(Kind::UInt64(u64::MAX)),
+            json!({"u_int64": "18446744073709551615"}),
+        ),
+        (
+            "str",
+            Some(Kind::Str("a \"quoted\"\n\tline, ünïcode \u{1}".into())),
+            json!({"str": "a \"quoted\"\n\tline, ünïcode \u{1}"}),
+        ),
+        (
+            "str_empty",
+            Some(Kind::Str(String::new())),
+            json!({"str": ""}),
+        ),
+        (
+            "bytes",
+            Some(Kind::Bytes(vec![0, 1, 2, 255, 254])),
+            json!({"bytes": "AAEC//4="}),
+        ),
+        ("bool", Some(Kind::Bool(false)), json!({"bool": false})),
+        (
+            "str_array",
+            Some(Kind::StrArray(pb::StringArray {
+                value: vec!["/bin/sh".into(), "-c".into(), String::new()],
+            })),
+            json!({"str_array": {"value": ["/bin/sh", "-c", ""]}}),
+        ),
+        (
+            "str_array_empty",
+            Some(Kind::StrArray(pb::StringArray::default())),
+            json!({"str_array": {}}),
+        ),
+        (
+            "int32_array",
+            Some(Kind::Int32Array(pb::Int32Array {
+                value: vec![-1, 0, 2],
+            })),
+            json!({"int32_array": {"value": [-1, 0, 2]}}),
+        ),
+        (
+            "int32_array_empty",
+            Some(Kind::Int32Array(pb::Int32Array::default())),
+            json!({"int32_array": {}}),
+        ),
+        (
+            "u_int64_array",
+            Some(Kind::UInt64Array(pb::UInt64Array {
+                value: vec![0, u64::MAX],
+            })),
+            json!({"u_int64_array": {"value": ["0", "18446744073709551615"]}}),
+        ),
+        (
+            "sockaddr_inet",
+            Some(Kind::Sockaddr(pb::SockAddr {
+                sa_family: pb::SaFamilyT::AfInet as i32,
+                sin_addr: "192.0.2.1".into(),
+                sin_port: 443,
+                ..Default::default()
+            })),
+            json!({"sockaddr": {"sa_family": "AF_INET", "sin_addr": "192.0.2.1", "sin_port": 443}}),
+        ),
+        (
+            "sockaddr_inet6",
+            Some(Kind::Sockaddr(pb::SockAddr {
+                sa_family: pb::SaFamilyT::AfInet6 as i32,
+                sin6_addr: "2001:db8::1".into(),
+                sin6_port: 8443,
+                sin6_flowinfo: 7,
+                sin6_scopeid: 2,
+                ..Default::default()
+            })),
+            json!({"sockaddr": {"sa_family": "AF_INET6", "sin6_addr": "2001:db8::1", "sin6_port": 8443, "sin6_flowinfo": 7, "sin6_scopeid": 2}}),
+        ),
+        (
+            "sockaddr_unix",
+            Some(Kind::Sockaddr(pb::SockAddr {
+                sa_family: pb::SaFamilyT::AfUnix as i32,
+                sun_path: "/run/containerd/containerd.sock".into(),
+                ..Default::default()
+            })),
+            json!({"sockaddr": {"sa_family": "AF_UNIX", "sun_path": "/run/containerd/containerd.sock"}}),
+        ),
+        (
+            "sockaddr_empty",
+            Some(Kind::Sockaddr(pb::SockAddr::default())),
+            json!({"sockaddr": {}}),
+        ),
+        (
+            "sockaddr_unspec_with_port",
+            Some(Kind::Sockaddr(pb::SockAddr {
+                sin_port: 53,
+                ..Default::default()
+            })),
+            json!({"sockaddr": {"sa_family": "SA_FAMILY_T_UNSPEC", "sin_port": 53}}),
+        ),
+        (
+            "sockaddr_unknown_family",
+            Some(Kind::Sockaddr(pb::SockAddr {
+                sa_family: 99,
+                ..Default::default()
+            })),
+            json!({"sockaddr": {"sa_family": "99"}}),
+        ),
+        (
+            "credentials",
+            Some(Kind::Credentials(pb::Credentials {
+                uid: Some(0),
+                gid: Some(1000),
+                euid: Some(0),
+                user_namespace: Some(4_026_531_837),
+                cap_effective: vec![0, 21, 40],
+                cap_bounding: vec![pb::Capability::CapChown as i32],
+                ..Default::default()
+            })),
+            json!({"credentials": {"uid": 0, "gid": 1000, "euid": 0, "user_namespace": 4_026_531_837u32, "cap_effective": [0, 21, 40], "cap_bounding": [0]}}),
+        ),
+        (
+            "credentials_empty",
+            Some(Kind::Credentials(pb::Credentials::default())),
+            json!({"credentials": {}}),
+        ),
+        (
+            "timespec",
+            Some(Kind::Timespec(pb::Timespec { value: Some(1.5) })),
+            json!({"timespec": {"value": 1.5}}),
+        ),
+        (
+            "timespec_integral",
+            Some(Kind::Timespec(pb::Timespec { value: Some(3.0) })),
+            json!({"timespec": {"value": 3}}),
+        ),
+        (
+            // Go prints 1.70000000025e+09.
+            "timespec_large",
+            Some(Kind::Timespec(pb::Timespec {
+                value: Some(1_700_000_000.25),
+            })),
+            json!({"timespec": {"value": 1_700_000_000.25}}),
+        ),
+        (
+            // Go prints 2e+06: a float to a JSON reader.
+            "timespec_large_integral",
+            Some(Kind::Timespec(pb::Timespec {
+                value: Some(2_000_000.0),
+            })),
+            json!({"timespec": {"value": 2e6}}),
+        ),
+        (
+            "timespec_empty",
+            Some(Kind::Timespec(pb::Timespec::default())),
+            json!({"timespec": null}),
+        ),
+        (
+            "pointer",
+            Some(Kind::Pointer(0xffff_ffff_8100_0000)),
+            json!({"pointer": "18446744071578845184"}),
+        ),
+        (
+            "struct",
+            Some(Kind::Struct(structure)),
+            json!({"struct": {"n": 1, "f": 2.5, "big": 1e6, "s": "x", "b": true, "z": null, "l": ["y"]}}),
+        ),
+        (
+            "hooked_syscalls",
+            Some(Kind::HookedSyscalls(pb::HookedSyscalls {
+                value: vec![
+                    pb::HookedSymbolData {
+                        symbol_name: "__x64_sys_kill".into(),
+                        module_owner: "diamorphine".into(),
+                    },
+                    pb::HookedSymbolData::default(),
+                ],
+            })),
+            json!({"hooked_syscalls": {"value": [{"symbol_name": "__x64_sys_kill", "module_owner": "diamorphine"}, {}]}}),
+        ),
+        (
+            "hooked_seq_ops",
+            Some(Kind::HookedSeqOps(pb::HookedSeqOps {
+                value: [(
+                    "tcp4_seq_ops_show".to_string(),
+                    pb::HookedSymbolData {
+                        symbol_name: "hooked_show".into(),
+                        module_owner: "reptile".into(),
+                    },
+                )]
+                .into(),
+            })),
+            json!({"hooked_seq_ops": {"value": {"tcp4_seq_ops_show": {"symbol_name": "hooked_show", "module_owner": "reptile"}}}}),
+        ),
+        (
+            "ipv4",
+            Some(Kind::Ipv4(pb::IPv4 {
+                version: 4,
+                ihl: 5,
+                length: 60,
+                id: 4321,
+                flags: 2,
+                ttl: 64,
+                protocol: "TCP".into(),
+                checksum: 51_234,
+                src_ip: "192.0.2.1".into(),
+                dst_ip: "198.51.100.7".into(),
+                ..Default::default()
+            })),
+            json!({"ipv4": {"version": 4, "ihl": 5, "length": 60, "id": 4321, "flags": 2, "ttl": 64, "protocol": "TCP", "checksum": 51_234, "src_ip": "192.0.2.1", "dst_ip": "198.51.100.7"}}),
+        ),
+        (
+            "ipv6",
+            Some(Kind::Ipv6(pb::IPv6 {
+                version: 6,
+                flow_label: 12_345,
+                length: 40,
+                next_header: "UDP".into(),
+                hop_limit: 255,
+                src_ip: "2001:db8::1".into(),
+                dst_ip: "2001:db8::2".into(),
+                ..Default::default()
+            })),
+            json!({"ipv6": {"version": 6, "flow_label": 12_345, "length": 40, "next_header": "UDP", "hop_limit": 255, "src_ip": "2001:db8::1", "dst_ip": "2001:db8::2"}}),
+        ),
+        (
+            "tcp",
+            Some(Kind::Tcp(pb::Tcp {
+                src_port: 43_210,
+                dst_port: 443,
+                seq: u32::MAX,
+                data_offset: 5,
+                syn_flag: 1,
+                window: 64_240,
+                checksum: 7,
+                ..Default::default()
+            })),
+            json!({"tcp": {"src_port": 43_210, "dst_port": 443, "seq": 4_294_967_295u32, "data_offset": 5, "syn_flag": 1, "window": 64_240, "checksum": 7}}),
+        ),
+        (
+            "udp",
+            Some(Kind::Udp(pb::Udp {
+                src_port: 5353,
+                dst_port: 53,
+                length: 40,
+                checksum: 0,
+            })),
+            json!({"udp": {"src_port": 5353, "dst_port": 53, "length": 40}}),
+        ),
+        (
+            "icmp",
+            Some(Kind::Icmp(pb::Icmp {
+                type_code: "EchoRequest".into(),
+                checksum: 1,
+                id: 2,
+                seq: 3,
+            })),
+            json!({"icmp": {"type_code": "EchoRequest", "checksum": 1, "id": 2, "seq": 3}}),
+        ),
+        (
+            "icmpv6",
+            Some(Kind::Icmpv6(pb::IcmPv6 {
+                type_code: "NeighborSolicitation".into(),
+                checksum: 9,
+            })),
+            json!({"icmpv6": {"type_code": "NeighborSolicitation", "checksum": 9}}),
+        ),
+        (
+            "dns",
+            Some(Kind::Dns(pb::Dns {
+                id: 4660,
+                qr: 1,
+                op_code: "Query".into(),
+                rd: 1,
+                ra: 1,
+                response_code: "No Error".into(),
+                qd_count: 1,
+                an_count: 8,
+                questions: vec![pb::DnsQuestion {
+                    name: "example.com".into(),
+                    r#type: "ANY".into(),
+                    class: "IN".into(),
+                }],
+                answers: vec![
+                    pb::DnsResourceRecord {
+                        ip: "192.0.2.10".into(),
+                        ..record("example.com", "A")
+                    },
+                    pb::DnsResourceRecord {
+                        txts: vec!["v=spf1 -all".into(), String::new()],
+                        txt: "v=spf1 -all".into(),
+                        ..record("example.com", "TXT")
+                    },
+                    pb::DnsResourceRecord {
+                        soa: Some(pb::Dnssoa {
+                            mname: "ns1.example.com".into(),
+                            rname: "hostmaster.example.com".into(),
+                            serial: 2_026_120_601,
+                            refresh: 7200,
+                            retry: 3600,
+                            expire: 1_209_600,
+                            minimum: 0,
+                        }),
+                        ..record("example.com", "SOA")
+                    },
+                    pb::DnsResourceRecord {
+                        srv: Some(pb::Dnssrv {
+                            priority: 10,
+                            weight: 0,
+                            port: 5060,
+                            name: "sip.example.com".into(),
+                        }),
+                        ..record("_sip._udp.example.com", "SRV")
+                    },
+                    pb::DnsResourceRecord {
+                        mx: Some(pb::Dnsmx {
+                            preference: 10,
+                            name: "mail.example.com".into(),
+                        }),
+                        ..record("example.com", "MX")
+                    },
+                    pb::DnsResourceRecord {
+                        opt: vec![
+                            pb::Dnsopt {
+                                code: "Cookie".into(),
+                                data: "0102030405060708".into(),
+                            },
+                            pb::Dnsopt::default(),
+                        ],
+                        ..record("", "OPT")
+                    },
+                    pb::DnsResourceRecord {
+                        uri: Some(pb::Dnsuri {
+                            priority: 1,
+                            weight: 2,
+                            target: "https://example.com/".into(),
+                        }),
+                        ..record("_http._tcp.example.com", "URI")
+                    },
+                    pb::DnsResourceRecord {
+                        soa: Some(pb::Dnssoa::default()),
+                        mx: Some(pb::Dnsmx::default()),
+                        ..record("empty.example.com", "SOA")
+                    },
+                ],
+                authorities: vec![pb::DnsResourceRecord {
+                    ns: "ns1.example.com".into(),
+                    ..record("example.com", "NS")
+                }],
+                additionals: vec![pb::DnsResourceRecord {
+                    cname: "www.example.com".into(),
+                    ptr: "ptr.example.com".into(),
+                    ..record("alias.example.com", "CNAME")
+                }],
+                ..Default::default()
+            })),
+            json!({"dns": {
+                "id": 4660, "qr": 1, "op_code": "Query", "rd": 1, "ra": 1,
+                "response_code": "No Error", "qd_count": 1, "an_count": 8,
+                "questions": [{"name": "example.com", "type": "ANY", "class": "IN"}],
+                "answers": [
+                    {"name": "example.com", "type": "A", "class": "IN", "ttl": 300, "ip": "192.0.2.10"},
+                    {"name": "example.com", "type": "TXT", "class": "IN", "ttl": 300, "txts": ["v=spf1 -all", ""], "txt": "v=spf1 -all"},
+                    {"name": "example.com", "type": "SOA", "class": "IN", "ttl": 300, "soa": {"mname": "ns1.example.com", "rname": "hostmaster.example.com", "serial": 2_026_120_601u32, "refresh": 7200, "retry": 3600, "expire": 1_209_600}},
+                    {"name": "_sip._udp.example.com", "type": "SRV", "class": "IN", "ttl": 300, "srv": {"priority": 10, "port": 5060, "name": "sip.example.com"}},
+                    {"name": "example.com", "type": "MX", "class": "IN", "ttl": 300, "mx": {"Preference": 10, "name": "mail.example.com"}},
+                    {"type": "OPT", "class": "IN", "ttl": 300, "opt": [{"code": "Cookie", "data": "0102030405060708"}, {}]},
+                    {"name": "_http._tcp.example.com", "type": "URI", "class": "IN", "ttl": 300, "uri": {"priority": 1, "weight": 2, "target": "https://example.com/"}},
+                    {"name": "empty.example.com", "type": "SOA", "class": "IN", "ttl": 300, "soa": {}, "mx": {}}
+                ],
+                "authorities": [{"name": "example.com", "type": "NS", "class": "IN", "ttl": 300, "ns": "ns1.example.com"}],
+                "additionals": [{"name": "alias.example.com", "type": "CNAME", "class": "IN", "ttl": 300, "cname": "www.example.com", "ptr": "ptr.example.com"}]
+            }}),
+        ),
+        (
+            "dns_questions",
+            Some(Kind::DnsQuestions(pb::DnsQuestions {
+                questions: vec![pb::DnsQueryData {
+                    query: "www.example.com".into(),
+                    query_type: "AAAA".into(),
+                    query_class: "IN".into(),
+                }],
+            })),
+            json!({"dns_questions": {"questions": [{"query": "www.example.com", "query_type": "AAAA", "query_class": "IN"}]}}),
+        ),
+        (
+            "dns_responses",
+            Some(Kind::DnsResponses(pb::DnsResponses {
+                responses: vec![
+                    pb::DnsResponseData {
+                        dns_query_data: Some(pb::DnsQueryData {
+                            query: "www.example.com".into(),
+                            query_type: "A".into(),
+                            query_class: "IN".into(),
+                        }),
+                        dns_answer: vec![pb::DnsAnswer {
+                            r#type: "A".into(),
+                            ttl: 60,
+                            answer: "192.0.2.10".into(),
+                        }],
+                    },
+                    pb::DnsResponseData {
+                        dns_query_data: Some(pb::DnsQueryData::default()),
+                        dns_answer: vec![pb::DnsAnswer::default()],
+                    },
+                ],
+            })),
+            json!({"dns_responses": {"responses": [
+                {"dns_query_data": {"query": "www.example.com", "query_type": "A", "query_class": "IN"}, "dns_answer": [{"type": "A", "ttl": 60, "answer": "192.0.2.10"}]},
+                {"dns_query_data": {}, "dns_answer": [{}]}
+            ]}}),
+        ),
+        (
+            "packet_metadata_egress",
+            Some(Kind::PacketMetadata(pb::PacketMetadata {
+                src_ip: "192.0.2.1".into(),
+                dst_ip: "198.51.100.7".into(),
+                src_port: 43_210,
+                dst_port: 53,
+                protocol: 17,
+                packet_len: 72,
+                iface: "eth0".into(),
+                direction: pb::PacketDirection::Egress as i32,
+            })),
+            json!({"packet_metadata": {"src_ip": "192.0.2.1", "dst_ip": "198.51.100.7", "src_port": 43_210, "dst_port": 53, "protocol": 17, "packet_len": 72, "iface": "eth0", "direction": "EGRESS"}}),
+        ),
+        (
+            "packet_metadata_ingress",
+            Some(Kind::PacketMetadata(pb::PacketMetadata {
+                direction: pb::PacketDirection::Ingress as i32,
+                ..Default::default()
+            })),
+            json!({"packet_metadata": {"direction": "INGRESS"}}),
+        ),
+        (
+            "packet_metadata_invalid",
+            Some(Kind::PacketMetadata(pb::PacketMetadata {
+                iface: "lo".into(),
+                ..Default::default()
+            })),
+            json!({"packet_metadata": {"iface": "lo"}}),
+        ),
+        (
+            "packet_metadata_unknown_direction",
+            Some(Kind::PacketMetadata(pb::PacketMetadata {
+                direction: 7,
+                ..Default::default()
+            })),
+            json!({"packet_metadata": {"direction": 7}}),
+        ),
+        (
+            "http",
+            Some(Kind::Http(pb::Http {
+                direction: "request".into(),
+                method: "POST".into(),
+                protocol: "HTTP/1.1".into(),
+                host: "api.example.com".into(),
+                uri_path: "/v1/upload".into(),
+                headers: [
+                    ("Accept".to_string(), header(&["*/*"])),
+                    ("X-Empty".to_string(), header(&[])),
+                ]
+                .into(),
+                content_length: 1_234,
+                ..Default::default()
+            })),
+            json!({"http": {"direction": "request", "method": "POST", "protocol": "HTTP/1.1", "host": "api.example.com", "uri_path": "/v1/upload", "headers": {"Accept": {"header": ["*/*"]}, "X-Empty": {}}, "content_length": "1234"}}),
+        ),
+        (
+            "http_request",
+            Some(Kind::HttpRequest(pb::HttpRequest {
+                method: "GET".into(),
+                protocol: "HTTP/2".into(),
+                host: "example.com".into(),
+                uri_path: "/".into(),
+                headers: [("User-Agent".to_string(), header(&["curl/8.5.0", "second"]))].into(),
+                content_length: 0,
+            })),
+            json!({"http_request": {"method": "GET", "protocol": "HTTP/2", "host": "example.com", "uri_path": "/", "headers": {"User-Agent": {"header": ["curl/8.5.0", "second"]}}}}),
+        ),
+        (
+            "http_response",
+            Some(Kind::HttpResponse(pb::HttpResponse {
+                status: "200 OK".into(),
+                status_code: 200,
+                protocol: "HTTP/1.1".into(),
+                content_length: 9_007_199_254_740_993,
+                ..Default::default()
+            })),
+            json!({"http_response": {"status": "200 OK", "status_code": 200, "protocol": "HTTP/1.1", "content_length": "9007199254740993"}}),
+        ),
+        (
+            "http_response_negative_length",
+            Some(Kind::HttpResponse(pb::HttpResponse {
+                status_code: 404,
+                content_length: -1,
+                ..Default::default()
+            })),
+            json!({"http_response": {"status_code": 404, "content_length": "-1"}}),
+        ),
+        ("unset", None, json!({"value": null})),
+    ]
+}
+
+/// A detection with every part of an event set (and an event without a timestamp), as gRPC
+/// messages and as the JSON Tracee prints for them.
+fn whole_events() -> Vec<(pb::Event, Value)> {
+    let detection = pb::Event {
+        timestamp: Some(prost_types::Timestamp {
+            seconds: 1_765_000_000,
+            nanos: 120_000_000,
+        }),
+        id: 6018,
+        name: "kernel_module_loading".into(),
+        policies: Some(pb::Policies {
+            matched: vec!["default".into()],
+        }),
+        workload: Some(pb::Workload {
+            process: Some(pb::Process {
+                executable: Some(pb::Executable {
+                    path: "/usr/sbin/insmod".into(),
+                }),
+                unique_id: Some(0),
+                host_pid: Some(4242),
+                pid: Some(1),
+                real_user: Some(pb::User { id: Some(0) }),
+                thread: Some(pb::Thread {
+                    start_time: Some(prost_types::Timestamp {
+                        seconds: 1_765_000_000,
+                        nanos: 0,
+                    }),
+                    name: "insmod".into(),
+                    unique_id: Some(7),
+                    host_tid: Some(4242),
+                    tid: Some(1),
+                    syscall: "finit_module".into(),
+                    compat: true,
+                    user_stack_trace: Some(pb::UserStackTrace {
+                        addresses: vec![pb::StackAddress {
+                            address: u64::MAX,
+                            symbol: "main".into(),
+                        }],
+                    }),
+                }),
+                ancestors: vec![pb::Process {
+                    host_pid: Some(1),
+                    ..Default::default()
+                }],
+            }),
+            container: Some(pb::Container {
+                id: "c0ffee".into(),
+                name: "app".into(),
+                image: Some(pb::ContainerImage {
+                    id: "sha256:1".into(),
+                    repo_digests: vec!["docker.io/library/app@sha256:2".into()],
+                    name: "docker.io/library/app:1".into(),
+                }),
+                started: false,
+            }),
+            k8s: Some(pb::K8s {
+                pod: Some(pb::Pod {
+                    name: "app-0".into(),
+                    uid: "uid-1".into(),
+                    labels: [("app".to_string(), "web".to_string())].into(),
+                }),
+                namespace: Some(pb::K8sNamespace {
+                    name: "default".into(),
+                }),
+            }),
+        }),
+        data: vec![pb::EventValue {
+            name: "pathname".into(),
+            value: Some(Kind::Str("/tmp/rootkit.ko".into())),
+        }],
+        threat: Some(pb::Threat {
+            description: "A kernel module was loaded.".into(),
+            mitre: Some(pb::Mitre {
+                tactic: Some(pb::MitreTactic {
+                    name: "persistence".into(),
+                }),
+                technique: None,
+            }),
+            severity: 2,
+            name: "Kernel module loading detected".into(),
+            properties: [("signatureID".to_string(), "TRC-1017".to_string())].into(),
+        }),
+        detected_from: Some(pb::DetectedFrom {
+            id: 758,
+            name: "init_module".into(),
+            data: vec![pb::EventValue {
+                name: "flags".into(),
+                value: Some(Kind::Int64(1)),
+            }],
+            parent: Some(Box::new(pb::DetectedFrom {
+                id: 1,
+                name: "raw".into(),
+                data: vec![],
+                parent: None,
+            })),
+        }),
+    };
+    let detection_json = json!({
+        "timestamp": "2025-12-06T05:46:40.12Z",
+        "id": 6018,
+        "name": "kernel_module_loading",
+        "policies": {"matched": ["default"]},
+        "workload": {
+            "process": {
+                "executable": {"path": "/usr/sbin/insmod"},
+                "unique_id": 0, "host_pid": 4242, "pid": 1, "real_user": {"id": 0},
+                "thread": {
+                    "start_time": "2025-12-06T05:46:40Z", "name": "insmod", "unique_id": 7,
+                    "host_tid": 4242, "tid": 1, "syscall": "finit_module", "compat": true,
+                    "user_stack_trace": {"addresses": [{"address": u64::MAX, "symbol": "main"}]}
+                },
+                "ancestors": [{"host_pid": 1}]
+            },
+            "container": {
+                "id": "c0ffee", "name": "app",
+                "image": {"id": "sha256:1", "repo_digests": ["docker.io/library/app@sha256:2"], "name": "docker.io/library/app:1"},
+                "started": false
+            },
+            "k8s": {"pod": {"name": "app-0", "uid": "uid-1", "labels": {"app": "web"}}, "namespace": {"name": "default"}}
+        },
+        "data": [{"name": "pathname", "str": "/tmp/rootkit.ko"}],
+        "threat": {
+            "description": "A kernel module was loaded.",
+            "mitre": {"tactic": {"name": "persistence"}},
+            "severity": 2,
+            "name": "Kernel module loading detected",
+            "properties": {"signatureID": "TRC-1017"}
+        },
+        "detected_from": {
+            "id": 758, "name": "init_module",
+            "data": [{"name": "flags", "int64": "1"}],
+            "parent": {"id": 1, "name": "raw"}
+        }
+    });
+    let no_timestamp = pb::Event {
+        id: 1,
+        name: "no_timestamp".into(),
+        workload: Some(pb::Workload::default()),
+        ..Default::default()
+    };
+    let no_timestamp_json =
+        json!({"timestamp": "null", "id": 1, "name": "no_timestamp", "workload": {}});
+    vec![
+        (detection, detection_json),
+        (no_timestamp, no_timestamp_json),
+    ]
+}
+
+/// Each data type through both paths: the gRPC subscriber (fake_tracee streams the message) and
+/// Tracee's JSON for it posted over HTTP (as its webhook output does), both delivered by the raw
+/// JSON template. The two deliveries must be equal, and equal to Tracee's JSON.
+#[tokio::test]
+async fn every_data_type_routes_the_same_over_grpc_and_as_tracee_json() -> Result<()> {
+    let sink = Sink::start().await?;
+    let mut tracee = FakeTracee::start(&["--tcp", "127.0.0.1:0"]).await?;
+    let agent = Agent::builder(&config(&sink))
+        .env("HOOKER_TRACEE", format!("tcp:{}", tracee.address()))
+        .start()
+        .await?;
+    tracee.wait_for("subscribed", 1).await?;
+    wait_metric(&agent, CONNECTED, |n| n == 1.0).await?;
+
+    let mut cases: Vec<(String, pb::Event, Value)> = data_cases()
+        .into_iter()
+        .map(|(name, value, item)| {
+            let event = pb::Event {
+                timestamp: Some(prost_types::Timestamp {
+                    seconds: 1_765_000_000,
+                    nanos: 5,
+                }),
+                id: 1000,
+                name: name.into(),
+                data: vec![pb::EventValue {
+                    name: "arg".into(),
+                    value,
+                }],
+                ..Default::default()
+            };
+            let mut arg = json!({"name": "arg"});
+            if let (Some(arg), Some(item)) = (arg.as_object_mut(), item.as_object()) {
+                arg.extend(item.clone());
+            }
+            let json = json!({
+                "timestamp": "2025-12-06T05:46:40.000000005Z",
+                "id": 1000,
+                "name": name,
+                "data": [arg],
+            });
+            (name.to_string(), event, json)
+        })
+        .collect();
+    for (event, json) in whole_events() {
+        cases.push((event.name.clone(), event, json));
+    }
+    let events: Vec<pb::Event> = cases.iter().map(|(_, event, _)| event.clone()).collect();
+    tracee.emit_pb("grpc", &events).await?;
+    for (name, _, json) in &cases {
+        let mut posted = json.clone();
+        let tag = json!({"name": "test_tag", "str": "http"});
+        match posted["data"].as_array_mut() {
+            Some(data) => data.push(tag),
+            None => posted["data"] = json!([tag]),
+        }
+        let (status, answer) = agent.post("/", posted.to_string()).await?;
+        anyhow::ensure!(status == 200, "{name}: HTTP {status} {answer}");
+    }
+    wait_until(
+        "both deliveries of every event",
+        Duration::from_secs(30),
+        async || (at(&sink, "/everything").len() >= 2 * cases.len()).then_some(()),
+    )
+    .await?;
+
+    let delivered = at(&sink, "/everything");
+    let find = |name: &str, tag: &str| {
+        delivered
+            .iter()
+            .map(|r| r.body_json())
+            .find(|b| b["name"] == name && tag_of(b) == tag)
+            .map(|mut body| {
+                if let Some(data) = body["data"].as_array_mut() {
+                    data.retain(|d| d["name"] != "test_tag");
+                    if data.is_empty() {
+                        body.as_object_mut().map(|o| o.remove("data"));
+                    }
+                }
+                body
+            })
+    };
+    let mut problems = Vec::new();
+    for (name, _, expected) in &cases {
+        let (Some(grpc), Some(http)) = (find(name, "grpc"), find(name, "http")) else {
+            problems.push(format!("{name}: not delivered on both paths"));
+            continue;
+        };
+        if grpc != http {
+            problems.push(format!(
+                "{name}: the paths differ\n  gRPC: {grpc}\n  HTTP: {http}"
+            ));
+        } else if &grpc != expected {
+            problems.push(format!(
+                "{name}: not what Tracee prints\n  routed: {grpc}\n  Tracee: {expected}"
+            ));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
     tracee.kill9().await?;
     Ok(())
 }

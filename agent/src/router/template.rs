@@ -3,7 +3,8 @@
 //!
 //! A `rego-package` template is looked up in the catalog: the built-in templates compiled into the
 //! binary, then the templates directory (`HOOKER_REGO_TEMPLATES`), which may override them. Postee
-//! package names (`postee.rawmessage.json`) resolve to Hooker's (`hooker.rawmessage.json`).
+//! package names (`postee.rawmessage.json`) resolve to Hooker's (`hooker.rawmessage.json`), and so
+//! do those of the Go fork also called Hooker (`hooker.tracker.html` → `hooker.tracee.html`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -34,6 +35,10 @@ pub const BUILTIN: &[(&str, &str)] = builtin![
     "vuls-slack-aggregation.rego",
     "vuls-cyclonedx.rego",
     "vuls-opsgenie.rego",
+    "servicenow.rego",
+    "servicenow-incident.rego",
+    "servicenow-insight.rego",
+    "postee-common.rego",
     "aggregate-slack.rego",
     "aggregate-html.rego",
     "aggregate-jira.rego",
@@ -124,17 +129,37 @@ impl Catalog {
         }
     }
 
-    /// Finds a package, accepting Postee's `postee.*` names for Hooker's `hooker.*` templates.
+    /// Finds a package, accepting Postee's `postee.*` names for Hooker's `hooker.*` templates, and
+    /// the names of the Go fork of Postee also called Hooker (khulnasoft-lab/hooker), whose
+    /// templates are Postee's renamed: `hooker.tracker.*` (Tracee), `hooker.tunnel.*` (Trivy),
+    /// `hooker.tunneloperator.*` (trivy-operator).
     pub fn find(&self, package: &str) -> Option<&CatalogEntry> {
         self.entries.get(package).or_else(|| {
-            let rest = package.strip_prefix("postee.")?;
+            let rest = package
+                .strip_prefix("postee.")
+                .or_else(|| package.strip_prefix("hooker."))?;
             let renamed = match rest {
                 // Postee spelled its CycloneDX package without the "e".
                 "vuls.cyclondx" => "vuls.cyclonedx".to_string(),
-                // Postee's Trivy-report Slack template and its aggregation.
-                "vuls.trivy.slack" => "trivy.slack".to_string(),
-                "vuls.slack.trivy.aggregation" => "aggregate.slack".to_string(),
-                other => other.to_string(),
+                // Postee's Trivy-report Slack template and its aggregation (and the fork's).
+                "vuls.trivy.slack" | "vuls.tunnel.slack" => "trivy.slack".to_string(),
+                "vuls.slack.trivy.aggregation" | "vuls.slack.tunnel.aggregation" => {
+                    "aggregate.slack".to_string()
+                }
+                other => {
+                    let (family, channel) = other.split_once('.').unwrap_or((other, ""));
+                    let family = match family {
+                        "tracker" => "tracee",
+                        "tunnel" => "trivy",
+                        "tunneloperator" => "trivyoperator",
+                        family => family,
+                    };
+                    if channel.is_empty() {
+                        family.to_string()
+                    } else {
+                        format!("{family}.{channel}")
+                    }
+                }
             };
             self.entries.get(&format!("hooker.{renamed}"))
         })
@@ -583,6 +608,42 @@ mod tests {
         ] {
             Template::compile("c", TemplateText::Module(body), &catalog).unwrap();
         }
+    }
+
+    /// A custom template written for Postee imports its common helpers (`data.postee.*`) and gets
+    /// Postee's answers without shipping Postee's `common.rego`.
+    #[test]
+    fn postee_common_helpers_are_built_in() {
+        let catalog = Catalog::load(None).unwrap();
+        let body = r#"package custom
+import data.postee.by_flag
+import data.postee.clamp
+import data.postee.duplicate
+import data.postee.flat_array
+import data.postee.with_default
+title := with_default(input, "name", "no name")
+result := {
+    "flag": [by_flag("a", "b", true), by_flag("a", "b", false), by_flag("a", "b", "x")],
+    "dup": [duplicate("a", "b", 1), duplicate("a", "b", 2)],
+    "clamp": [clamp(3, 5), clamp(7, 5)],
+    "flat": flat_array([[1, 2], [3]]),
+    "default": [with_default(input, "missing", "d"), with_default(input, "off", "d"),
+                with_default(input, "empty", "d"), with_default(input, "n", "d")],
+}
+"#;
+        let mut t = Template::compile("c", TemplateText::Module(body), &catalog).unwrap();
+        let m = render(&mut t, json!({"off": false, "empty": "", "n": 0}));
+        assert_eq!(m.title, "no name");
+        assert_eq!(
+            m.body_json(),
+            Some(json!({
+                "flag": ["a", "b", "a"],
+                "dup": ["a", "b"],
+                "clamp": [3, 5],
+                "flat": [1, 2, 3],
+                "default": ["d", "d", "", 0],
+            }))
+        );
     }
 
     #[test]

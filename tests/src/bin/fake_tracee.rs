@@ -10,6 +10,7 @@
 //! stdout: one JSON line per happening: `listening`, `subscribed` (with the policies asked for).
 //! stdin:  `emit TAG FILE...` sends each fixture to every subscriber, with a `test_tag` datum;
 //!         `emit-big TAG BYTES` sends one event carrying a string datum of BYTES bytes.
+//!         `emit-pb TAG FILE` sends the events in FILE (length-delimited protobuf `Event`s).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -78,6 +79,24 @@ impl FakeTracee {
             let text = std::fs::read_to_string(file).map_err(|e| format!("{file}: {e}"))?;
             let json: Value = serde_json::from_str(&text).map_err(|e| format!("{file}: {e}"))?;
             events.push(grpc_event(&json, tag));
+        }
+        self.send(events).await
+    }
+
+    /// The length-delimited protobuf events in `file`, each with the `test_tag` datum added.
+    async fn emit_pb(&self, tag: &str, file: &str) -> Result<usize, String> {
+        use prost::Message;
+        let bytes = std::fs::read(file).map_err(|e| format!("{file}: {e}"))?;
+        let mut rest = bytes.as_slice();
+        let mut events = Vec::new();
+        while !rest.is_empty() {
+            let mut event = pb::Event::decode_length_delimited(&mut rest)
+                .map_err(|e| format!("{file}: {e}"))?;
+            event.data.push(pb::EventValue {
+                name: "test_tag".into(),
+                value: Some(Kind::Str(tag.into())),
+            });
+            events.push(event);
         }
         self.send(events).await
     }
@@ -421,6 +440,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let words: Vec<&str> = line.split_whitespace().collect();
         match words.as_slice() {
             ["emit", tag, files @ ..] => match tracee.emit(tag, files).await {
+                Ok(sent) => {
+                    say(serde_json::json!({ "event": "emitted", "tag": tag, "sent": sent }))
+                }
+                Err(error) => say(serde_json::json!({ "event": "error", "error": error })),
+            },
+            ["emit-pb", tag, file] => match tracee.emit_pb(tag, file).await {
                 Ok(sent) => {
                     say(serde_json::json!({ "event": "emitted", "tag": tag, "sent": sent }))
                 }

@@ -233,6 +233,29 @@ fn every_builtin_template_renders_odd_inputs_without_error() {
     }
 }
 
+/// The ServiceNow templates render every odd input (Postee's render nothing for most of them).
+#[test]
+fn servicenow_templates_render_odd_inputs_without_error() {
+    let mut inputs = odd_inputs();
+    inputs.extend([
+        json!({"image": 3, "registry": null, "resources": "x", "vulnerability_summary": {"critical": "1"}, "scan_options": null, "image_assurance_results": {"checks_performed": [null, {"failed": "yes"}]}}),
+        json!({"name": 1, "data": {"a": 1}, "severity_score": "high", "application_scope_owners": "x"}),
+        json!({"data": "no colon,\"a:b:c\",\"tracee_finding\":1"}),
+        json!({"insight": {"id": 7, "priority": "x"}, "resource": [], "evidence": {"vulnerabilities": [null, {"name": "v"}], "sensitive_data": "x"}}),
+    ]);
+    for package in [
+        "hooker.servicenow",
+        "hooker.servicenow.incident",
+        "hooker.servicenow.insight",
+    ] {
+        let mut template = compile(package);
+        for input in &inputs {
+            render(&mut template, input)
+                .unwrap_or_else(|err| panic!("{package} on {input}: {err}"));
+        }
+    }
+}
+
 /// A host-only detection from current Tracee (no hostname, pod or container) keys on the node
 /// Hooker runs on, so the same signature on two nodes pages twice.
 #[test]
