@@ -353,3 +353,56 @@ async fn daemonset_config_map_cfg_is_valid() -> anyhow::Result<()> {
     assert_eq!(code, 0, "{stdout}\n{stderr}");
     Ok(())
 }
+
+/// The counters the alerts watch with `increase()` exist at 0 from the start (and, for an action
+/// added by a reload, from that reload), so the first failure is an increase Prometheus sees.
+#[tokio::test]
+async fn alerting_counters_start_at_zero_at_start_and_after_a_reload() -> anyhow::Result<()> {
+    let dir = TempDir::new("zero-counters");
+    let path = dir.join("cfg.yaml");
+    let sink = hooker_tests::Sink::start().await?;
+    let config = hooker_tests::webhook_config(&sink.url("/"));
+    std::fs::write(&path, &config)?;
+    let agent = Agent::default_config()
+        .env("HOOKER_CFG", path.display().to_string())
+        .env("HOOKER_FORWARD", "127.0.0.1:0")
+        .start()
+        .await?;
+    let exposition = agent.metrics().await?;
+    for series in [
+        r#"hooker_config_reloads_total{outcome="failure"} 0"#,
+        r#"hooker_dead_lettered_total{action="hook"} 0"#,
+        r#"hooker_delivery_retries_total{action="hook"} 0"#,
+        r#"hooker_events_received_total{intake="http",outcome="queue_full"} 0"#,
+        r#"hooker_events_received_total{intake="http",outcome="too_large"} 0"#,
+        r#"hooker_events_received_total{intake="forward",outcome="shed"} 0"#,
+        r#"hooker_intake_events_shed_total{intake="forward"} 0"#,
+    ] {
+        assert!(
+            exposition.lines().any(|line| line == series),
+            "{series} missing:\n{exposition}"
+        );
+    }
+
+    // A reload that adds an action: its dead-letter counter starts at 0 as well.
+    let added = format!(
+        "{config}  - name: second\n    type: webhook\n    enable: true\n    url: {}\n",
+        sink.url("/second")
+    );
+    let tmp = dir.join("cfg.yaml.tmp");
+    std::fs::write(&tmp, added)?;
+    std::fs::rename(&tmp, &path)?;
+    hooker_tests::wait_until(
+        "dead letters of the added action at 0",
+        std::time::Duration::from_secs(20),
+        async || {
+            let exposition = agent.metrics().await.ok()?;
+            exposition
+                .lines()
+                .any(|line| line == r#"hooker_dead_lettered_total{action="second"} 0"#)
+                .then_some(())
+        },
+    )
+    .await?;
+    Ok(())
+}
