@@ -387,8 +387,7 @@ impl Metrics {
         for &intake in intakes {
             // The outcomes by which each intake refuses or drops events (HookerEventsShed).
             let outcomes: &[&'static str] = match intake {
-                "tracee" => &["shed"],
-                "forward" => &["too_large", "shed"],
+                "tracee" | "forward" => &["too_large", "shed"],
                 _ => &["queue_full", "too_large"],
             };
             for &outcome in outcomes {
