@@ -364,7 +364,8 @@ impl Metrics {
 
     /// Creates, at 0, the counters an alert watches with `increase()` for the label sets known
     /// from the config and the settings: config reload outcomes, dead letters and retries per
-    /// action, refused and shed events per running intake. A counter that first appears at 1 has
+    /// action, refused and shed events per running intake (and Tracee's `intake_connected` gauge,
+    /// 0 until subscribed). A counter that first appears at 1 has
     /// no earlier sample, so `increase()` would miss the first failure. Called at start and after
     /// every reload (new actions); creating an existing series changes nothing.
     pub fn start_at_zero<'a>(
@@ -397,6 +398,12 @@ impl Metrics {
             }
             if outcomes.contains(&"shed") {
                 let _ = self.intake_shed.get_or_create(&IntakeNameLabels { intake });
+            }
+            if intake == "tracee" {
+                // 0 until subscribed, from the first scrape on (HookerTraceeDisconnected).
+                let _ = self
+                    .intake_connected
+                    .get_or_create(&IntakeNameLabels { intake });
             }
         }
     }
@@ -439,6 +446,7 @@ mod tests {
             r#"hooker_events_received_total{intake="http",outcome="too_large"} 0"#,
             r#"hooker_events_received_total{intake="tracee",outcome="shed"} 0"#,
             r#"hooker_intake_events_shed_total{intake="tracee"} 0"#,
+            r#"hooker_intake_connected{intake="tracee"} 0"#,
         ] {
             assert!(
                 text.contains(&format!("{series}\n")),
