@@ -361,6 +361,52 @@ impl Metrics {
             .get_or_create(&QueueLabels { queue })
             .clone()
     }
+
+    /// Creates, at 0, the counters an alert watches with `increase()` for the label sets known
+    /// from the config and the settings: config reload outcomes, dead letters and retries per
+    /// action, refused and shed events per running intake (and Tracee's `intake_connected` gauge,
+    /// 0 until subscribed). A counter that first appears at 1 has
+    /// no earlier sample, so `increase()` would miss the first failure. Called at start and after
+    /// every reload (new actions); creating an existing series changes nothing.
+    pub fn start_at_zero<'a>(
+        &self,
+        actions: impl IntoIterator<Item = &'a str>,
+        intakes: &[&'static str],
+    ) {
+        for outcome in ["success", "failure"] {
+            let _ = self
+                .config_reloads
+                .get_or_create(&OutcomeLabels { outcome });
+        }
+        for action in actions {
+            let labels = ActionNameLabels {
+                action: action.to_string(),
+            };
+            let _ = self.dead_lettered.get_or_create(&labels);
+            let _ = self.delivery_retries.get_or_create(&labels);
+        }
+        for &intake in intakes {
+            // The outcomes by which each intake refuses or drops events (HookerEventsShed).
+            let outcomes: &[&'static str] = match intake {
+                "tracee" | "forward" => &["too_large", "shed"],
+                _ => &["queue_full", "too_large"],
+            };
+            for &outcome in outcomes {
+                let _ = self
+                    .events_received
+                    .get_or_create(&IntakeLabels { intake, outcome });
+            }
+            if outcomes.contains(&"shed") {
+                let _ = self.intake_shed.get_or_create(&IntakeNameLabels { intake });
+            }
+            if intake == "tracee" {
+                // 0 until subscribed, from the first scrape on (HookerTraceeDisconnected).
+                let _ = self
+                    .intake_connected
+                    .get_or_create(&IntakeNameLabels { intake });
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -382,5 +428,34 @@ mod tests {
         );
         assert!(!text.contains("# EOF"));
         assert!(metrics.encode().ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn alerting_counters_start_at_zero() {
+        let metrics = Metrics::new();
+        metrics.start_at_zero(["jira", "slack"], &["http", "tracee"]);
+        metrics.start_at_zero(["jira"], &[]);
+        let text = metrics.encode_prometheus_text();
+        for series in [
+            r#"hooker_config_reloads_total{outcome="failure"} 0"#,
+            r#"hooker_config_reloads_total{outcome="success"} 0"#,
+            r#"hooker_dead_lettered_total{action="jira"} 0"#,
+            r#"hooker_dead_lettered_total{action="slack"} 0"#,
+            r#"hooker_delivery_retries_total{action="slack"} 0"#,
+            r#"hooker_events_received_total{intake="http",outcome="queue_full"} 0"#,
+            r#"hooker_events_received_total{intake="http",outcome="too_large"} 0"#,
+            r#"hooker_events_received_total{intake="tracee",outcome="shed"} 0"#,
+            r#"hooker_intake_events_shed_total{intake="tracee"} 0"#,
+            r#"hooker_intake_connected{intake="tracee"} 0"#,
+        ] {
+            assert!(
+                text.contains(&format!("{series}\n")),
+                "{series} in:\n{text}"
+            );
+        }
+        assert!(
+            !text.contains(r#"intake_events_shed_total{intake="http"}"#),
+            "{text}"
+        );
     }
 }

@@ -149,6 +149,10 @@ pub async fn run(settings: RunSettings) -> anyhow::Result<()> {
     for warning in &pipeline.warnings {
         tracing::warn!(%warning, "Config warning.");
     }
+    metrics.start_at_zero(
+        pipeline.actions.keys().map(String::as_str),
+        &intakes_on(&settings),
+    );
     metrics
         .config_reloads
         .get_or_create(&OutcomeLabels { outcome: "success" })
@@ -498,6 +502,8 @@ impl Reloader {
                     actions = pipeline.actions.len(),
                     "Config reloaded."
                 );
+                self.metrics
+                    .start_at_zero(pipeline.actions.keys().map(String::as_str), &[]);
                 self.router.reload(Arc::new(pipeline));
                 self.metrics
                     .config_reloads
@@ -619,6 +625,36 @@ impl ShutdownSignals {
             _ = self.interrupt.recv() => {}
         }
     }
+}
+
+/// The intakes these settings start, by their `intake` metric label.
+fn intakes_on(settings: &RunSettings) -> Vec<&'static str> {
+    let on = |listen: Listen| matches!(listen, Listen::On(_));
+    let set =
+        |path: &Option<String>| unix::socket_path(Some(path.as_deref().unwrap_or("off"))).is_some();
+    [
+        ("http", on(settings.http)),
+        ("https", on(settings.https)),
+        (
+            "unix",
+            unix::socket_path(settings.socket.as_deref()).is_some(),
+        ),
+        ("grpc", on(settings.grpc) || set(&settings.grpc_socket)),
+        (
+            "forward",
+            on(settings.forward) || set(&settings.forward_socket),
+        ),
+        (
+            "tracee",
+            matches!(
+                TraceeAddress::parse(settings.tracee.as_deref().unwrap_or("off")),
+                Ok(Some(_))
+            ),
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(intake, started)| started.then_some(intake))
+    .collect()
 }
 
 /// Warns when a TCP listener that takes tokens (HTTP, HTTPS, gRPC) runs without one: anyone
