@@ -134,6 +134,15 @@ fn status_of(config: &Config, last_reload: serde_json::Value) -> serde_json::Val
     serde_json::json!({ "config": config.name.clone().unwrap_or_else(|| source.clone()), "source": source, "last_reload": last_reload })
 }
 
+/// Sends `true` on its stop channel when dropped, also on an early return.
+struct StopOnDrop(watch::Sender<bool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.send(true);
+    }
+}
+
 pub async fn run(settings: RunSettings) -> anyhow::Result<()> {
     crate::router::rego::set_timeout(settings.rego_timeout);
     let metrics = Metrics::new();
@@ -239,6 +248,9 @@ pub async fn run(settings: RunSettings) -> anyhow::Result<()> {
     )
     .context("cannot start router threads")?;
     let (engine_stop_tx, engine_stop_rx) = watch::channel(false);
+    // A start that fails after this point (a port in use) is a stop, not a dead engine: the
+    // guard says so before the router it drains goes away.
+    let engine_stop_tx = StopOnDrop(engine_stop_tx);
     let engine = supervise::spawn_once(
         "delivery engine",
         health.clone(),
@@ -425,7 +437,7 @@ pub async fn run(settings: RunSettings) -> anyhow::Result<()> {
     }
     // Barrier: once this commits, the aggregators' last deliveries are on disk and with the engine.
     let _ = outbox.store().write_and_wait(Vec::new()).await;
-    let _ = engine_stop_tx.send(true);
+    let _ = engine_stop_tx.0.send(true);
     let _ = engine.await;
     tracing::info!("Stopped; pending deliveries resume at the next start.");
     Ok(())

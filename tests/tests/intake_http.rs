@@ -171,6 +171,8 @@ actions: []
     let agent = Agent::builder(config)
         .env("HOOKER_WORKERS", "1")
         .env("HOOKER_QUEUE_CAPACITY", "1")
+        // The route is slow on purpose; a loaded machine must not turn it into a Rego timeout.
+        .env("HOOKER_REGO_TIMEOUT", "60s")
         .start()
         .await?;
     let url = format!("{}/", agent.http_url());
