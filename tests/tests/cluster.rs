@@ -455,3 +455,22 @@ async fn relaying_survives_nats_outages() -> Result<()> {
     .await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn validate_refuses_a_node_local_action_on_the_responder() -> Result<()> {
+    let dir = TempDir::new("runs-on");
+    let path = dir.join("cfg.yaml");
+    std::fs::write(
+        &path,
+        "routes:\n  - name: r\n    input: input.n\n    template: raw\n    actions: [script]\ntemplates:\n  - name: raw\n    rego-package: hooker.rawmessage.json\nactions:\n  - name: script\n    type: exec\n    enable: true\n    exec-script: echo\n    runs-on: responder\n",
+    )?;
+    let path = path.display().to_string();
+    let (code, stdout, stderr) = hooker_tests::hooker(&["validate", &path], &[]).await?;
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    assert!(
+        stderr.contains(&format!("{path}:14: action \"script\", key `runs-on`")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("always run on the node"), "{stderr}");
+    Ok(())
+}
