@@ -23,6 +23,9 @@ use crate::outbox::Outbox;
 /// Messages handed to this replica and not yet acknowledged, at most.
 const MAX_ACK_PENDING: i64 = 256;
 
+/// Messages asked for per pull request.
+const PULL_BATCH: usize = 8;
+
 /// How long a message waits before it is offered again when this responder cannot take it.
 const NAK_DELAY: Duration = Duration::from_secs(2);
 
@@ -96,14 +99,19 @@ impl Responder {
             )
             .await
             .map_err(|error| format!("cannot bind consumer {name}: {error}"))?;
+        // Small pulls: messages are committed one by one, and what a replica has pulled waits
+        // for it (a killed one's until the ack wait), so replicas share the work instead of the
+        // first one taking hundreds at once.
         let mut messages = consumer
+            .stream()
+            .max_messages_per_batch(PULL_BATCH)
             .messages()
             .await
             .map_err(|error| format!("cannot pull from consumer {name}: {error}"))?;
         tracing::info!(consumer = %name, stream = %self.nats.settings.nats_stream, "Responder consuming relayed deliveries.");
         while let Some(message) = messages.next().await {
             let message = message.map_err(|error| format!("pulling failed: {error}"))?;
-            self.handle(message).await;
+            self.handle_in_progress(message).await;
         }
         Err("the message stream ended".into())
     }
@@ -115,8 +123,26 @@ impl Responder {
             .inc();
     }
 
+    /// [`Responder::handle`], telling JetStream the message is in progress every third of the
+    /// ack wait: a slow KV bucket or disk must not get it redelivered to another replica while
+    /// this one still works on it (both would deliver it).
+    async fn handle_in_progress(&self, message: jetstream::Message) {
+        let every = (self.nats.settings.nats_ack_wait / 3).max(Duration::from_millis(100));
+        let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        let handling = self.handle(&message);
+        tokio::pin!(handling);
+        loop {
+            tokio::select! {
+                () = &mut handling => return,
+                _ = ticker.tick() => {
+                    let _ = message.ack_with(AckKind::Progress).await;
+                }
+            }
+        }
+    }
+
     /// One relayed delivery: decide dedup, commit to the outbox, then acknowledge.
-    async fn handle(&self, message: jetstream::Message) {
+    async fn handle(&self, message: &jetstream::Message) {
         self.count("consumed");
         let envelope = match Envelope::decode(&message.payload) {
             Ok(envelope) => envelope,
@@ -139,7 +165,7 @@ impl Responder {
                     })
                     .inc();
                 self.count("duplicate");
-                self.ack(&message).await;
+                self.ack(message).await;
                 return;
             }
         }
@@ -173,7 +199,7 @@ impl Responder {
             }
         }
         tracing::debug!(route = %envelope.route, action = %envelope.action, node = %envelope.node, attempt = envelope.attempt, "Relayed delivery taken.");
-        self.ack(&message).await;
+        self.ack(message).await;
     }
 
     async fn ack(&self, message: &jetstream::Message) {
