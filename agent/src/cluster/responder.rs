@@ -109,11 +109,24 @@ impl Responder {
             .await
             .map_err(|error| format!("cannot pull from consumer {name}: {error}"))?;
         tracing::info!(consumer = %name, stream = %self.nats.settings.nats_stream, "Responder consuming relayed deliveries.");
-        while let Some(message) = messages.next().await {
-            let message = message.map_err(|error| format!("pulling failed: {error}"))?;
-            self.handle_in_progress(message).await;
+        // Up to a pull's worth handled at once: their outbox commits share one `fdatasync`.
+        let mut handling = futures_util::stream::FuturesUnordered::new();
+        loop {
+            tokio::select! {
+                Some(()) = handling.next(), if !handling.is_empty() => {}
+                next = messages.next(), if handling.len() < PULL_BATCH => match next {
+                    Some(Ok(message)) => handling.push(self.handle_in_progress(message)),
+                    Some(Err(error)) => {
+                        while handling.next().await.is_some() {}
+                        return Err(format!("pulling failed: {error}"));
+                    }
+                    None => {
+                        while handling.next().await.is_some() {}
+                        return Err("the message stream ended".into());
+                    }
+                },
+            }
         }
-        Err("the message stream ended".into())
     }
 
     fn count(&self, outcome: &'static str) {
