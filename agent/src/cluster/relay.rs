@@ -244,3 +244,44 @@ impl Action for RelayAction {
         serde_json::json!({ "relay": { "action": self.name, "type": self.inner_kind }, "title": message.title, "body": message.body })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::settings::{ClusterSettings, RunSettings};
+
+    fn settings() -> ClusterSettings {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            run: RunSettings,
+        }
+        let mut cluster = Cli::parse_from(["hooker"]).run.cluster;
+        // Nothing listens there: the client connects in the background and never gets there.
+        cluster.nats = vec!["nats://127.0.0.1:1".into()];
+        cluster
+    }
+
+    #[tokio::test]
+    async fn only_responder_actions_are_relayed_and_their_relay_never_gives_up() {
+        let config = Config::parse(
+            "routes:\n  - name: r\n    input: input.n\n    template: raw\n    actions: [hook, script, pinned]\ntemplates:\n  - name: raw\n    rego-package: hooker.rawmessage.json\nactions:\n  - name: hook\n    type: webhook\n    enable: true\n    url: http://127.0.0.1:1/\n    retry-max-attempts: 3\n  - name: script\n    type: exec\n    enable: true\n    exec-script: echo\n  - name: pinned\n    type: webhook\n    enable: true\n    url: http://127.0.0.1:1/\n    runs-on: node\n",
+            None,
+        )
+        .unwrap();
+        let cx = crate::action::BuildContext::new("n1".into()).unwrap();
+        let mut pipeline = Pipeline::build(&config, &Default::default(), &cx)
+            .await
+            .unwrap();
+        let nats = Nats::connect(&settings(), "test").await.unwrap();
+        Relay::new(nats, "n1".into(), Metrics::new()).wrap(&config, &mut pipeline);
+        assert_eq!(pipeline.actions["hook"].kind(), "relay");
+        assert_eq!(pipeline.actions["script"].kind(), "exec");
+        assert_eq!(pipeline.actions["pinned"].kind(), "webhook");
+        let policy = &pipeline.policies["hook"];
+        assert_eq!(policy.retry_max_attempts, u32::MAX);
+        assert!(policy.retry_max_backoff <= RELAY_MAX_BACKOFF);
+        assert_eq!(pipeline.policies["pinned"].retry_max_attempts, 12);
+    }
+}
