@@ -14,7 +14,7 @@ command -v dockerd >/dev/null || need+=(docker.io)            # real Docker daem
 [ -x /bin/busybox ] || need+=(busybox-static)                 # tiny local image via docker import
 command -v make >/dev/null || need+=(make)                    # builds jemalloc, the agent's allocator
 command -v cc >/dev/null || need+=(gcc libc6-dev)             # (a C compiler as well)
-command -v nats-server >/dev/null || need+=(nats-server)      # NATS JetStream (cluster mode; daemonset/nats/nats.conf check)
+command -v nats-server >/dev/null || need+=(nats-server)      # JetStream (tests/tests/cluster.rs, daemonset/nats/nats.conf)
 if [ ${#need[@]} -gt 0 ]; then
   say "apt-get install ${need[*]}"
   apt-get update -qq

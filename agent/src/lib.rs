@@ -7,6 +7,7 @@
 pub mod action;
 pub mod auth;
 pub mod batch;
+pub mod cluster;
 pub mod commands;
 pub mod config;
 pub mod event;

@@ -158,6 +158,17 @@ pub struct Handles {
     pub outbox_damaged_entries: Counter,
     /// Delivery journal segment files found missing at start.
     pub outbox_missing_segments: Counter,
+    /// Cluster mode: JetStream publishes of relayed deliveries, by outcome (`acked`,
+    /// `duplicate`, `error`).
+    pub relay_published: Family<OutcomeLabels, Counter>,
+    /// Cluster mode: relayed deliveries not yet acknowledged by JetStream (waiting for NATS).
+    pub relay_backlog: Gauge,
+    /// Cluster mode: cluster-wide `unique-message-props` decisions (`new`, `duplicate`,
+    /// `fail_open`: the KV bucket could not be asked, delivered anyway).
+    pub kv_dedup: Family<OutcomeLabels, Counter>,
+    /// Cluster mode: messages the responder took from JetStream, by outcome (`consumed`,
+    /// `acked`, `duplicate`, `malformed`, `commit_failed`, `ack_failed`).
+    pub responder_messages: Family<OutcomeLabels, Counter>,
     build_info: Family<BuildLabels, Gauge>,
 }
 
@@ -194,6 +205,10 @@ impl Metrics {
             intake_shed: Family::default(),
             outbox_damaged_entries: Counter::default(),
             outbox_missing_segments: Counter::default(),
+            relay_published: Family::default(),
+            relay_backlog: Gauge::default(),
+            kv_dedup: Family::default(),
+            responder_messages: Family::default(),
             build_info: Family::default(),
         }));
         metrics
@@ -327,6 +342,26 @@ impl Metrics {
             "outbox_missing_segments",
             "Delivery journal segment files found missing at start: the pending deliveries they held are lost",
             self.outbox_missing_segments.clone(),
+        );
+        r.register(
+            "relay_published",
+            "Relayed deliveries published to JetStream, by outcome",
+            self.relay_published.clone(),
+        );
+        r.register(
+            "relay_backlog",
+            "Relayed deliveries waiting for a JetStream acknowledgement",
+            self.relay_backlog.clone(),
+        );
+        r.register(
+            "kv_dedup",
+            "Cluster-wide unique-message-props decisions, by outcome",
+            self.kv_dedup.clone(),
+        );
+        r.register(
+            "responder_messages",
+            "Messages the responder took from JetStream, by outcome",
+            self.responder_messages.clone(),
         );
         r.register(
             "build_info",

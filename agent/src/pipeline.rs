@@ -97,6 +97,11 @@ impl Pipeline {
                 continue;
             }
             policies.insert(block.name.clone(), block.policy.clone());
+            match crate::cluster::declared_runs_on(block) {
+                Err(crate::cluster::RunsOnProblem::NodeLocal(error)) => diags.error(error),
+                Err(crate::cluster::RunsOnProblem::Unknown(warning)) => diags.warn(warning),
+                Ok(_) => {}
+            }
             match action::build(block, cx) {
                 Ok(built) => {
                     for warning in built.warnings {

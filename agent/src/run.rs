@@ -11,8 +11,11 @@ use anyhow::Context;
 use tokio::sync::{mpsc, watch};
 
 use crate::action::BuildContext;
+use crate::cluster::Nats;
+use crate::cluster::relay::Relay;
+use crate::cluster::responder::Responder;
 use crate::config::settings::{
-    DEFAULT_CONFIG_PATH, DEFAULT_LOG_DIR, DEFAULT_STATE_DIR, Listen, RunSettings,
+    DEFAULT_CONFIG_PATH, DEFAULT_LOG_DIR, DEFAULT_STATE_DIR, Listen, Role, RunSettings,
 };
 use crate::config::{Config, ConfigError, DEFAULT_CONFIG};
 use crate::intake::connections::Limits;
@@ -111,10 +114,15 @@ fn state_dir(settings: &RunSettings) -> PathBuf {
     )
 }
 
-/// Loads and compiles the config; `Err` is the full report of what is wrong.
-async fn compile(settings: &RunSettings, cx: &BuildContext) -> Result<(Config, Pipeline), String> {
+/// Loads and compiles the config; `Err` is the full report of what is wrong. With a `relay`
+/// (cluster mode, node role), the actions that run on the responder are relayed to it.
+async fn compile(
+    settings: &RunSettings,
+    cx: &BuildContext,
+    relay: Option<&Arc<Relay>>,
+) -> Result<(Config, Pipeline), String> {
     let config = load_config(settings.config.as_deref()).map_err(|e| e.to_string())?;
-    let pipeline = Pipeline::build(&config, &paths(settings), cx)
+    let mut pipeline = Pipeline::build(&config, &paths(settings), cx)
         .await
         .map_err(|diagnostics| {
             format!(
@@ -122,6 +130,9 @@ async fn compile(settings: &RunSettings, cx: &BuildContext) -> Result<(Config, P
                 diagnostics.errors.len()
             )
         })?;
+    if let Some(relay) = relay {
+        relay.wrap(&config, &mut pipeline);
+    }
     Ok((config, pipeline))
 }
 
@@ -148,13 +159,20 @@ pub async fn run(settings: RunSettings) -> anyhow::Result<()> {
     let metrics = Metrics::new();
     let node = node_name(&settings);
     let cx = BuildContext::new(node.clone())?;
-    let (config, pipeline) = compile(&settings, &cx).await.map_err(|report| {
-        metrics
-            .config_reloads
-            .get_or_create(&OutcomeLabels { outcome: "failure" })
-            .inc();
-        anyhow::anyhow!(report)
-    })?;
+    let (settings, nats) = cluster_mode(settings, &node).await?;
+    let relay = match (&nats, settings.cluster.role) {
+        (Some(nats), Role::Node) => Some(Relay::new(nats.clone(), node.clone(), metrics.clone())),
+        _ => None,
+    };
+    let (config, pipeline) = compile(&settings, &cx, relay.as_ref())
+        .await
+        .map_err(|report| {
+            metrics
+                .config_reloads
+                .get_or_create(&OutcomeLabels { outcome: "failure" })
+                .inc();
+            anyhow::anyhow!(report)
+        })?;
     for warning in &pipeline.warnings {
         tracing::warn!(%warning, "Config warning.");
     }
@@ -388,12 +406,17 @@ pub async fn run(settings: RunSettings) -> anyhow::Result<()> {
         .await?,
     );
     start_tracee(&settings, &router, &metrics, &mut listeners, &stop_rx)?;
+    if let (Some(nats), Role::Responder) = (nats, settings.cluster.role) {
+        let responder = Responder::new(nats, outbox.clone(), metrics.clone());
+        listeners.spawn(responder.run(stop_rx.clone()));
+    }
 
     let router = Arc::new(router);
     let reloader = spawn_reloader(
         Reloader {
             settings: settings.clone(),
             cx: cx.clone(),
+            relay,
             router: router.clone(),
             metrics: metrics.clone(),
             status: status.clone(),
@@ -443,11 +466,41 @@ pub async fn run(settings: RunSettings) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Cluster mode (`HOOKER_NATS`): connects to NATS (in the background: the agent starts while
+/// NATS is down). A responder takes no events from the node (no socket, gRPC, Forward or
+/// Tracee intake); it keeps HTTP for its admin endpoints and the probes.
+async fn cluster_mode(
+    mut settings: RunSettings,
+    node: &str,
+) -> anyhow::Result<(RunSettings, Option<Nats>)> {
+    let role = settings.cluster.role;
+    if !settings.cluster.enabled() {
+        if role == Role::Responder {
+            anyhow::bail!(
+                "HOOKER_ROLE=responder needs HOOKER_NATS (the NATS servers to consume from)"
+            );
+        }
+        return Ok((settings, None));
+    }
+    let nats = Nats::connect(&settings.cluster, &format!("hooker-{node}")).await?;
+    tracing::info!(role = ?role, servers = %settings.cluster.nats.join(","), stream = %settings.cluster.nats_stream, "Cluster mode.");
+    if role == Role::Responder {
+        settings.socket = Some("off".into());
+        settings.grpc = Listen::Off;
+        settings.grpc_socket = None;
+        settings.forward = Listen::Off;
+        settings.forward_socket = None;
+        settings.tracee = None;
+    }
+    Ok((settings, Some(nats)))
+}
+
 /// What a reload needs; cloned into each start of the reload task.
 #[derive(Clone)]
 struct Reloader {
     settings: RunSettings,
     cx: BuildContext,
+    relay: Option<Arc<Relay>>,
     router: Arc<Router>,
     metrics: Metrics,
     status: Arc<std::sync::Mutex<serde_json::Value>>,
@@ -503,7 +556,7 @@ async fn reload_loop(
 impl Reloader {
     /// One reload: compile, swap, report.
     async fn reload(&self, trigger: &'static str) -> Result<(), String> {
-        match compile(&self.settings, &self.cx).await {
+        match compile(&self.settings, &self.cx, self.relay.as_ref()).await {
             Ok((config, pipeline)) => {
                 for warning in &pipeline.warnings {
                     tracing::warn!(%warning, "Config warning.");

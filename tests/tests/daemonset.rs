@@ -665,10 +665,6 @@ fn exported_metrics() -> BTreeSet<String> {
     exported
 }
 
-/// Metrics of the NATS relay (issue 19) that the alerts and dashboard use before the relay's
-/// branch is merged; once metrics.rs registers them this allowance is moot (and can go).
-const RELAY_METRICS: &[&str] = &["hooker_relay_backlog"];
-
 #[tokio::test]
 async fn daemonset_dashboard_and_alerts_use_only_exported_metrics() -> anyhow::Result<()> {
     let exported = exported_metrics();
@@ -722,7 +718,7 @@ async fn daemonset_dashboard_and_alerts_use_only_exported_metrics() -> anyhow::R
     for expr in &exprs {
         for name in hooker_metrics(expr) {
             assert!(
-                exported.contains(&name) || RELAY_METRICS.contains(&name.as_str()),
+                exported.contains(&name),
                 "`{name}` (in `{expr}`) is not exported; exported: {exported:?}"
             );
             used.insert(name);
@@ -868,10 +864,6 @@ async fn daemonset_node_agent_settings_keep_tcp_intakes_on_loopback() -> anyhow:
     Ok(())
 }
 
-/// Settings of the NATS relay (issue 19) the manifests set before the relay's branch is merged;
-/// once settings.rs has them this allowance is moot (and can go).
-const RELAY_SETTINGS: &[&str] = &["HOOKER_NATS", "HOOKER_NATS_TOKEN"];
-
 /// Every `HOOKER_*` variable the manifests set (base and components) is a setting Hooker reads:
 /// a misspelt name would be ignored silently (an intake left at its default, a token not used).
 #[test]
@@ -894,7 +886,6 @@ fn daemonset_manifests_set_only_known_settings() {
                 .and_then(|rest| rest.split('`').next())
                 .map(|rest| &line[3..3 + "HOOKER_".len() + rest.len()])
         }))
-        .chain(RELAY_SETTINGS.iter().copied())
         .collect();
     assert!(known.contains("HOOKER_TRACEE"), "{known:?}");
     let (_dir, yaml) = overlay(

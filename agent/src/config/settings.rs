@@ -203,6 +203,90 @@ pub struct RunSettings {
     /// Node name recorded in forensic logs (Kubernetes: set from spec.nodeName).
     #[arg(long, env = "NODE_NAME")]
     pub node_name: Option<String>,
+
+    /// Cluster mode: role and NATS JetStream connection (`agent/src/cluster/`).
+    #[command(flatten)]
+    pub cluster: ClusterSettings,
+}
+
+/// Which part of a cluster this process plays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum Role {
+    /// The node agent (the DaemonSet): intakes, routing, node-local actions; relays the
+    /// deliveries of `runs-on: responder` actions to JetStream when `HOOKER_NATS` is set.
+    #[default]
+    Node,
+    /// The responder (a Deployment): runs the deliveries node agents relay.
+    Responder,
+}
+
+/// Cluster mode settings. Without `HOOKER_NATS`, Hooker is a single-node agent and none of the
+/// others matter.
+#[derive(Debug, Clone, Args)]
+pub struct ClusterSettings {
+    /// Role: `node` (the agent on every node) or `responder` (runs relayed deliveries).
+    #[arg(long, env = "HOOKER_ROLE", value_enum, default_value_t = Role::Node)]
+    pub role: Role,
+
+    /// NATS server URLs, comma-separated (`nats://nats-0:4222,nats://nats-1:4222`). Unset: no
+    /// cluster mode, every action runs on this node.
+    #[arg(long, env = "HOOKER_NATS", value_delimiter = ',')]
+    pub nats: Vec<String>,
+
+    /// NATS credentials file (`.creds`: user JWT and NKey seed).
+    #[arg(long, env = "HOOKER_NATS_CREDS", value_parser = parse_path)]
+    pub nats_creds: Option<PathBuf>,
+
+    /// NATS token.
+    #[arg(long, env = "HOOKER_NATS_TOKEN", hide_env_values = true)]
+    pub nats_token: Option<String>,
+
+    /// PEM CA bundle to verify the NATS servers with (turns TLS on).
+    #[arg(long, env = "HOOKER_NATS_TLS_CA", value_parser = parse_path)]
+    pub nats_tls_ca: Option<PathBuf>,
+
+    /// PEM client certificate for NATS (mutual TLS); needs HOOKER_NATS_TLS_KEY.
+    #[arg(long, env = "HOOKER_NATS_TLS_CERT", requires = "nats_tls_key", value_parser = parse_path)]
+    pub nats_tls_cert: Option<PathBuf>,
+
+    /// PEM private key of HOOKER_NATS_TLS_CERT.
+    #[arg(long, env = "HOOKER_NATS_TLS_KEY", requires = "nats_tls_cert", value_parser = parse_path)]
+    pub nats_tls_key: Option<PathBuf>,
+
+    /// JetStream stream that carries relayed deliveries (work-queue retention, file storage).
+    #[arg(long, env = "HOOKER_NATS_STREAM", default_value = "HOOKER_DELIVERIES")]
+    pub nats_stream: String,
+
+    /// Subject prefix of relayed deliveries; the stream takes `<prefix>.>`.
+    #[arg(long, env = "HOOKER_NATS_SUBJECT", default_value = "hooker.deliveries")]
+    pub nats_subject: String,
+
+    /// Durable consumer shared by every responder replica.
+    #[arg(
+        long,
+        env = "HOOKER_NATS_CONSUMER",
+        default_value = "hooker-responders"
+    )]
+    pub nats_consumer: String,
+
+    /// KV bucket (name prefix) of cluster-wide `unique-message-props` keys.
+    #[arg(long, env = "HOOKER_NATS_KV_BUCKET", default_value = "hooker-dedup")]
+    pub nats_kv_bucket: String,
+
+    /// Replicas of the stream and KV buckets Hooker creates; 0 = min(3, servers in the cluster).
+    #[arg(long, env = "HOOKER_NATS_REPLICAS", default_value_t = 0)]
+    pub nats_replicas: usize,
+
+    /// How long JetStream waits for a responder's ack before redelivering a message.
+    #[arg(long, env = "HOOKER_NATS_ACK_WAIT", default_value = "30s", value_parser = crate::config::units::parse_duration)]
+    pub nats_ack_wait: std::time::Duration,
+}
+
+impl ClusterSettings {
+    /// Whether cluster mode is on (`HOOKER_NATS` names at least one server).
+    pub fn enabled(&self) -> bool {
+        self.nats.iter().any(|url| !url.trim().is_empty())
+    }
 }
 
 /// A listen address, or `off`.
@@ -270,6 +354,10 @@ impl RunSettings {
         self.state_dir = non_empty(self.state_dir);
         self.auth_token_file = non_empty(self.auth_token_file);
         self.tls_client_ca = non_empty(self.tls_client_ca);
+        self.cluster.nats_creds = non_empty(self.cluster.nats_creds);
+        self.cluster.nats_tls_ca = non_empty(self.cluster.nats_tls_ca);
+        self.cluster.nats_tls_cert = non_empty(self.cluster.nats_tls_cert);
+        self.cluster.nats_tls_key = non_empty(self.cluster.nats_tls_key);
         self
     }
 

@@ -1,0 +1,295 @@
+//! Cluster mode: node agents relay the deliveries of `runs-on: responder` actions to a NATS
+//! JetStream stream, and responders run them. Without `HOOKER_NATS` none of this runs and every
+//! action runs on the node, as in single-node Hooker.
+//!
+//! ```text
+//!  node agent ── outbox ── relay (JetStream publish, acked) ──► stream HOOKER_DELIVERIES
+//!                                                                   │ durable pull consumer
+//!  responder ◄── commit to its own outbox, then ack ◄───────────────┘ (shared by replicas)
+//!      └── KV bucket hooker-dedup*: unique-message-props decided once for the cluster
+//! ```
+//!
+//! `mod.rs` owns the connection and what both roles share (where each action runs, names);
+//! `envelope.rs` the message on the wire, `relay.rs` the node side, `responder.rs` the
+//! responder's consumer, `kv_dedup.rs` the cluster-wide dedup.
+//!
+//! - **Invariant:** a relayed delivery leaves the node's outbox only after JetStream acknowledged
+//!   it; a message leaves the stream only after the responder committed it to its own outbox.
+
+pub mod envelope;
+pub mod kv_dedup;
+pub mod relay;
+pub mod responder;
+
+use std::time::Duration;
+
+use async_nats::jetstream;
+
+use crate::config::settings::ClusterSettings;
+use crate::config::{ActionConfig, Diagnostic};
+
+/// Action types that act on the node itself: they always run on the node agent.
+pub const NODE_LOCAL_TYPES: &[&str] = &["exec", "docker", "log", "stdout"];
+
+/// How long one JetStream request (publish ack, KV operation, stream look-up) may take.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Where an action's deliveries run (`runs-on`, Postee's key).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunsOn {
+    Node,
+    Responder,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("HOOKER_NATS: {0}")]
+    Options(String),
+    #[error("cannot read the NATS credentials file {path}: {error}")]
+    Credentials { path: String, error: std::io::Error },
+    #[error("cannot connect to NATS: {0}")]
+    Connect(String),
+}
+
+/// What is wrong with an action's `runs-on`.
+#[derive(Debug)]
+pub enum RunsOnProblem {
+    /// Neither `node` nor `responder` (Postee named runners here): a warning, the default applies.
+    Unknown(Diagnostic),
+    /// `responder` on a node-local type: an error.
+    NodeLocal(Diagnostic),
+}
+
+impl RunsOnProblem {
+    pub fn diagnostic(self) -> Diagnostic {
+        match self {
+            RunsOnProblem::Unknown(d) | RunsOnProblem::NodeLocal(d) => d,
+        }
+    }
+}
+
+/// The `runs-on` an action block asks for, checked: `None` when unset.
+pub fn declared_runs_on(config: &ActionConfig) -> Result<Option<RunsOn>, RunsOnProblem> {
+    let Some(value) = config.runs_on.as_deref() else {
+        return Ok(None);
+    };
+    let runs_on = match value.trim().to_ascii_lowercase().as_str() {
+        "node" => RunsOn::Node,
+        "responder" => RunsOn::Responder,
+        _ => {
+            return Err(RunsOnProblem::Unknown(
+                Diagnostic::new(
+                    config.place(),
+                    format!(
+                        "runs-on \"{value}\" is neither `node` nor `responder`; the default applies"
+                    ),
+                )
+                .key("runs-on")
+                .line(config.item.line_of("runs-on")),
+            ));
+        }
+    };
+    if runs_on == RunsOn::Responder && NODE_LOCAL_TYPES.contains(&config.kind.as_str()) {
+        return Err(RunsOnProblem::NodeLocal(
+            Diagnostic::new(
+                config.place(),
+                format!(
+                    "runs-on: responder is not possible for a `{}` action: it acts on the node itself (exec, docker, log and stdout always run on the node)",
+                    config.kind
+                ),
+            )
+            .key("runs-on")
+            .line(config.item.line_of("runs-on")),
+        ));
+    }
+    Ok(Some(runs_on))
+}
+
+/// Where an action runs. Without cluster mode, everywhere is the node. With it, node-local types
+/// run on the node and the others default to the responder.
+pub fn runs_on(config: &ActionConfig, cluster: bool) -> RunsOn {
+    if !cluster || NODE_LOCAL_TYPES.contains(&config.kind.as_str()) {
+        return RunsOn::Node;
+    }
+    declared_runs_on(config)
+        .ok()
+        .flatten()
+        .unwrap_or(RunsOn::Responder)
+}
+
+/// A connection to the NATS cluster and its JetStream context.
+#[derive(Clone)]
+pub struct Nats {
+    pub client: async_nats::Client,
+    pub jetstream: jetstream::Context,
+    pub settings: ClusterSettings,
+}
+
+impl Nats {
+    /// Connects in the background: the returned client reconnects by itself, forever, so a node
+    /// agent starts (and keeps its outbox) while NATS is down.
+    pub async fn connect(settings: &ClusterSettings, name: &str) -> Result<Nats, ClusterError> {
+        let urls: Vec<async_nats::ServerAddr> = settings
+            .nats
+            .iter()
+            .map(|url| url.trim())
+            .filter(|url| !url.is_empty())
+            .map(|url| {
+                url.parse::<async_nats::ServerAddr>()
+                    .map_err(|error| ClusterError::Options(format!("`{url}`: {error}")))
+            })
+            .collect::<Result<_, _>>()?;
+        let mut options = async_nats::ConnectOptions::new()
+            .name(name)
+            .retry_on_initial_connect()
+            .max_reconnects(None)
+            .connection_timeout(REQUEST_TIMEOUT)
+            .event_callback(|event| async move {
+                match event {
+                    async_nats::Event::Connected => tracing::info!("Connected to NATS."),
+                    async_nats::Event::Disconnected => {
+                        tracing::warn!("Disconnected from NATS; reconnecting.")
+                    }
+                    other => tracing::debug!(event = %other, "NATS connection event."),
+                }
+            });
+        if let Some(path) = &settings.nats_creds {
+            options = options.credentials_file(path).await.map_err(|error| {
+                ClusterError::Credentials {
+                    path: path.display().to_string(),
+                    error,
+                }
+            })?;
+        }
+        if let Some(token) = settings.nats_token.as_deref().filter(|t| !t.is_empty()) {
+            options = options.token(token.to_string());
+        }
+        if let Some(ca) = &settings.nats_tls_ca {
+            options = options.add_root_certificates(ca.clone()).require_tls(true);
+        }
+        if let (Some(cert), Some(key)) = (&settings.nats_tls_cert, &settings.nats_tls_key) {
+            options = options
+                .add_client_certificate(cert.clone(), key.clone())
+                .require_tls(true);
+        }
+        crate::tls::install_crypto_provider();
+        let client = options
+            .connect(urls)
+            .await
+            .map_err(|error| ClusterError::Connect(error.to_string()))?;
+        let mut jetstream = jetstream::new(client.clone());
+        jetstream.set_timeout(REQUEST_TIMEOUT);
+        Ok(Nats {
+            client,
+            jetstream,
+            settings: settings.clone(),
+        })
+    }
+
+    pub fn connected(&self) -> bool {
+        self.client.connection_state() == async_nats::connection::State::Connected
+    }
+
+    /// Replicas for the stream and buckets Hooker creates: the setting, else min(3, the servers
+    /// the connected server knows of).
+    pub fn replicas(&self) -> usize {
+        if self.settings.nats_replicas > 0 {
+            return self.settings.nats_replicas;
+        }
+        let info = self.client.server_info();
+        info.connect_urls.len().clamp(1, 3)
+    }
+
+    /// The relay stream, created when absent (work-queue retention, file storage).
+    pub async fn stream(&self) -> Result<jetstream::stream::Stream, String> {
+        let config = jetstream::stream::Config {
+            name: self.settings.nats_stream.clone(),
+            subjects: vec![format!("{}.>", self.settings.nats_subject)],
+            retention: jetstream::stream::RetentionPolicy::WorkQueue,
+            storage: jetstream::stream::StorageType::File,
+            num_replicas: self.replicas(),
+            // Republishes of one delivery (a lost ack, a node restarted mid-publish) within
+            // this window are dropped by JetStream (`Nats-Msg-Id`).
+            duplicate_window: Duration::from_secs(600),
+            ..Default::default()
+        };
+        self.jetstream
+            .get_or_create_stream(config)
+            .await
+            .map_err(|error| {
+                format!(
+                    "cannot find or create stream {}: {error}",
+                    self.settings.nats_stream
+                )
+            })
+    }
+}
+
+/// Hex SHA-256 of `parts` joined with a separator that cannot occur in them unescaped: a stable,
+/// NATS-safe id (message ids, KV keys).
+pub fn digest(parts: &[&str]) -> String {
+    let mut context = ring::digest::Context::new(&ring::digest::SHA256);
+    for part in parts {
+        context.update(&(part.len() as u64).to_be_bytes());
+        context.update(part.as_bytes());
+    }
+    context
+        .finish()
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn action(yaml: &str) -> ActionConfig {
+        let config = crate::config::Config::parse(
+            &format!("routes: []\ntemplates: []\nactions:\n{yaml}"),
+            None,
+        )
+        .unwrap();
+        config.actions.into_iter().next().unwrap()
+    }
+
+    #[test]
+    fn remote_actions_default_to_the_responder_only_in_cluster_mode() {
+        let webhook = action("- name: w\n  type: webhook\n  enable: true\n  url: http://x\n");
+        assert_eq!(runs_on(&webhook, false), RunsOn::Node);
+        assert_eq!(runs_on(&webhook, true), RunsOn::Responder);
+        let pinned = action(
+            "- name: w\n  type: webhook\n  enable: true\n  url: http://x\n  runs-on: node\n",
+        );
+        assert_eq!(runs_on(&pinned, true), RunsOn::Node);
+        let exec = action("- name: e\n  type: exec\n  enable: true\n  exec-script: echo\n");
+        assert_eq!(runs_on(&exec, true), RunsOn::Node);
+    }
+
+    #[test]
+    fn node_local_actions_refuse_the_responder() {
+        for kind in NODE_LOCAL_TYPES {
+            let block = action(&format!(
+                "- name: a\n  type: {kind}\n  enable: true\n  runs-on: responder\n"
+            ));
+            let Err(RunsOnProblem::NodeLocal(error)) = declared_runs_on(&block) else {
+                panic!("{kind}: runs-on: responder accepted");
+            };
+            assert!(error.message.contains("always run on the node"), "{error}");
+        }
+        let runner = action("- name: w\n  type: webhook\n  enable: true\n  runs-on: cloud\n");
+        assert!(matches!(
+            declared_runs_on(&runner),
+            Err(RunsOnProblem::Unknown(_))
+        ));
+        assert_eq!(runs_on(&runner, true), RunsOn::Responder);
+    }
+
+    #[test]
+    fn digests_are_stable_and_unambiguous() {
+        assert_eq!(digest(&["a", "b"]), digest(&["a", "b"]));
+        assert_ne!(digest(&["ab", ""]), digest(&["a", "b"]));
+        assert_eq!(digest(&["x"]).len(), 64);
+    }
+}
