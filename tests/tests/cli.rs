@@ -428,8 +428,14 @@ async fn help_line(args: &[&str], flag: &str) -> anyhow::Result<String> {
         .iter()
         .position(|l| l.trim_start().starts_with(flag))
         .ok_or_else(|| anyhow::anyhow!("{args:?} --help has no {flag}:\n{stdout}"))?;
+    // The flag's line and its description below it (clap's long help puts the description,
+    // `[env: …]` and `[default: …]` on lines of their own, blank lines between).
     let mut line = lines[at].trim().to_string();
-    if let Some(next) = lines.get(at + 1).filter(|l| l.starts_with("          ")) {
+    for next in lines[at + 1..]
+        .iter()
+        .take_while(|l| l.trim().is_empty() || l.starts_with("          "))
+        .filter(|l| !l.trim().is_empty())
+    {
         line.push(' ');
         line.push_str(next.trim());
     }
