@@ -4,7 +4,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use hooker::config::settings::{LogFormat, RunSettings, non_empty, parse_path};
+use hooker::config::settings::{
+    DEFAULT_REGO_FILTERS, LogFormat, RunSettings, non_empty, parse_path,
+};
 
 /// jemalloc, with one arena and small thread caches (`.cargo/config.toml` builds that setting in;
 /// `_RJEM_MALLOC_CONF` overrides it at run time). An event is parsed into a tree of small
@@ -160,7 +162,7 @@ fn selection(ids: Vec<u64>, all: bool) -> anyhow::Result<serde_json::Value> {
 
 #[derive(clap::Args)]
 struct RegoDirs {
-    #[arg(long, env = "HOOKER_REGO_FILTERS", default_value = "./rego-filters", value_parser = parse_path)]
+    #[arg(long, env = "HOOKER_REGO_FILTERS", default_value = DEFAULT_REGO_FILTERS, value_parser = parse_path)]
     rego_filters: PathBuf,
     #[arg(long, env = "HOOKER_REGO_TEMPLATES", value_parser = parse_path)]
     rego_templates: Option<PathBuf>,
@@ -175,7 +177,7 @@ impl RegoDirs {
         hooker::router::rego::set_timeout(self.rego_timeout);
         hooker::pipeline::Paths {
             rego_filters: non_empty(Some(self.rego_filters))
-                .unwrap_or_else(|| PathBuf::from("./rego-filters")),
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_REGO_FILTERS)),
             rego_templates: non_empty(self.rego_templates),
         }
     }

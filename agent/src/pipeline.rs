@@ -293,9 +293,8 @@ impl Pipeline {
 
     /// The event as templates see it: Postee adds `input.postee.AquaServer`; Hooker adds `input.hooker`.
     /// Made from the event's Rego value (the one its routes were evaluated on, when they were):
-    /// only the top-level object is copied, the rest is shared.
-    pub fn template_input(&self, event: &regorus::Value, node: &str) -> regorus::Value {
-        let mut input = event.clone();
+    /// only the top-level object is copied (when the value is shared), the rest is shared.
+    pub fn template_input(&self, mut input: regorus::Value, node: &str) -> regorus::Value {
         if let Ok(map) = input.as_object_mut() {
             let server = self.server_url.clone().unwrap_or_default();
             let console = if server.is_empty() {
@@ -319,7 +318,7 @@ impl Pipeline {
 
     /// [`Pipeline::template_input`] for an event not yet converted to Rego.
     pub fn template_input_json(&self, event: &serde_json::Value, node: &str) -> regorus::Value {
-        self.template_input(&crate::router::rego::to_rego(event), node)
+        self.template_input(crate::router::rego::to_rego(event), node)
     }
 }
 

@@ -68,7 +68,7 @@ pub struct RunSettings {
     pub rego_templates: Option<PathBuf>,
 
     /// Directory that route `input-files` are relative to.
-    #[arg(long, env = "HOOKER_REGO_FILTERS", default_value = "./rego-filters", value_parser = parse_path)]
+    #[arg(long, env = "HOOKER_REGO_FILTERS", default_value = DEFAULT_REGO_FILTERS, value_parser = parse_path)]
     pub rego_filters: PathBuf,
 
     /// Time budget of one Rego evaluation (a route's rule for one event, one template
@@ -326,6 +326,9 @@ fn parse_flag(s: &str) -> Result<bool, String> {
     ))
 }
 
+/// `HOOKER_REGO_FILTERS`' default, also when it is set empty.
+pub const DEFAULT_REGO_FILTERS: &str = "./rego-filters";
+
 /// A path setting that may be empty (`HOOKER_CFG=`): clap's own path parser refuses an empty
 /// value, which broke every subcommand, even `hooker version`. Empty means the default; see
 /// [`RunSettings::without_empty_paths`] and [`non_empty`].
@@ -350,7 +353,7 @@ impl RunSettings {
         self.tls_key = non_empty(self.tls_key);
         self.rego_templates = non_empty(self.rego_templates);
         self.rego_filters =
-            non_empty(Some(self.rego_filters)).unwrap_or_else(|| "./rego-filters".into());
+            non_empty(Some(self.rego_filters)).unwrap_or_else(|| DEFAULT_REGO_FILTERS.into());
         self.state_dir = non_empty(self.state_dir);
         self.auth_token_file = non_empty(self.auth_token_file);
         self.tls_client_ca = non_empty(self.tls_client_ca);

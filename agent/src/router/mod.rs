@@ -846,7 +846,7 @@ impl Worker {
                     .get_or_insert_with(|| {
                         let event =
                             rego_input.get_or_insert_with(|| rego::event_to_rego(&event.payload));
-                        pipeline.template_input(event, node)
+                        pipeline.template_input(event.clone(), node)
                     })
                     .clone()
             };
