@@ -33,7 +33,7 @@ TARGET = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "dist"
 # HOOKER_BENCH_AGENT: another agent binary (e.g. target/profiling/hooker, for perf).
 AGENT = Path(os.environ.get("HOOKER_BENCH_AGENT", TARGET / "hooker"))
 LOAD = TARGET / "hooker-load"
-FIXTURES = ROOT.parent / "shared" / "fixtures"
+FIXTURES = ROOT / "tests" / "fixtures"
 EVENT = FIXTURES / "tracee" / "v0.12-era-signature-dropped-executable-TRC-1022.json"
 # An event no benchmark route matches: intake, parse and routing only (nothing stored).
 MISS = FIXTURES / "tracee" / "v0.13-security_file_open.json"
