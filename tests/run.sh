@@ -15,6 +15,7 @@ command -v dockerd >/dev/null || need+=(docker.io)            # real Docker daem
 command -v make >/dev/null || need+=(make)                    # builds jemalloc, the agent's allocator
 command -v cc >/dev/null || need+=(gcc libc6-dev)             # (a C compiler as well)
 command -v nats-server >/dev/null || need+=(nats-server)      # JetStream (tests/tests/cluster.rs, daemonset/nats/nats.conf)
+command -v curl >/dev/null || need+=(curl)                    # Falco's program_output recipe (tests/tests/falco.rs)
 if [ ${#need[@]} -gt 0 ]; then
   say "apt-get install ${need[*]}"
   apt-get update -qq

@@ -136,6 +136,40 @@ async fn trivyoperator_templates_match_golden_files() -> Result<()> {
     check_family("trivyoperator", CHANNELS, &inputs).await
 }
 
+#[tokio::test]
+async fn falco_templates_match_golden_files() -> Result<()> {
+    let mut inputs: Vec<Input> = [
+        "falco/falco-0.39-terminal-shell-in-container.json",
+        "falco/falco-0.39-read-sensitive-file-untrusted.json",
+        "falco/falco-0.39-clear-log-activities-host.json",
+        "falco/falco-k8saudit-attach-exec-pod.json",
+        "falco/falcosidekick-drop-and-execute-new-binary.json",
+    ]
+    .into_iter()
+    .map(Input::fixture)
+    .collect();
+    // Markup, newlines and a huge value in every field a card shows: escaped and clipped per channel.
+    let hostile = "<b>*bold*</b> _x_ [link|http://evil] `code` & {{x}}\nnext | pipe";
+    inputs.push(Input::generated(
+        "generated-markup-in-fields",
+        json!({
+            "hostname": hostile, "priority": "Emergency", "rule": hostile, "source": "syscall",
+            "time": "2025-11-30T09:12:44.318920433Z", "tags": [hostile, "mitre_execution", "T1059"],
+            "output": format!("09:12:44.318920433: Emergency {hostile}"),
+            "output_fields": {
+                "k8s.pod.name": hostile, "k8s.ns.name": "ns", "container.id": "0123456789abcdef",
+                "container.name": hostile, "proc.cmdline": "x".repeat(5000), "proc.name": hostile,
+                "user.name": hostile, "fd.name": hostile, "evt.time": 1
+            }
+        }),
+    ));
+    inputs.push(Input::generated(
+        "generated-minimal",
+        json!({"rule": "Some rule", "priority": "debug", "output_fields": {}}),
+    ));
+    check_family("falco", CHANNELS, &inputs).await
+}
+
 /// An SbomReport becomes the CycloneDX BOM the dependencytrack action uploads, titled `repo:tag`.
 #[tokio::test]
 async fn trivyoperator_sbom_report_renders_for_dependency_track() -> Result<()> {

@@ -41,6 +41,10 @@ pub const LIBRARY: &[(&str, &str)] = &[
         "hooker/lib/trivyoperator.rego",
         include_str!("../../templates/lib/trivyoperator.rego"),
     ),
+    (
+        "hooker/lib/falco.rego",
+        include_str!("../../templates/lib/falco.rego"),
+    ),
 ];
 
 /// The default of `HOOKER_REGO_TIMEOUT`: the longest one Rego evaluation (a route's rule for one
@@ -585,6 +589,60 @@ mod tests {
             json!({"name": "x", "threat": {"severity": 2}})
         ));
         assert!(!eval(&mut r, json!({"eventName": "openat"})));
+    }
+
+    #[test]
+    fn library_helpers_read_falco_alerts() {
+        let dir = crate::fixtures::dir();
+        let falco = |file: &str| -> serde_json::Value {
+            let text = std::fs::read_to_string(dir.join("falco").join(file)).unwrap();
+            serde_json::from_str(&text).unwrap()
+        };
+        let shell = falco("falco-0.39-terminal-shell-in-container.json");
+        let shadow = falco("falco-0.39-read-sensitive-file-untrusted.json");
+        let miner = falco("falcosidekick-drop-and-execute-new-binary.json");
+        let audit = falco("falco-k8saudit-attach-exec-pod.json");
+        let mut is_falco = rule("data.hooker.lib.falco.is_falco");
+        for event in [&shell, &shadow, &miner, &audit] {
+            assert!(eval(&mut is_falco, event.clone()), "{event}");
+        }
+        for family in ["tracee", "trivy", "postee"] {
+            for entry in std::fs::read_dir(dir.join(family)).unwrap().flatten() {
+                let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+                if let Ok(event) = serde_json::from_str::<serde_json::Value>(&text) {
+                    assert!(!eval(&mut is_falco, event), "{}", entry.path().display());
+                }
+            }
+        }
+        let mut warning_or_worse = rule(r#"data.hooker.lib.falco.priority_at_least("warning")"#);
+        assert!(eval(&mut warning_or_worse, shadow.clone()));
+        assert!(eval(&mut warning_or_worse, miner.clone()));
+        assert!(!eval(&mut warning_or_worse, shell.clone()));
+        assert!(!eval(
+            &mut warning_or_worse,
+            json!({"priority": "Sometimes"})
+        ));
+        let mut severity = rule("data.hooker.lib.falco.severity == 4");
+        assert!(eval(&mut severity, miner.clone()));
+        assert!(!eval(&mut severity, shadow.clone()));
+        let mut tag = rule(r#"data.hooker.lib.falco.has_tag("mitre_execution")"#);
+        assert!(eval(&mut tag, shell.clone()));
+        assert!(!eval(&mut tag, miner.clone()));
+        let mut pod = rule(
+            r#"data.hooker.lib.falco.pod == "shop/checkout-7d9f8c6b5-x2k4p"
+data.hooker.lib.falco.user != """#,
+        );
+        assert!(eval(&mut pod, shell.clone()));
+        assert!(eval(&mut pod, audit));
+        // Falco's null and "<NA>" for a field without a value are "".
+        let mut no_pod = rule(r#"data.hooker.lib.falco.namespace == """#);
+        assert!(eval(&mut no_pod, shadow));
+        let mut container = rule(r#"data.hooker.lib.falco.container_id == """#);
+        assert!(eval(
+            &mut container,
+            falco("falco-0.39-clear-log-activities-host.json")
+        ));
+        assert!(!eval(&mut container, shell));
     }
 
     #[test]

@@ -67,6 +67,14 @@ pub const BUILTIN: &[(&str, &str)] = builtin![
     "trivyoperator-pagerduty.rego",
     "trivyoperator-opsgenie.rego",
     "trivyoperator-dependencytrack.rego",
+    "falco-text.rego",
+    "falco-slack.rego",
+    "falco-teams.rego",
+    "falco-jira.rego",
+    "falco-html.rego",
+    "falco-email.rego",
+    "falco-pagerduty.rego",
+    "falco-opsgenie.rego",
 ];
 
 /// One template module: where it came from and the package it declares.

@@ -12,7 +12,7 @@ use serde_json::json;
 use super::{Catalog, Template, TemplateText};
 use crate::message::Message;
 
-const FAMILIES: &[&str] = &["tracee", "trivy", "trivyoperator"];
+const FAMILIES: &[&str] = &["tracee", "trivy", "trivyoperator", "falco"];
 
 const CHANNELS: &[&str] = &[
     "text",
@@ -54,6 +54,10 @@ fn pair(family: &str) -> [serde_json::Value; 2] {
         "tracee" => [
             fixture("tracee/v0.12-era-signature-dropped-executable-TRC-1022.json"),
             fixture("tracee/v0.12-era-signature-anti-debugging-TRC-102.json"),
+        ],
+        "falco" => [
+            fixture("falco/falco-0.39-terminal-shell-in-container.json"),
+            fixture("falco/falcosidekick-drop-and-execute-new-binary.json"),
         ],
         "trivy" => [
             fixture("trivy/trivy-image-alpine-310.json"),

@@ -1,0 +1,22 @@
+# Renders a Falco alert (Falco's JSON output)
+# as Jira wiki markup for an issue description.
+package hooker.falco.jira
+
+import data.hooker.lib.render
+import data.hooker.lib.falco
+import rego.v1
+
+title := falco.title
+
+result := render.jira_body(falco.card, 50)
+
+result_severity := falco.level
+
+result_finding := falco.finding
+
+# The key the paging and ticketing actions de-duplicate on.
+result_dedup_key := falco.finding
+
+result_owners := input.application_scope_owners if is_array(input.application_scope_owners)
+
+aggregation_pkg := "hooker.aggregate.jira"
