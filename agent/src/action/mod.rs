@@ -8,6 +8,7 @@
 mod alert;
 mod api_client;
 mod awssecurityhub;
+mod chat;
 mod dependencytrack;
 mod docker;
 mod email;
@@ -35,21 +36,26 @@ use async_trait::async_trait;
 use crate::config::{ActionConfig, Diagnostic};
 use crate::message::Message;
 
-/// Every action type Postee knows, plus Hooker's own `log`. A type listed here but not built by
-/// [`REGISTRY`] is recognised and reported as not yet supported.
+/// Every action type Postee knows, plus Hooker's own (`log`, the chat webhooks beyond Slack and
+/// Teams). A type listed here but not built by [`REGISTRY`] is recognised and reported as not yet
+/// supported.
 pub const KNOWN_TYPES: &[&str] = &[
     "awssecurityhub",
     "dependencytrack",
+    "discord",
     "docker",
     "email",
     "exec",
+    "googlechat",
     "http",
     "jira",
     "kubernetes",
     "log",
+    "mattermost",
     "nexusiq",
     "opsgenie",
     "pagerduty",
+    "rocketchat",
     "servicenow",
     "slack",
     "splunk",
@@ -80,6 +86,10 @@ const REGISTRY: &[(&str, BuildFn)] = &[
     ("stdout", stdout::build),
     ("teams", teams::build),
     ("webhook", webhook::build),
+    ("mattermost", chat::build_mattermost),
+    ("rocketchat", chat::build_rocketchat),
+    ("googlechat", chat::build_googlechat),
+    ("discord", chat::build_discord),
 ];
 
 /// A built action and the warnings its config produced.
