@@ -6,10 +6,12 @@
 //! says whether trying again could help ([`ErrorKind`]); when to retry is decided elsewhere.
 
 mod alert;
+mod alertmanager;
 mod api_client;
 mod awssecurityhub;
 mod dependencytrack;
 mod docker;
+mod elasticsearch;
 mod email;
 mod escape;
 mod exec;
@@ -17,13 +19,17 @@ mod http;
 mod jira;
 mod kubernetes;
 mod log;
+mod loki;
+mod nats;
 mod nexusiq;
 mod opsgenie;
+mod outputs;
 mod pagerduty;
 mod servicenow;
 mod slack;
 mod splunk;
 mod stdout;
+mod syslog;
 mod teams;
 mod webhook;
 
@@ -38,15 +44,19 @@ use crate::message::Message;
 /// Every action type Postee knows, plus Hooker's own `log`. A type listed here but not built by
 /// [`REGISTRY`] is recognised and reported as not yet supported.
 pub const KNOWN_TYPES: &[&str] = &[
+    "alertmanager",
     "awssecurityhub",
     "dependencytrack",
     "docker",
+    "elasticsearch",
     "email",
     "exec",
     "http",
     "jira",
     "kubernetes",
     "log",
+    "loki",
+    "nats",
     "nexusiq",
     "opsgenie",
     "pagerduty",
@@ -54,6 +64,7 @@ pub const KNOWN_TYPES: &[&str] = &[
     "slack",
     "splunk",
     "stdout",
+    "syslog",
     "teams",
     "webhook",
 ];
@@ -80,6 +91,11 @@ const REGISTRY: &[(&str, BuildFn)] = &[
     ("stdout", stdout::build),
     ("teams", teams::build),
     ("webhook", webhook::build),
+    ("alertmanager", alertmanager::build),
+    ("syslog", syslog::build),
+    ("loki", loki::build),
+    ("elasticsearch", elasticsearch::build),
+    ("nats", nats::build),
 ];
 
 /// A built action and the warnings its config produced.
