@@ -16,6 +16,9 @@ command -v make >/dev/null || need+=(make)                    # builds jemalloc,
 command -v cc >/dev/null || need+=(gcc libc6-dev)             # (a C compiler as well)
 command -v nats-server >/dev/null || need+=(nats-server)      # JetStream (tests/tests/cluster.rs, daemonset/nats/nats.conf)
 command -v curl >/dev/null || need+=(curl)                    # Falco's program_output recipe (tests/tests/falco.rs)
+command -v prometheus-alertmanager >/dev/null || need+=(prometheus-alertmanager)  # alertmanager action (tests/tests/actions_outputs.rs)
+command -v rsyslogd >/dev/null || need+=(rsyslog)             # syslog action: UDP and TCP inputs
+dpkg -s rsyslog-openssl >/dev/null 2>&1 || need+=(rsyslog-openssl)  # (its TLS input, the ossl driver)
 if [ ${#need[@]} -gt 0 ]; then
   say "apt-get install ${need[*]}"
   apt-get update -qq

@@ -6,11 +6,13 @@
 //! says whether trying again could help ([`ErrorKind`]); when to retry is decided elsewhere.
 
 mod alert;
+mod alertmanager;
 mod api_client;
 mod awssecurityhub;
 mod chat;
 mod dependencytrack;
 mod docker;
+mod elasticsearch;
 mod email;
 mod escape;
 mod exec;
@@ -18,13 +20,17 @@ mod http;
 mod jira;
 mod kubernetes;
 mod log;
+mod loki;
+mod nats;
 mod nexusiq;
 mod opsgenie;
+mod outputs;
 mod pagerduty;
 mod servicenow;
 mod slack;
 mod splunk;
 mod stdout;
+mod syslog;
 mod teams;
 mod webhook;
 
@@ -40,10 +46,12 @@ use crate::message::Message;
 /// Teams). A type listed here but not built by [`REGISTRY`] is recognised and reported as not yet
 /// supported.
 pub const KNOWN_TYPES: &[&str] = &[
+    "alertmanager",
     "awssecurityhub",
     "dependencytrack",
     "discord",
     "docker",
+    "elasticsearch",
     "email",
     "exec",
     "googlechat",
@@ -51,7 +59,9 @@ pub const KNOWN_TYPES: &[&str] = &[
     "jira",
     "kubernetes",
     "log",
+    "loki",
     "mattermost",
+    "nats",
     "nexusiq",
     "opsgenie",
     "pagerduty",
@@ -60,6 +70,7 @@ pub const KNOWN_TYPES: &[&str] = &[
     "slack",
     "splunk",
     "stdout",
+    "syslog",
     "teams",
     "webhook",
 ];
@@ -90,6 +101,11 @@ const REGISTRY: &[(&str, BuildFn)] = &[
     ("rocketchat", chat::build_rocketchat),
     ("googlechat", chat::build_googlechat),
     ("discord", chat::build_discord),
+    ("alertmanager", alertmanager::build),
+    ("syslog", syslog::build),
+    ("loki", loki::build),
+    ("elasticsearch", elasticsearch::build),
+    ("nats", nats::build),
 ];
 
 /// A built action and the warnings its config produced.
