@@ -1463,6 +1463,54 @@ mod tests {
         assert_eq!(*recorder.0.lock().unwrap(), ["panic-once", "panic-once"]);
     }
 
+    #[tokio::test]
+    async fn watched_deliveries_are_told_how_they_left_and_withdrawn_ones_do_not_run_again() {
+        let recorder = Arc::new(Recorder::default());
+        let mut engine = engine("watch", recorder.clone());
+        let made: Vec<Delivery> = ["ok", "refuse-it", "fail-waiting", "fail-running"]
+            .into_iter()
+            .map(|event| delivery(&engine, event))
+            .collect();
+        let ids: Vec<u64> = made.iter().map(|d| d.id).collect();
+        let watchers = engine.outbox.watch(&ids);
+        let mut made = made.into_iter();
+        engine.take(ToEngine::Add(made.by_ref().take(3).collect()));
+        run_all(&mut engine).await;
+        // "fail-waiting" failed and waits for its retry: withdrawn at once.
+        engine.take(ToEngine::Withdraw(vec![ids[2]]));
+        // "fail-running" is running when withdrawn: it leaves when its attempt fails.
+        engine.take(ToEngine::Add(made.collect()));
+        engine.start_due();
+        engine.take(ToEngine::Withdraw(vec![ids[3]]));
+        run_all(&mut engine).await;
+        assert!(engine.items.is_empty());
+        assert_eq!(engine.outbox.pending.load(Ordering::Relaxed), 0);
+        // Told once the removals are written.
+        engine.flush();
+        let mut told = Vec::new();
+        for watcher in watchers {
+            let how = tokio::time::timeout(Duration::from_secs(10), watcher).await;
+            told.push(how.unwrap().unwrap());
+        }
+        assert_eq!(
+            told,
+            [
+                Settled::Delivered,
+                Settled::DeadLettered,
+                Settled::Withdrawn,
+                Settled::Withdrawn
+            ]
+        );
+        // Their places in the queue run nothing.
+        for id in &ids {
+            engine.queue.push(Reverse((0, *id)));
+        }
+        run_all(&mut engine).await;
+        let mut sent = recorder.0.lock().unwrap().clone();
+        sent.sort();
+        assert_eq!(sent, ["fail-running", "fail-waiting", "ok", "refuse-it"]);
+    }
+
     /// The dead letters among the engine's queued store changes.
     fn killed(engine: &Engine) -> Vec<&DeadLetter> {
         engine
