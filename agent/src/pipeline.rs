@@ -35,6 +35,9 @@ pub struct Route {
     pub unique_timeout: Option<Duration>,
     pub aggregate_number: Option<u32>,
     pub aggregate_timeout: Option<Duration>,
+    /// Actions that take each message as it comes even though the route aggregates: the relayed
+    /// ones in cluster mode, which the responder aggregates once for the cluster.
+    pub direct_actions: Arc<[String]>,
 }
 
 impl Route {
@@ -262,6 +265,7 @@ impl Pipeline {
                 aggregate_timeout: plugins
                     .aggregate_message_timeout
                     .filter(|t| !t.is_zero() && aggregates),
+                direct_actions: Arc::from([]),
             });
         }
 

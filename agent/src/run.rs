@@ -12,6 +12,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::action::BuildContext;
 use crate::cluster::Nats;
+use crate::cluster::aggregate::Aggregator;
 use crate::cluster::relay::Relay;
 use crate::cluster::responder::Responder;
 use crate::config::settings::{
@@ -296,8 +297,13 @@ pub async fn run(settings: RunSettings) -> anyhow::Result<()> {
         tokens: tokens.clone(),
         outbox: outbox.clone(),
         reload: reload_tx.clone(),
-    }
-    .apps();
+    };
+    // A responder is not an intake: its listener keeps the admin endpoints and the probes.
+    let apps = if nats.is_some() && settings.cluster.role == Role::Responder {
+        apps.responder_apps()
+    } else {
+        apps.apps()
+    };
     let app = apps.intake;
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -407,6 +413,13 @@ pub async fn run(settings: RunSettings) -> anyhow::Result<()> {
     );
     start_tracee(&settings, &router, &metrics, &mut listeners, &stop_rx)?;
     if let (Some(nats), Role::Responder) = (nats, settings.cluster.role) {
+        let aggregator = Aggregator::new(
+            nats.clone(),
+            outbox.clone(),
+            metrics.clone(),
+            router.pipeline(),
+        );
+        listeners.spawn(aggregator.run(stop_rx.clone()));
         let responder = Responder::new(nats, outbox.clone(), metrics.clone());
         listeners.spawn(responder.run(stop_rx.clone()));
     }

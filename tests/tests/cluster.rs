@@ -223,6 +223,7 @@ actions:
     url: {}
     retry-initial-backoff: 200ms
     retry-max-backoff: 1s
+    retry-max-attempts: 100000
     circuit-breaker-cooldown: 1s
 "#,
         sink.url("/")
@@ -240,10 +241,21 @@ async fn node(config: &str, nats: &str, name: &str, state: Option<&TempDir>) -> 
 }
 
 async fn responder(config: &str, nats: &str, name: &str, state: &TempDir) -> Result<Agent> {
+    responder_waiting(config, nats, name, state, "2s").await
+}
+
+/// A responder whose JetStream ack wait is `ack_wait`.
+async fn responder_waiting(
+    config: &str,
+    nats: &str,
+    name: &str,
+    state: &TempDir,
+    ack_wait: &str,
+) -> Result<Agent> {
     Agent::builder(config)
         .env("HOOKER_NATS", nats)
         .env("HOOKER_ROLE", "responder")
-        .env("HOOKER_NATS_ACK_WAIT", "2s")
+        .env("HOOKER_NATS_ACK_WAIT", ack_wait)
         .env("NODE_NAME", name)
         .state_dir(state.path())
         .start()
@@ -382,7 +394,7 @@ async fn the_same_finding_from_three_nodes_is_delivered_once() -> Result<()> {
 }
 
 #[tokio::test]
-async fn a_responder_killed_mid_work_loses_nothing() -> Result<()> {
+async fn a_responder_killed_mid_work_with_its_disk_loses_nothing() -> Result<()> {
     let _serial = SERIAL.lock().await;
     let nats = NatsCluster::start().await?;
     // A slow sink: deliveries are in flight on the responders when one is killed.
@@ -395,6 +407,11 @@ async fn a_responder_killed_mid_work_loses_nothing() -> Result<()> {
         responder(&config, &nats.urls(), "resp-b", &state_b).await?,
     ];
     let node = node(&config, &nats.urls(), "node-0", None).await?;
+    // One finding, seen three times: one request for the cluster, whoever delivers it.
+    let finding = r#"{"finding":"CVE-2024-3 in postgres:16","severity":"critical"}"#;
+    for _ in 0..3 {
+        assert_eq!(node.post("/", finding).await?.0, 200);
+    }
     const N: u64 = 60;
     for n in 0..N {
         assert_eq!(node.post("/", format!(r#"{{"n":{n}}}"#)).await?.0, 200);
@@ -402,32 +419,240 @@ async fn a_responder_killed_mid_work_loses_nothing() -> Result<()> {
     let consumed = r#"hooker_responder_messages_total{outcome="consumed"}"#;
     let at_work: Vec<&Agent> = responders.iter().collect();
     wait_until("the responders at work", RECOVERY, async || {
-        (sum(&at_work, consumed).await >= 5.0).then_some(())
+        (sum(&at_work, consumed).await >= 8.0).then_some(())
     })
     .await?;
-    // Kill the busier one.
+    // Kill the busier one, and its disk with it (a deleted pod): it is not started again.
     let busier =
         usize::from(responders[1].metric(consumed).await? > responders[0].metric(consumed).await?);
     let killed = responders.remove(busier);
     let other = responders.remove(0);
     killed.kill9().await?;
+    let gone = if busier == 0 { state_a } else { state_b };
+    std::fs::remove_dir_all(gone.path())?;
     let arrived_before = numbers(&sink).len();
-    // The other replica goes on: what the killed one had pulled and not committed comes back to
-    // it after the ack wait. What the killed one had committed to its own outbox (and acked)
-    // runs when it starts again on its state directory.
-    let (name, state) = if busier == 0 {
-        ("resp-a", &state_a)
-    } else {
-        ("resp-b", &state_b)
-    };
-    let restarted = responder(&config, &nats.urls(), name, state).await?;
+    // What the killed one held (pulled, even committed to its outbox) was never acknowledged
+    // to JetStream: it comes back to the other replica after the ack wait.
     wait_numbers(&sink, 0..N, RECOVERY).await?;
     assert!(
         arrived_before < N as usize,
         "the kill came after everything had arrived"
     );
+    let findings = sink
+        .requests()
+        .iter()
+        .filter(|r| r.body_json()["finding"].is_string())
+        .count();
+    assert_eq!(findings, 1, "one request for the finding");
     drop(other);
-    drop(restarted);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_stopped_responder_hands_its_backlog_over_while_its_sink_is_down() -> Result<()> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    let _serial = SERIAL.lock().await;
+    let nats = NatsCluster::start().await?;
+    // The sink refuses (503) until `up`; what it takes (200) is noted.
+    let up = Arc::new(AtomicBool::new(false));
+    let taken = Arc::new(Mutex::new(Vec::<u64>::new()));
+    let sink = {
+        let (up, taken) = (up.clone(), taken.clone());
+        Sink::with(move |request| {
+            if !up.load(Ordering::SeqCst) {
+                return hooker_tests::Reply::status(503);
+            }
+            if let (Some(n), Ok(mut taken)) = (request.body_json()["n"].as_u64(), taken.lock()) {
+                taken.push(n);
+            }
+            hooker_tests::Reply::status(200)
+        })
+        .await?
+    };
+    let config = config(&sink);
+    let (state_a, state_b) = (TempDir::new("resp-a"), TempDir::new("resp-b"));
+    // An ack wait far beyond the test's deadline: only a handover gets the stopped one's
+    // messages to the other replica in time.
+    let stopping = responder_waiting(&config, &nats.urls(), "resp-a", &state_a, "30m").await?;
+    let node = node(&config, &nats.urls(), "node-0", None).await?;
+    const N: u64 = 20;
+    for n in 0..N {
+        assert_eq!(node.post("/", format!(r#"{{"n":{n}}}"#)).await?.0, 200);
+    }
+    let consumed = r#"hooker_responder_messages_total{outcome="consumed"}"#;
+    wait_until(
+        "the first responder holding everything",
+        RECOVERY,
+        async || (stopping.metric(consumed).await.ok()? >= N as f64).then_some(()),
+    )
+    .await?;
+    let other = responder_waiting(&config, &nats.urls(), "resp-b", &state_b, "30m").await?;
+    let status = stopping.stop().await?;
+    assert!(status.success(), "{status:?}");
+    std::fs::remove_dir_all(state_a.path())?;
+    up.store(true, Ordering::SeqCst);
+    let all: Vec<u64> = (0..N).collect();
+    wait_until(
+        "every event delivered by the other replica",
+        RECOVERY,
+        async || {
+            let mut got = taken.lock().ok()?.clone();
+            got.sort_unstable();
+            got.dedup();
+            (got == all).then_some(())
+        },
+    )
+    .await
+    .with_context(|| format!("the sink took {:?}", taken.lock().map(|t| t.clone())))?;
+    // Exactly once: the stopped one delivered none of what it handed back.
+    wait_until("the other replica's outbox empty", RECOVERY, async || {
+        (other.metric("hooker_outbox_pending").await.ok()? == 0.0).then_some(())
+    })
+    .await?;
+    let mut got = taken.lock().map(|t| t.clone()).unwrap_or_default();
+    got.sort_unstable();
+    assert_eq!(got, all, "each event delivered once");
+    Ok(())
+}
+
+/// One route aggregating three messages into one, run on the responder.
+fn aggregating_config(sink: &Sink) -> String {
+    format!(
+        r#"
+routes:
+  - name: batch
+    input: input.b
+    template: text
+    actions: [hook]
+    plugins:
+      aggregate-message-number: 3
+templates:
+  - name: text
+    body: |
+      package custom
+      import rego.v1
+      title := sprintf("event %d", [input.b])
+      result := sprintf("b=%d", [input.b])
+      aggregation_pkg := "hooker.aggregate.text"
+actions:
+  - name: hook
+    type: webhook
+    enable: true
+    url: {}
+    retry-initial-backoff: 200ms
+    retry-max-backoff: 1s
+"#,
+        sink.url("/")
+    )
+}
+
+/// The `b` of each event in an aggregated body.
+fn batch_items(body: &str) -> Vec<u64> {
+    body.split("b=")
+        .skip(1)
+        .filter_map(|rest| {
+            rest.split(|c: char| !c.is_ascii_digit())
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn aggregation_runs_once_for_the_cluster_on_the_responder() -> Result<()> {
+    let _serial = SERIAL.lock().await;
+    let nats = NatsCluster::start().await?;
+    let sink = Sink::start().await?;
+    let config = aggregating_config(&sink);
+    let (state_a, state_b) = (TempDir::new("resp-a"), TempDir::new("resp-b"));
+    let _responders = [
+        responder(&config, &nats.urls(), "resp-a", &state_a).await?,
+        responder(&config, &nats.urls(), "resp-b", &state_b).await?,
+    ];
+    let mut nodes = Vec::new();
+    for i in 0..3 {
+        nodes.push(node(&config, &nats.urls(), &format!("node-{i}"), None).await?);
+    }
+    // One event per node: no node has three, the cluster has.
+    for (b, node) in nodes.iter().enumerate() {
+        assert_eq!(node.post("/", format!(r#"{{"b":{b}}}"#)).await?.0, 200);
+    }
+    let first = wait_until("the first aggregate", RECOVERY, async || {
+        sink.requests().first().map(|r| r.body_text())
+    })
+    .await?;
+    for (b, node) in nodes.iter().enumerate() {
+        assert_eq!(
+            node.post("/", format!(r#"{{"b":{}}}"#, b + 3)).await?.0,
+            200
+        );
+    }
+    let second = wait_until("the second aggregate", RECOVERY, async || {
+        sink.requests().get(1).map(|r| r.body_text())
+    })
+    .await?;
+    let mut first_items = batch_items(&first);
+    first_items.sort_unstable();
+    assert_eq!(first_items, vec![0, 1, 2], "{first}");
+    let mut second_items = batch_items(&second);
+    second_items.sort_unstable();
+    assert_eq!(second_items, vec![3, 4, 5], "{second}");
+    let consumers: Vec<&Agent> = _responders.iter().collect();
+    wait_until(
+        "the aggregated messages acknowledged",
+        RECOVERY,
+        async || {
+            (sum(
+                &consumers,
+                r#"hooker_responder_messages_total{outcome="acked"}"#,
+            )
+            .await
+                >= 6.0)
+                .then_some(())
+        },
+    )
+    .await?;
+    assert_eq!(sink.requests().len(), 2, "two aggregates, nothing else");
+    assert_eq!(
+        sum(
+            &consumers,
+            r#"hooker_aggregation_flushes_total{route="batch",reason="count"}"#
+        )
+        .await,
+        2.0
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_responder_takes_no_events() -> Result<()> {
+    let sink = Sink::start().await?;
+    let state = TempDir::new("resp");
+    // Nothing listens there: the responder starts and waits for NATS in the background.
+    let port = free_port()?;
+    let responder = responder(
+        &config(&sink),
+        &format!("nats://127.0.0.1:{port}"),
+        "resp",
+        &state,
+    )
+    .await?;
+    for path in ["/", "/scan", "/tenant/findings"] {
+        let (status, answer) = responder.post(path, r#"{"finding":"x"}"#).await?;
+        assert_eq!(status, 403, "{path}: {answer}");
+        assert!(
+            answer["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("responders do not take events")),
+            "{path}: {answer}"
+        );
+    }
+    // Its operator endpoints and probes stay.
+    assert_eq!(responder.get("/admin/dlq").await?.0, 200);
+    assert_eq!(responder.get("/healthz").await?.0, 200);
+    assert_eq!(responder.get("/metrics").await?.0, 200);
     Ok(())
 }
 

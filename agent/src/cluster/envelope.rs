@@ -33,6 +33,10 @@ pub struct Envelope {
     pub attempt: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dedup: Option<Dedup>,
+    /// One message of an aggregating route: the responder that aggregates for the cluster
+    /// gathers it (it came on the aggregate stream).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub aggregate: bool,
     /// The rendered message (title, body, url, fields) and the event it came from.
     pub message: Message,
 }
@@ -82,6 +86,7 @@ mod tests {
                 key: "r\u{1f}x".into(),
                 ttl_ms: Some(1000),
             }),
+            aggregate: true,
             message: Message {
                 route: "r".into(),
                 event_id: "e1".into(),

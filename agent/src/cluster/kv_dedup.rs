@@ -131,42 +131,52 @@ impl KvDedup {
             return Ok(store.clone());
         }
         let name = Self::bucket_name(&self.nats.settings.nats_kv_bucket, ttl);
-        let store = match self.nats.jetstream.get_key_value(&name).await {
-            Ok(store) => store,
-            Err(_) => {
-                // The bucket's stream, made as the client's `create_key_value` makes it: that
-                // call first asks for account limits in a form NATS 2.9 does not answer.
-                let stream = async_nats::jetstream::stream::Config {
-                    name: format!("KV_{name}"),
-                    description: Some(
-                        "Hooker: unique-message-props keys, decided once for the cluster".into(),
-                    ),
-                    subjects: vec![format!("$KV.{name}.>")],
-                    max_messages_per_subject: 1,
-                    max_age: Duration::from_secs(seconds),
-                    storage: async_nats::jetstream::stream::StorageType::File,
-                    num_replicas: self.nats.replicas(),
-                    allow_rollup: true,
-                    deny_delete: true,
-                    allow_direct: true,
-                    discard: async_nats::jetstream::stream::DiscardPolicy::New,
-                    ..Default::default()
-                };
-                self.nats
-                    .jetstream
-                    .get_or_create_stream(stream)
-                    .await
-                    .map_err(|error| format!("cannot create KV bucket {name}: {error}"))?;
-                self.nats
-                    .jetstream
-                    .get_key_value(&name)
-                    .await
-                    .map_err(|error| format!("cannot open KV bucket {name}: {error}"))?
-            }
-        };
+        let store = open_bucket(
+            &self.nats,
+            &name,
+            Duration::from_secs(seconds),
+            "Hooker: unique-message-props keys, decided once for the cluster",
+        )
+        .await?;
         buckets.insert(seconds, store.clone());
         Ok(store)
     }
+}
+
+/// Opens KV bucket `name`, creating it when absent with `max_age` (zero: keys never expire) as
+/// its keys' TTL. Its stream is made as the client's `create_key_value` makes it: that call
+/// first asks for account limits in a form NATS 2.9 does not answer.
+pub(super) async fn open_bucket(
+    nats: &Nats,
+    name: &str,
+    max_age: Duration,
+    description: &str,
+) -> Result<kv::Store, String> {
+    if let Ok(store) = nats.jetstream.get_key_value(name).await {
+        return Ok(store);
+    }
+    let stream = async_nats::jetstream::stream::Config {
+        name: format!("KV_{name}"),
+        description: Some(description.to_string()),
+        subjects: vec![format!("$KV.{name}.>")],
+        max_messages_per_subject: 1,
+        max_age,
+        storage: async_nats::jetstream::stream::StorageType::File,
+        num_replicas: nats.replicas(),
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        discard: async_nats::jetstream::stream::DiscardPolicy::New,
+        ..Default::default()
+    };
+    nats.jetstream
+        .get_or_create_stream(stream)
+        .await
+        .map_err(|error| format!("cannot create KV bucket {name}: {error}"))?;
+    nats.jetstream
+        .get_key_value(name)
+        .await
+        .map_err(|error| format!("cannot open KV bucket {name}: {error}"))
 }
 
 #[cfg(test)]

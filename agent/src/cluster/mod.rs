@@ -5,17 +5,22 @@
 //! ```text
 //!  node agent ── outbox ── relay (JetStream publish, acked) ──► stream HOOKER_DELIVERIES
 //!                                                                   │ durable pull consumer
-//!  responder ◄── commit to its own outbox, then ack ◄───────────────┘ (shared by replicas)
+//!  responder ◄── its own outbox; ack once delivered ◄────────────────┘ (shared by replicas)
 //!      └── KV bucket hooker-dedup*: unique-message-props decided once for the cluster
+//!  node agent ── (aggregating route) ──► stream HOOKER_DELIVERIES_AGGREGATE
+//!  lease holder (one responder) ◄── windows for the cluster; acks once the aggregate is delivered
 //! ```
 //!
 //! `mod.rs` owns the connection and what both roles share (where each action runs, names);
 //! `envelope.rs` the message on the wire, `relay.rs` the node side, `responder.rs` the
-//! responder's consumer, `kv_dedup.rs` the cluster-wide dedup.
+//! responder's consumer, `kv_dedup.rs` the cluster-wide dedup, `aggregate.rs` the cluster-wide
+//! aggregation.
 //!
 //! - **Invariant:** a relayed delivery leaves the node's outbox only after JetStream acknowledged
-//!   it; a message leaves the stream only after the responder committed it to its own outbox.
+//!   it; a message leaves the stream only after the delivery made of it left the responder's
+//!   outbox (delivered or dead-lettered): a responder's disk is never its only copy.
 
+pub mod aggregate;
 pub mod envelope;
 pub mod kv_dedup;
 pub mod relay;
@@ -202,9 +207,36 @@ impl Nats {
 
     /// The relay stream, created when absent (work-queue retention, file storage).
     pub async fn stream(&self) -> Result<jetstream::stream::Stream, String> {
+        self.work_queue(&self.settings.nats_stream, &self.settings.nats_subject)
+            .await
+    }
+
+    /// The stream of single messages of aggregating routes, which one responder at a time
+    /// aggregates for the cluster (`HOOKER_NATS_STREAM` + `_AGGREGATE`, subjects
+    /// `HOOKER_NATS_SUBJECT` + `-aggregate.>`), created when absent.
+    pub async fn aggregate_stream(&self) -> Result<jetstream::stream::Stream, String> {
+        self.work_queue(&self.aggregate_stream_name(), &self.aggregate_subject())
+            .await
+    }
+
+    pub fn aggregate_stream_name(&self) -> String {
+        format!("{}_AGGREGATE", self.settings.nats_stream)
+    }
+
+    /// The aggregate stream's subject prefix (a token of its own: the relay stream's
+    /// `HOOKER_NATS_SUBJECT.>` does not match it).
+    pub fn aggregate_subject(&self) -> String {
+        format!("{}-aggregate", self.settings.nats_subject)
+    }
+
+    async fn work_queue(
+        &self,
+        name: &str,
+        subject: &str,
+    ) -> Result<jetstream::stream::Stream, String> {
         let config = jetstream::stream::Config {
-            name: self.settings.nats_stream.clone(),
-            subjects: vec![format!("{}.>", self.settings.nats_subject)],
+            name: name.to_string(),
+            subjects: vec![format!("{subject}.>")],
             retention: jetstream::stream::RetentionPolicy::WorkQueue,
             storage: jetstream::stream::StorageType::File,
             num_replicas: self.replicas(),
@@ -216,12 +248,7 @@ impl Nats {
         self.jetstream
             .get_or_create_stream(config)
             .await
-            .map_err(|error| {
-                format!(
-                    "cannot find or create stream {}: {error}",
-                    self.settings.nats_stream
-                )
-            })
+            .map_err(|error| format!("cannot find or create stream {name}: {error}"))
     }
 }
 

@@ -5,6 +5,10 @@
 //!
 //! Each delivery has a stable id (node, event, route, action), sent as `Nats-Msg-Id`: a
 //! republish after a lost ack is dropped by JetStream within the stream's duplicate window.
+//!
+//! A route that aggregates (`aggregate-message-number` / `-timeout`) relays each of its messages
+//! as it comes, to the aggregate stream: the responder aggregates them once for the cluster. Its
+//! node-local actions still aggregate on the node.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -33,7 +37,9 @@ pub struct Relay {
     node: String,
     metrics: Metrics,
     subject: String,
-    /// The stream was found or created since the last failure.
+    /// Where single messages of aggregating routes go.
+    aggregate_subject: String,
+    /// The streams were found or created since the last failure.
     stream_ready: AtomicBool,
     /// Deliveries tried and not yet acknowledged, by id: their attempts (the backlog gauge).
     waiting: Mutex<HashMap<String, u32>>,
@@ -47,11 +53,13 @@ impl Relay {
                 .get_or_create(&OutcomeLabels { outcome });
         }
         let subject = format!("{}.v{}", nats.settings.nats_subject, envelope::VERSION);
+        let aggregate_subject = format!("{}.v{}", nats.aggregate_subject(), envelope::VERSION);
         Arc::new(Relay {
             nats,
             node,
             metrics,
             subject,
+            aggregate_subject,
             stream_ready: AtomicBool::new(false),
             waiting: Mutex::new(HashMap::new()),
         })
@@ -75,6 +83,15 @@ impl Relay {
             })
             .collect();
         let dedup = Arc::new(dedup);
+        let aggregating: Arc<std::collections::HashSet<String>> = Arc::new(
+            pipeline
+                .routes
+                .iter()
+                .filter(|route| route.aggregates())
+                .map(|route| route.name.to_string())
+                .collect(),
+        );
+        let mut relayed_names = std::collections::HashSet::new();
         for block in config.actions.iter().filter(|a| a.enable) {
             if super::runs_on(block, true) != RunsOn::Responder {
                 continue;
@@ -87,7 +104,9 @@ impl Relay {
                 name: block.name.clone(),
                 inner_kind: inner.kind(),
                 dedup: dedup.clone(),
+                aggregating: aggregating.clone(),
             };
+            relayed_names.insert(block.name.clone());
             pipeline
                 .actions
                 .insert(block.name.clone(), Arc::new(relayed));
@@ -102,16 +121,40 @@ impl Relay {
             }
             tracing::debug!(action = %block.name, "Action runs on the responder: relayed.");
         }
+        // An aggregating route hands each message to its relayed actions at once; the node's
+        // aggregator keeps the others.
+        for route in pipeline.routes.iter_mut().filter(|r| r.aggregates()) {
+            route.direct_actions = route
+                .actions
+                .iter()
+                .filter(|name| relayed_names.contains(*name))
+                .cloned()
+                .collect();
+        }
     }
 
-    async fn publish(&self, id: &str, payload: Vec<u8>) -> Result<bool, ActionError> {
+    async fn publish(
+        &self,
+        id: &str,
+        payload: Vec<u8>,
+        aggregate: bool,
+    ) -> Result<bool, ActionError> {
         if !self.nats.connected() {
             return Err(ActionError::retryable("not connected to NATS"));
         }
         if !self.stream_ready.load(Ordering::Relaxed) {
             self.nats.stream().await.map_err(ActionError::retryable)?;
+            self.nats
+                .aggregate_stream()
+                .await
+                .map_err(ActionError::retryable)?;
             self.stream_ready.store(true, Ordering::Relaxed);
         }
+        let subject = if aggregate {
+            self.aggregate_subject.clone()
+        } else {
+            self.subject.clone()
+        };
         let publish = async_nats::jetstream::message::PublishMessage::build()
             .payload(payload.into())
             .message_id(id);
@@ -119,7 +162,7 @@ impl Relay {
             let pending = self
                 .nats
                 .jetstream
-                .send_publish(self.subject.clone(), publish)
+                .send_publish(subject, publish)
                 .await
                 .map_err(|e| e.to_string())?;
             pending.await.map_err(|e| e.to_string())
@@ -169,6 +212,8 @@ struct RelayAction {
     name: String,
     inner_kind: &'static str,
     dedup: Arc<HashMap<String, RouteDedup>>,
+    /// Routes that aggregate: their messages go to the aggregate stream.
+    aggregating: Arc<std::collections::HashSet<String>>,
 }
 
 impl RelayAction {
@@ -189,6 +234,7 @@ impl RelayAction {
             action: self.name.clone(),
             attempt,
             dedup,
+            aggregate: self.aggregating.contains(&message.route),
             message: message.clone(),
         }
     }
@@ -212,12 +258,13 @@ impl Action for RelayAction {
             &self.name,
         ]);
         let attempt = self.relay.attempt(&id);
-        let payload = self
-            .envelope(id.clone(), attempt, message)
+        let envelope = self.envelope(id.clone(), attempt, message);
+        let aggregate = envelope.aggregate;
+        let payload = envelope
             .encode()
             .map_err(|e| ActionError::permanent(format!("cannot encode the delivery: {e}")))?;
         let metrics = &self.relay.metrics;
-        match self.relay.publish(&id, payload).await {
+        match self.relay.publish(&id, payload, aggregate).await {
             Ok(duplicate) => {
                 self.relay.settled(&id);
                 let outcome = if duplicate { "duplicate" } else { "acked" };

@@ -5,7 +5,8 @@
 //! deliveries are on disk, so a 200 means Hooker has them: 400 for bad JSON (with the parser's
 //! position), 413 over the size limit, 429 with `Retry-After` when the queue or the outbox is full,
 //! 401 without a valid token when auth is on. Tracee's webhook logs anything but 200 as an error,
-//! so success is always 200. `/reload` and `/admin/dlq*` are the operator's endpoints.
+//! so success is always 200. `/reload` and `/admin/dlq*` are the operator's endpoints. A
+//! cluster responder answers the event endpoints 403 ([`HttpIntake::responder_apps`]).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -62,6 +63,16 @@ impl HttpIntake {
     }
 
     pub fn apps(self) -> Apps {
+        self.build(true)
+    }
+
+    /// A responder's apps: the same endpoints, but the event ones refuse with 403 (a responder
+    /// takes relayed deliveries from JetStream only; events go to node agents).
+    pub fn responder_apps(self) -> Apps {
+        self.build(false)
+    }
+
+    fn build(self, takes_events: bool) -> Apps {
         let shared = Arc::new(self);
         // Probes and metrics need no token (as on the intake listeners). `get` answers HEAD too.
         let probes = axum::Router::new()
@@ -70,10 +81,18 @@ impl HttpIntake {
             .route("/readyz", get(readyz))
             .route("/metrics", get(metrics))
             .with_state(shared.clone());
-        let intake = axum::Router::new()
-            .route("/", post(receive_all))
-            .route("/scan", post(receive_all))
-            .route("/tenant/{route}", post(receive_tenant))
+        let intake = if takes_events {
+            axum::Router::new()
+                .route("/", post(receive_all))
+                .route("/scan", post(receive_all))
+                .route("/tenant/{route}", post(receive_tenant))
+        } else {
+            axum::Router::new()
+                .route("/", post(not_an_intake))
+                .route("/scan", post(not_an_intake))
+                .route("/tenant/{route}", post(not_an_intake))
+        };
+        let intake = intake
             .route("/reload", post(reload).get(reload))
             .route("/admin/dlq", get(dlq_list))
             .route("/admin/dlq/replay", post(dlq_replay))
@@ -146,6 +165,14 @@ fn intake_kind(peer: &Peer) -> IntakeKind {
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(json!({ "error": message.into() }))).into_response()
+}
+
+/// The event endpoints of a responder: it reads no body and routes nothing.
+async fn not_an_intake() -> Response {
+    error(
+        StatusCode::FORBIDDEN,
+        "responders do not take events: send them to a node agent (hooker run --role node)",
+    )
 }
 
 async fn receive_all(

@@ -21,6 +21,10 @@
 //!   record first), so a removal never overtakes the record it removes.
 //! - **Invariant:** a delivery leaves the store only after success or as a dead letter.
 //! - **Invariant:** the action's error decides *whether* to retry; only the outbox decides *when*.
+//!
+//! A caller that must know when a delivery leaves (the cluster responder, which acknowledges a
+//! relayed message to JetStream only then) [watches](Outbox::watch) it; it can also
+//! [withdraw](Outbox::withdraw) one that has not run to the end, to hand it to someone else.
 
 // Public only for the property tests (agent/tests/prop_journal.rs), which feed them damaged bytes.
 #[doc(hidden)]
@@ -72,6 +76,19 @@ pub struct OutboxOptions {
     pub max_bytes: u64,
 }
 
+/// How a [watched](Outbox::watch) delivery left the outbox (told once its removal is written).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settled {
+    /// Its action (each of its chain) succeeded.
+    Delivered,
+    /// It is a dead letter.
+    DeadLettered,
+    /// [`Outbox::withdraw`] took it out before it succeeded.
+    Withdrawn,
+    /// Its store write failed; it was dropped without running to the end.
+    Dropped,
+}
+
 /// The outbox: the store, the capacity accounting, and the way to the engine.
 pub struct Outbox {
     store: Store,
@@ -94,6 +111,8 @@ pub struct Outbox {
     /// back from the journal holds its size of it while its delivery runs, so intake refuses
     /// (429) rather than let big events pile up in memory at both ends.
     memory: std::sync::OnceLock<MemoryBudget>,
+    /// Who waits for which delivery to leave ([`Outbox::watch`]).
+    watchers: std::sync::Mutex<HashMap<u64, tokio::sync::oneshot::Sender<Settled>>>,
 }
 
 /// A byte budget shared with the router: the semaphore and its size.
@@ -128,6 +147,8 @@ enum ToEngine {
     /// Deliveries whose store write failed: their intake answered with the error, so the event
     /// comes again. Those not finished are dropped.
     Forget(Vec<u64>),
+    /// Deliveries to take out unless they succeed first ([`Outbox::withdraw`]).
+    Withdraw(Vec<u64>),
 }
 
 /// What the engine starts with.
@@ -163,6 +184,7 @@ impl Outbox {
             options,
             renderer: std::sync::OnceLock::new(),
             memory: std::sync::OnceLock::new(),
+            watchers: std::sync::Mutex::new(HashMap::new()),
         });
         outbox.publish_gauges();
         outbox
@@ -215,6 +237,58 @@ impl Outbox {
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// Tells, for each of `ids`, how the delivery left the outbox, once its removal is written.
+    /// Call before committing them. A receiver that errs was never told (the engine stopped first,
+    /// or [`Outbox::unwatch`]): the delivery may still be pending.
+    pub fn watch(&self, ids: &[u64]) -> Vec<tokio::sync::oneshot::Receiver<Settled>> {
+        let Ok(mut watchers) = self.watchers.lock() else {
+            return Vec::new();
+        };
+        ids.iter()
+            .map(|id| {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                watchers.insert(*id, tx);
+                rx
+            })
+            .collect()
+    }
+
+    /// Stops watching `ids` (their commit failed).
+    pub fn unwatch(&self, ids: &[u64]) {
+        if let Ok(mut watchers) = self.watchers.lock() {
+            for id in ids {
+                watchers.remove(id);
+            }
+        }
+    }
+
+    /// Takes `ids` out of the outbox unless they succeed first: a delivery waiting for its turn
+    /// or its next attempt leaves at once, one running leaves when its attempt fails. Watchers
+    /// are told [`Settled::Withdrawn`] (or how it ended otherwise). Unknown ids are ignored.
+    pub fn withdraw(&self, ids: Vec<u64>) {
+        if !ids.is_empty() {
+            let _ = self.engine.send(ToEngine::Withdraw(ids));
+        }
+    }
+
+    /// Tells the watchers of deliveries that left.
+    fn tell(&self, settled: Vec<(u64, Settled)>) {
+        let Ok(mut watchers) = self.watchers.lock() else {
+            return;
+        };
+        for (id, how) in settled {
+            if let Some(watcher) = watchers.remove(&id) {
+                let _ = watcher.send(how);
+            }
+        }
+    }
+
+    fn watched(&self, id: u64) -> bool {
+        self.watchers
+            .lock()
+            .is_ok_and(|watchers| watchers.contains_key(&id))
     }
 
     /// Queues `deliveries` and `extra` for one commit, hands the deliveries to the engine, and
@@ -568,6 +642,7 @@ pub async fn run_engine(
         .store
         .write_and_wait(std::mem::take(&mut engine.ops))
         .await;
+    outbox.tell(std::mem::take(&mut engine.settled));
 }
 
 type SendResult = Result<crate::action::Report, crate::action::ActionError>;
@@ -611,6 +686,12 @@ struct Engine {
     forgotten: std::collections::HashSet<u64>,
     /// Deliveries whose messages are on disk only (see [`RESIDENT_BYTES`]).
     stored: std::collections::HashSet<u64>,
+    /// Deliveries running now.
+    running_ids: std::collections::HashSet<u64>,
+    /// Running deliveries to withdraw when their attempt fails ([`Outbox::withdraw`]).
+    withdrawing: std::collections::HashSet<u64>,
+    /// Watched deliveries that left, told once `ops` is written.
+    settled: Vec<(u64, Settled)>,
 }
 
 impl Engine {
@@ -633,6 +714,9 @@ impl Engine {
             ops: Vec::new(),
             forgotten: std::collections::HashSet::new(),
             stored: std::collections::HashSet::new(),
+            running_ids: std::collections::HashSet::new(),
+            withdrawing: std::collections::HashSet::new(),
+            settled: Vec::new(),
         }
     }
 
@@ -697,7 +781,31 @@ impl Engine {
                 let known = ids.into_iter().filter(|id| self.items.contains_key(id));
                 self.forgotten.extend(known);
             }
+            ToEngine::Withdraw(ids) => {
+                for id in ids {
+                    if self.running_ids.contains(&id) {
+                        self.withdrawing.insert(id);
+                    } else if self.items.contains_key(&id) {
+                        self.withdraw_now(id);
+                    }
+                }
+            }
         }
+    }
+
+    /// Takes a delivery that is not running out of the outbox (see [`Outbox::withdraw`]). Its
+    /// place in the queue or a concurrency line is skipped when reached (no item any more).
+    fn withdraw_now(&mut self, id: u64) {
+        if let Some(name) = self.items.get(&id).and_then(|d| d.actions.first()) {
+            if let Some(breaker) = self.breakers.get_mut(name) {
+                breaker.forget(id);
+            }
+            if let Some(line) = self.waiting.get_mut(name) {
+                line.retain(|waiting| *waiting != id);
+            }
+        }
+        tracing::debug!(delivery = id, "Delivery withdrawn.");
+        self.remove(id, Settled::Withdrawn);
     }
 
     fn add(&mut self, deliveries: Vec<Delivery>) {
@@ -717,7 +825,7 @@ impl Engine {
             delivery = id,
             "Delivery dropped: its store write failed and its event was refused."
         );
-        self.complete(id);
+        self.remove(id, Settled::Dropped);
         true
     }
 
@@ -737,7 +845,14 @@ impl Engine {
         if self.ops.is_empty() {
             return;
         }
-        self.outbox.store.write(std::mem::take(&mut self.ops), None);
+        let done: Option<store::Completion> = if self.settled.is_empty() {
+            None
+        } else {
+            let settled = std::mem::take(&mut self.settled);
+            let outbox = self.outbox.clone();
+            Some(Box::new(move |_| outbox.tell(settled)))
+        };
+        self.outbox.store.write(std::mem::take(&mut self.ops), done);
         self.outbox.publish_gauges();
     }
 
@@ -797,6 +912,7 @@ impl Engine {
                 Arc::new(ActionMetrics::new(&self.outbox.metrics, name, kind))
             })
             .clone();
+        self.running_ids.insert(id);
         if self.stored.contains(&id) {
             let store = self.outbox.store.clone();
             let bytes = self.items.get(&id).map_or(0, |d| d.stored_bytes);
@@ -840,6 +956,7 @@ impl Engine {
     }
 
     fn finished(&mut self, id: u64, result: SendResult, taken: Taken) {
+        self.running_ids.remove(&id);
         match taken {
             Taken::Lent(message) => {
                 if let Some(delivery) = self.items.get_mut(&id) {
@@ -850,6 +967,13 @@ impl Engine {
             Taken::Nothing => {}
         }
         self.settle(id, result);
+        if !self.withdrawing.is_empty()
+            && self.withdrawing.remove(&id)
+            && self.items.contains_key(&id)
+        {
+            self.withdraw_now(id);
+            return;
+        }
         self.maybe_strip(id);
     }
 
@@ -957,10 +1081,22 @@ impl Engine {
     }
 
     fn complete(&mut self, id: u64) {
+        self.remove(id, Settled::Delivered);
+    }
+
+    /// A delivery leaves the store other than as a dead letter.
+    fn remove(&mut self, id: u64, how: Settled) {
         let bytes = self.items.remove(&id).map_or(0, |d| d.stored_bytes);
         self.leave_memory(id, bytes);
         self.outbox.release(1, bytes);
         self.ops.push(Op::RemoveDelivery(id));
+        self.note_settled(id, how);
+    }
+
+    fn note_settled(&mut self, id: u64, how: Settled) {
+        if self.outbox.watched(id) {
+            self.settled.push((id, how));
+        }
     }
 
     fn kill(&mut self, id: u64, error: String) {
@@ -992,6 +1128,7 @@ impl Engine {
             .inc();
         self.outbox.release(1, delivery.stored_bytes);
         self.outbox.dead.fetch_add(1, Ordering::Relaxed);
+        self.note_settled(id, Settled::DeadLettered);
         self.ops.push(Op::Kill(DeadLetter {
             delivery: *delivery,
             error,
@@ -1324,6 +1461,54 @@ mod tests {
         run_all(&mut engine).await;
         assert!(engine.items.is_empty());
         assert_eq!(*recorder.0.lock().unwrap(), ["panic-once", "panic-once"]);
+    }
+
+    #[tokio::test]
+    async fn watched_deliveries_are_told_how_they_left_and_withdrawn_ones_do_not_run_again() {
+        let recorder = Arc::new(Recorder::default());
+        let mut engine = engine("watch", recorder.clone());
+        let made: Vec<Delivery> = ["ok", "refuse-it", "fail-waiting", "fail-running"]
+            .into_iter()
+            .map(|event| delivery(&engine, event))
+            .collect();
+        let ids: Vec<u64> = made.iter().map(|d| d.id).collect();
+        let watchers = engine.outbox.watch(&ids);
+        let mut made = made.into_iter();
+        engine.take(ToEngine::Add(made.by_ref().take(3).collect()));
+        run_all(&mut engine).await;
+        // "fail-waiting" failed and waits for its retry: withdrawn at once.
+        engine.take(ToEngine::Withdraw(vec![ids[2]]));
+        // "fail-running" is running when withdrawn: it leaves when its attempt fails.
+        engine.take(ToEngine::Add(made.collect()));
+        engine.start_due();
+        engine.take(ToEngine::Withdraw(vec![ids[3]]));
+        run_all(&mut engine).await;
+        assert!(engine.items.is_empty());
+        assert_eq!(engine.outbox.pending.load(Ordering::Relaxed), 0);
+        // Told once the removals are written.
+        engine.flush();
+        let mut told = Vec::new();
+        for watcher in watchers {
+            let how = tokio::time::timeout(Duration::from_secs(10), watcher).await;
+            told.push(how.unwrap().unwrap());
+        }
+        assert_eq!(
+            told,
+            [
+                Settled::Delivered,
+                Settled::DeadLettered,
+                Settled::Withdrawn,
+                Settled::Withdrawn
+            ]
+        );
+        // Their places in the queue run nothing.
+        for id in &ids {
+            engine.queue.push(Reverse((0, *id)));
+        }
+        run_all(&mut engine).await;
+        let mut sent = recorder.0.lock().unwrap().clone();
+        sent.sort();
+        assert_eq!(sent, ["fail-running", "fail-waiting", "ok", "refuse-it"]);
     }
 
     /// The dead letters among the engine's queued store changes.

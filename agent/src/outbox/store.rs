@@ -139,7 +139,7 @@ impl Op {
     }
 }
 
-type Completion = Box<dyn FnOnce(Result<(), String>) + Send>;
+pub type Completion = Box<dyn FnOnce(Result<(), String>) + Send>;
 
 struct Batch {
     ops: Vec<Op>,

@@ -517,13 +517,23 @@ fn new_generation(
     let mut aggregators = HashMap::new();
     let mut tasks = Vec::new();
     for route in pipeline.routes.iter().filter(|r| r.aggregates()) {
+        // The relayed actions are aggregated by the responder, for the cluster.
+        let actions: Arc<[String]> = route
+            .actions
+            .iter()
+            .filter(|name| !route.direct_actions.contains(name))
+            .cloned()
+            .collect();
+        if actions.is_empty() {
+            continue;
+        }
         if let Some(template) = pipeline.templates.get(&route.template) {
             let aggregation = aggregate::Aggregation {
                 route: route.name.clone(),
                 number: route.aggregate_number,
                 timeout: route.aggregate_timeout,
                 template: template.clone(),
-                actions: route.actions.clone(),
+                actions,
                 serialize: route.serialize,
             };
             let buffered = leftovers.remove(&*route.name).unwrap_or_default();
@@ -870,7 +880,8 @@ impl Worker {
         matches
     }
 
-    /// Hands a route's rendered message on: to its aggregator, or as deliveries to its actions.
+    /// Hands a route's rendered message on: to its aggregator (and to its direct actions, see
+    /// [`Route::direct_actions`]), or as deliveries to its actions.
     fn deliver(&self, index: usize, message: &Message, output: &mut Output) {
         let route = &self.routes[index];
         if let Some(aggregator) = self.generation.aggregators.get(&*route.name) {
@@ -883,6 +894,14 @@ impl Worker {
             output
                 .aggregated
                 .push((aggregator.clone(), seq, message.clone()));
+            if !route.direct_actions.is_empty() {
+                output.deliveries.extend(self.shared.outbox.deliveries_for(
+                    &route.name,
+                    &route.direct_actions,
+                    route.serialize,
+                    message,
+                ));
+            }
             return;
         }
         output.deliveries.extend(self.shared.outbox.deliveries_for(
