@@ -1,6 +1,8 @@
 //! The `kubernetes` action against a local fake API server (there is no real one on these
 //! machines): it answers the few API paths the action uses with pods and ReplicaSets the test
-//! defines, and the tests assert the exact requests — method, path, query, headers and body.
+//! defines, and the tests assert the exact requests kube-rs sends — method, path, query, headers
+//! (merge patches as `application/merge-patch+json`) and body (DeleteOptions carry `dryRun` and
+//! the UID precondition in the body, as the API documents).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -121,20 +123,36 @@ async fn outcome(agent: &Agent) -> anyhow::Result<Value> {
 fn assert_request(request: &Recorded, method: &str, path: &str, query: Option<&str>) {
     assert_eq!(request.method, method, "{request:?}");
     assert_eq!(request.path, path, "{request:?}");
-    assert_eq!(request.query.as_deref(), query, "{request:?}");
+    // kube-rs writes `path?&a=1` (and `path?` with no parameter): empty parameters, which the
+    // API server ignores like any URL parser; the parameters and their order are compared.
+    let sent = request.query.as_deref().map(|q| {
+        q.split('&')
+            .filter(|pair| !pair.is_empty())
+            .collect::<Vec<_>>()
+            .join("&")
+    });
+    assert_eq!(
+        sent.as_deref().filter(|q| !q.is_empty()),
+        query,
+        "{request:?}"
+    );
     assert_eq!(
         request.header("authorization"),
         Some(format!("Bearer {TOKEN}").as_str())
     );
-    assert_eq!(request.header("accept"), Some("application/json"));
 }
 
 fn assert_patch(request: &Recorded, path: &str, body: Value) {
-    assert_request(request, "PATCH", path, Some("fieldManager=hooker"));
+    assert_patch_query(request, path, "fieldManager=hooker", body);
+}
+
+fn assert_patch_query(request: &Recorded, path: &str, query: &str, body: Value) {
+    assert_request(request, "PATCH", path, Some(query));
     assert_eq!(
         request.header("content-type"),
         Some("application/merge-patch+json")
     );
+    assert_eq!(request.header("accept"), Some("application/json"));
     assert_eq!(request.body_json(), body);
 }
 
@@ -299,15 +317,11 @@ async fn kubernetes_workloads_target_patches_statefulsets_and_daemonsets() -> an
         "/apis/apps/v1/namespaces/data/daemonsets/agent",
         "/apis/apps/v1/namespaces/data/statefulsets/db",
     ]) {
-        assert_request(
+        assert_patch_query(
             request,
-            "PATCH",
             path,
-            Some("dryRun=All&fieldManager=hooker"),
-        );
-        assert_eq!(
-            request.body_json(),
-            json!({"metadata": {"labels": {"checked": "yes"}}})
+            "dryRun=All&fieldManager=hooker",
+            json!({"metadata": {"labels": {"checked": "yes"}}}),
         );
     }
     Ok(())
@@ -363,16 +377,17 @@ async fn kubernetes_deletes_pods_of_a_vulnerable_image_but_spares_daemonset_and_
     let requests = api.requests();
     assert_eq!(requests.len(), 2, "{requests:?}");
     assert_request(&requests[0], "GET", "/api/v1/pods", None);
+    // DeleteOptions in the body: dryRun there, as the API documents for DELETE.
     assert_request(
         &requests[1],
         "DELETE",
         "/api/v1/namespaces/team-a/pods/app-1",
-        Some("dryRun=All"),
+        None,
     );
     assert_eq!(requests[1].header("content-type"), Some("application/json"));
     assert_eq!(
         requests[1].body_json(),
-        json!({"apiVersion": "v1", "kind": "DeleteOptions", "preconditions": {"uid": "uid-app-1"}})
+        json!({"dryRun": ["All"], "preconditions": {"uid": "uid-app-1"}})
     );
     Ok(())
 }
@@ -420,6 +435,227 @@ async fn kubernetes_deletes_the_pod_a_tracee_detection_came_from() -> anyhow::Re
         "DELETE",
         "/api/v1/namespaces/default/pods/app-75ff449bcd-hfwnz",
         None,
+    );
+    assert_eq!(
+        requests[1].body_json(),
+        json!({"preconditions": {"uid": "uid-app-75ff449bcd-hfwnz"}})
+    );
+    Ok(())
+}
+
+/// The NetworkPolicy `kube-isolate-pods` creates in `namespace`: it selects the isolation label
+/// and, with both policy types and no rule, lets no traffic in or out.
+fn isolation_policy(namespace: &str) -> Value {
+    json!({
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {
+            "name": "hooker-isolate",
+            "namespace": namespace,
+            "labels": {"app.kubernetes.io/managed-by": "hooker"}
+        },
+        "spec": {
+            "podSelector": {"matchLabels": {"hooker.dev/isolated": "true"}},
+            "policyTypes": ["Ingress", "Egress"]
+        }
+    })
+}
+
+fn assert_isolation(requests: &[Recorded], namespace: &str, pod: &str, query: &str) {
+    assert_request(
+        &requests[0],
+        "POST",
+        &format!("/apis/networking.k8s.io/v1/namespaces/{namespace}/networkpolicies"),
+        Some(query),
+    );
+    assert_eq!(requests[0].header("content-type"), Some("application/json"));
+    assert_eq!(requests[0].body_json(), isolation_policy(namespace));
+    assert_patch_query(
+        &requests[1],
+        &format!("/api/v1/namespaces/{namespace}/pods/{pod}"),
+        query,
+        json!({"metadata": {"labels": {"hooker.dev/isolated": "true"}}}),
+    );
+}
+
+#[tokio::test]
+async fn kubernetes_isolates_the_pod_a_tracee_detection_came_from_in_a_dry_run()
+-> anyhow::Result<()> {
+    // The v0.12 TRC-1022 fixture names pod default/app-75ff449bcd-hfwnz.
+    let pod_name = "app-75ff449bcd-hfwnz";
+    let api = fake_api(vec![
+        (
+            "GET /api/v1/namespaces/default/pods",
+            list(vec![pod(
+                "default",
+                pod_name,
+                "ubuntu:latest",
+                Some(("ReplicaSet", "app-75ff449bcd")),
+            )]),
+        ),
+        (
+            "POST /apis/networking.k8s.io/v1/namespaces/default/networkpolicies",
+            Reply::json(201, isolation_policy("default")),
+        ),
+        (
+            "PATCH /api/v1/namespaces/default/pods/app-75ff449bcd-hfwnz",
+            Reply::json(200, pod("default", pod_name, "ubuntu:latest", None)),
+        ),
+    ])
+    .await?;
+    let dir = TempDir::new("kube-isolate");
+    let keys = "    kube-namespace: event.input.podNamespace\n    kube-pod-name: event.input.podName\n    kube-isolate-pods: true\n    kube-dry-run: true";
+    let agent = Agent::start(&config(&kubeconfig(&dir, &api.url("")), keys)).await?;
+    let event = std::fs::read_to_string(fixture(
+        "tracee/v0.12-era-signature-dropped-executable-TRC-1022.json",
+    ))?;
+    agent.post("/", event).await?;
+    let done = outcome(&agent).await?;
+    assert_eq!(
+        done["detail"], "dry run; 1 pod(s) selected; isolated pod default/app-75ff449bcd-hfwnz",
+        "{done}"
+    );
+    let requests = api.requests();
+    assert_eq!(requests.len(), 3, "list, policy, label: {requests:?}");
+    assert_isolation(
+        &requests[1..],
+        "default",
+        pod_name,
+        "dryRun=All&fieldManager=hooker",
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn kubernetes_isolation_keeps_the_policy_that_already_exists() -> anyhow::Result<()> {
+    let api = fake_api(vec![
+        (
+            "GET /api/v1/namespaces/shop/pods",
+            list(vec![
+                pod("shop", "web-1", "nginx:1", None),
+                pod("shop", "web-2", "nginx:1", None),
+            ]),
+        ),
+        (
+            "POST /apis/networking.k8s.io/v1/namespaces/shop/networkpolicies",
+            status(
+                409,
+                "AlreadyExists",
+                "networkpolicies.networking.k8s.io \"hooker-isolate\" already exists",
+            ),
+        ),
+        (
+            "PATCH /api/v1/namespaces/shop/pods/web-1",
+            Reply::json(200, json!({})),
+        ),
+        (
+            "PATCH /api/v1/namespaces/shop/pods/web-2",
+            Reply::json(200, json!({})),
+        ),
+    ])
+    .await?;
+    let dir = TempDir::new("kube-isolate-409");
+    let keys = "    kube-namespace: shop\n    kube-isolate-pods: true";
+    let agent = Agent::start(&config(&kubeconfig(&dir, &api.url("")), keys)).await?;
+    agent.post("/", r#"{"x":1}"#).await?;
+    let done = outcome(&agent).await?;
+    assert_eq!(done["message"], "Kubernetes action applied.", "{done}");
+    assert_eq!(
+        done["detail"],
+        "2 pod(s) selected; isolated pod shop/web-1, pod shop/web-2"
+    );
+    let requests = api.requests();
+    assert_eq!(
+        requests.len(),
+        4,
+        "one policy for the namespace: {requests:?}"
+    );
+    assert_isolation(&requests[1..3], "shop", "web-1", "fieldManager=hooker");
+    assert_eq!(requests[3].path, "/api/v1/namespaces/shop/pods/web-2");
+    Ok(())
+}
+
+#[tokio::test]
+async fn kubernetes_isolation_retries_when_the_policy_cannot_be_created() -> anyhow::Result<()> {
+    // A 409 that is not AlreadyExists, and a 500: no pod is labelled, the delivery is retryable.
+    for (code, reason) in [(409, "Conflict"), (500, "InternalError")] {
+        let api = fake_api(vec![
+            (
+                "GET /api/v1/namespaces/shop/pods",
+                list(vec![pod("shop", "web-1", "nginx:1", None)]),
+            ),
+            (
+                "POST /apis/networking.k8s.io/v1/namespaces/shop/networkpolicies",
+                status(code, reason, "try again"),
+            ),
+        ])
+        .await?;
+        let dir = TempDir::new("kube-isolate-fail");
+        let keys = "    kube-namespace: shop\n    kube-isolate-pods: true";
+        let agent = Agent::start(&config(&kubeconfig(&dir, &api.url("")), keys)).await?;
+        agent.post("/", r#"{"x":1}"#).await?;
+        let failed = outcome(&agent).await?;
+        assert_eq!(failed["message"], "Delivery failed.", "{failed}");
+        assert_eq!(failed["retryable"], true, "{failed}");
+        assert!(
+            failed["error"]
+                .as_str()
+                .unwrap_or_default()
+                .contains(&format!("create networkpolicies: HTTP {code}: try again")),
+            "{failed}"
+        );
+        assert!(
+            api.requests().iter().all(|r| r.method != "PATCH"),
+            "no pod labelled"
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn kubernetes_without_kube_config_file_reads_the_kubeconfig_env_var() -> anyhow::Result<()> {
+    let api = fake_api(vec![
+        (
+            "GET /api/v1/namespaces/default/pods",
+            list(vec![pod("default", "p", "nginx:1", None)]),
+        ),
+        (
+            "PATCH /api/v1/namespaces/default/pods/p",
+            Reply::json(200, json!({})),
+        ),
+    ])
+    .await?;
+    let dir = TempDir::new("kube-env");
+    let path = kubeconfig(&dir, &api.url(""));
+    let cfg = r#"
+routes:
+  - name: r
+    input: input
+    template: raw
+    actions: [kube]
+templates:
+  - name: raw
+    rego-package: hooker.rawmessage.json
+actions:
+  - name: kube
+    type: kubernetes
+    enable: true
+    retry-max-attempts: 1
+    kube-namespace: default
+    kube-actions:
+      labels:
+        seen: "yes"
+"#;
+    let agent = Agent::builder(cfg).env("KUBECONFIG", path).start().await?;
+    agent.post("/", r#"{"x":1}"#).await?;
+    let done = outcome(&agent).await?;
+    assert_eq!(done["message"], "Kubernetes action applied.", "{done}");
+    let requests = api.requests();
+    assert_eq!(requests.len(), 2, "{requests:?}");
+    assert_patch(
+        &requests[1],
+        "/api/v1/namespaces/default/pods/p",
+        json!({"metadata": {"labels": {"seen": "yes"}}}),
     );
     Ok(())
 }
@@ -620,6 +856,11 @@ async fn kubernetes_config_errors_are_located() -> anyhow::Result<()> {
     check(
         "    kube-namespace: default\n    kube-delete-pods: true\n    kube-target: replicasets",
         "kube-target",
+    )
+    .await?;
+    check(
+        "    kube-namespace: default\n    kube-delete-pods: true\n    kube-isolate-pods: true",
+        "key `kube-isolate-pods`: `kube-isolate-pods` keeps the pods for inspection and `kube-delete-pods` deletes them: choose one",
     )
     .await?;
     let missing = config(

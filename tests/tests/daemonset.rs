@@ -148,40 +148,46 @@ fn overlay(label: &str, resources: &[&str], components: &[&str], extra: &str) ->
 fn rbac_needed_by_config() -> BTreeSet<(String, String, String)> {
     let text = std::fs::read_to_string(daemonset_dir().join("cfg.yaml")).expect("cfg.yaml");
     let cfg: Value = serde_saphyr::from_str(&text).expect("cfg.yaml is YAML");
+    let kube_actions: Vec<Value> = list(&cfg["actions"])
+        .into_iter()
+        .filter(|a| a["type"] == "kubernetes" && a["enable"] != false)
+        .collect();
+    assert!(!kube_actions.is_empty(), "cfg.yaml has a kubernetes action");
+    kube_actions.iter().flat_map(rbac_needed_by).collect()
+}
+
+/// What one kubernetes action needs, per README's RBAC table.
+fn rbac_needed_by(action: &Value) -> BTreeSet<(String, String, String)> {
     let mut needed = BTreeSet::new();
     let mut need = |group: &str, resource: &str, verb: &str| {
         needed.insert((group.to_string(), resource.to_string(), verb.to_string()));
     };
-    let kube_actions = list(&cfg["actions"])
-        .into_iter()
-        .filter(|a| a["type"] == "kubernetes" && a["enable"] != false);
-    let mut any = false;
-    for action in kube_actions {
-        any = true;
-        need("", "pods", "list");
-        let changes = action["kube-actions"].is_object();
-        match action["kube-target"].as_str().unwrap_or("pods") {
-            "pods" if changes => need("", "pods", "patch"),
-            "pods" => {}
-            "deployments" => {
-                need("apps", "replicasets", "get");
-                need("apps", "deployments", "patch");
-            }
-            "statefulsets" => need("apps", "statefulsets", "patch"),
-            "daemonsets" => need("apps", "daemonsets", "patch"),
-            other => {
-                assert_eq!(other, "workloads", "unknown kube-target");
-                need("apps", "replicasets", "get");
-                for kind in ["deployments", "statefulsets", "daemonsets"] {
-                    need("apps", kind, "patch");
-                }
-            }
+    need("", "pods", "list");
+    let changes = action["kube-actions"].is_object();
+    match action["kube-target"].as_str().unwrap_or("pods") {
+        "pods" if changes => need("", "pods", "patch"),
+        "pods" => {}
+        "deployments" => {
+            need("apps", "replicasets", "get");
+            need("apps", "deployments", "patch");
         }
-        if action["kube-delete-pods"] == true {
-            need("", "pods", "delete");
+        "statefulsets" => need("apps", "statefulsets", "patch"),
+        "daemonsets" => need("apps", "daemonsets", "patch"),
+        other => {
+            assert_eq!(other, "workloads", "unknown kube-target");
+            need("apps", "replicasets", "get");
+            for kind in ["deployments", "statefulsets", "daemonsets"] {
+                need("apps", kind, "patch");
+            }
         }
     }
-    assert!(any, "cfg.yaml has a kubernetes action");
+    if action["kube-delete-pods"] == true {
+        need("", "pods", "delete");
+    }
+    if action["kube-isolate-pods"] == true {
+        need("networking.k8s.io", "networkpolicies", "create");
+        need("", "pods", "patch");
+    }
     needed
 }
 
@@ -496,6 +502,26 @@ fn daemonset_http_intake_component_opens_8082_with_a_token() {
     );
     let policy = find(&docs, "NetworkPolicy", "hooker-http-intake");
     assert_eq!(policy["spec"]["ingress"][0]["ports"][0]["port"], 8082);
+}
+
+/// components/isolation grants the responder exactly what the shipped config needs plus what a
+/// `kube-isolate-pods` action needs (README, "Kubernetes action"), and nothing to update or delete
+/// a NetworkPolicy.
+#[test]
+fn daemonset_isolation_component_grants_what_kube_isolate_pods_needs() {
+    let (_dir, yaml) = overlay("kustomize-isolation", &["BASE"], &["isolation"], "");
+    validate(&yaml, "kustomize-isolation");
+    let docs = documents(&yaml);
+    let role = find(&docs, "ClusterRole", "hooker-responder");
+    let isolate = serde_json::json!({
+        "type": "kubernetes",
+        "kube-namespace": "event.input.kubernetes.podNamespace",
+        "kube-pod-name": "event.input.kubernetes.podName",
+        "kube-isolate-pods": true,
+    });
+    let mut expected = rbac_needed_by_config();
+    expected.extend(rbac_needed_by(&isolate));
+    assert_eq!(granted(role), expected);
 }
 
 #[test]

@@ -1,12 +1,13 @@
-//! The few Kubernetes API calls the action makes, over plain HTTPS: list pods, get a ReplicaSet,
-//! merge-patch metadata, delete a pod. Every answer is classified here into done, gone, or a
-//! retryable / permanent [`ActionError`].
+//! The few Kubernetes API calls the action makes, built and sent by kube-rs: list pods, get a
+//! ReplicaSet, merge-patch metadata, delete a pod, create a NetworkPolicy. Every answer is
+//! classified here into done, gone, exists, or a retryable / permanent [`ActionError`].
 
 use std::time::Duration;
 
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::core::Request;
 use serde_json::Value;
 
-use super::kubeconfig::Connection;
 use crate::action::{ActionError, ErrorKind, excerpt};
 
 /// The field manager named on every write, so `kubectl get -o yaml --show-managed-fields` shows
@@ -15,10 +16,9 @@ pub const FIELD_MANAGER: &str = "hooker";
 /// Attempts of one patch that meets 409 Conflict.
 const CONFLICT_ATTEMPTS: u32 = 3;
 
-/// One delivery's view of the API: the connection plus this delivery's credentials.
+/// One delivery's view of the API.
 pub struct Api<'a> {
-    connection: &'a Connection,
-    authorization: Option<reqwest::header::HeaderValue>,
+    client: &'a kube::Client,
     dry_run: bool,
 }
 
@@ -30,18 +30,13 @@ pub enum Written {
     Gone,
     /// 409 on a delete precondition: the name now belongs to a new object.
     Replaced,
+    /// 409 AlreadyExists on a create: the object is there already.
+    Exists,
 }
 
 impl<'a> Api<'a> {
-    pub fn new(connection: &'a Connection, dry_run: bool) -> Result<Api<'a>, ActionError> {
-        let authorization = connection
-            .authorization()
-            .map_err(|err| ActionError::retryable(format!("Kubernetes credentials: {err}")))?;
-        Ok(Api {
-            connection,
-            authorization,
-            dry_run,
-        })
+    pub fn new(client: &'a kube::Client, dry_run: bool) -> Api<'a> {
+        Api { client, dry_run }
     }
 
     /// Pods in `namespace` (all namespaces for `None`) matching the selectors.
@@ -55,15 +50,15 @@ impl<'a> Api<'a> {
             Some(namespace) => format!("/api/v1/namespaces/{namespace}/pods"),
             None => "/api/v1/pods".to_string(),
         };
-        let mut query = Vec::new();
+        let mut params = ListParams::default();
         if !label_selector.is_empty() {
-            query.push(("labelSelector", label_selector));
+            params = params.labels(label_selector);
         }
         if !field_selector.is_empty() {
-            query.push(("fieldSelector", field_selector));
+            params = params.fields(field_selector);
         }
-        let request = self.request(reqwest::Method::GET, &path, &query)?;
-        let list = self.send_json(request, "list pods").await?;
+        let request = Request::new(path).list(&params).map_err(built)?;
+        let list = self.send(request, "list pods").await?;
         Ok(match list.get("items") {
             Some(Value::Array(items)) => items.clone(),
             _ => Vec::new(),
@@ -76,32 +71,36 @@ impl<'a> Api<'a> {
         namespace: &str,
         name: &str,
     ) -> Result<Option<Value>, ActionError> {
-        let path = format!("/apis/apps/v1/namespaces/{namespace}/replicasets/{name}");
-        let request = self.request(reqwest::Method::GET, &path, &[])?;
-        match self.send_json(request, "get replicasets").await {
+        let request = Request::new(format!("/apis/apps/v1/namespaces/{namespace}/replicasets"))
+            .get(name, &Default::default())
+            .map_err(built)?;
+        match self.send(request, "get replicasets").await {
             Ok(value) => Ok(Some(value)),
-            Err(Failure::NotFound) => Ok(None),
+            Err(Failure::NotFound(_)) => Ok(None),
             Err(err) => Err(err.into()),
         }
     }
 
-    /// A JSON merge patch of `metadata` on the object at `path`, retried on 409 Conflict.
-    pub async fn merge_patch(&self, path: &str, patch: &Value) -> Result<Written, ActionError> {
-        let body = serde_json::to_vec(patch)
-            .map_err(|err| ActionError::permanent(format!("cannot encode the patch: {err}")))?;
+    /// A JSON merge patch (`application/merge-patch+json`) of the object `name` in the
+    /// collection at `collection`, retried on 409 Conflict.
+    pub async fn merge_patch(
+        &self,
+        collection: &str,
+        name: &str,
+        patch: &Value,
+    ) -> Result<Written, ActionError> {
+        let mut params = PatchParams::default();
+        params.dry_run = self.dry_run;
+        params.field_manager = Some(FIELD_MANAGER.to_string());
         let mut attempt = 1;
         loop {
-            let request = self
-                .request(reqwest::Method::PATCH, path, &self.write_query(true))?
-                .header(
-                    reqwest::header::CONTENT_TYPE,
-                    "application/merge-patch+json",
-                )
-                .body(body.clone());
-            match self.send_json(request, "patch").await {
+            let request = Request::new(collection)
+                .patch(name, &params, &Patch::Merge(patch))
+                .map_err(built)?;
+            match self.send(request, "patch").await {
                 Ok(_) => return Ok(Written::Done),
-                Err(Failure::NotFound) => return Ok(Written::Gone),
-                Err(Failure::Conflict(_)) if attempt < CONFLICT_ATTEMPTS => {
+                Err(Failure::NotFound(_)) => return Ok(Written::Gone),
+                Err(Failure::Conflict { .. }) if attempt < CONFLICT_ATTEMPTS => {
                     attempt += 1;
                     tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
                 }
@@ -117,82 +116,72 @@ impl<'a> Api<'a> {
         name: &str,
         uid: &str,
     ) -> Result<Written, ActionError> {
-        let path = format!("/api/v1/namespaces/{namespace}/pods/{name}");
-        let options = serde_json::json!({
-            "apiVersion": "v1",
-            "kind": "DeleteOptions",
-            "preconditions": { "uid": uid },
-        });
-        let request = self
-            .request(reqwest::Method::DELETE, &path, &self.write_query(false))?
-            .json(&options);
-        match self.send_json(request, "delete pods").await {
+        let params = DeleteParams {
+            dry_run: self.dry_run,
+            preconditions: Some(Preconditions {
+                uid: Some(uid.to_string()),
+                resource_version: None,
+            }),
+            ..DeleteParams::default()
+        };
+        let request = Request::new(format!("/api/v1/namespaces/{namespace}/pods"))
+            .delete(name, &params)
+            .map_err(built)?;
+        match self.send(request, "delete pods").await {
             Ok(_) => Ok(Written::Done),
-            Err(Failure::NotFound) => Ok(Written::Gone),
-            Err(Failure::Conflict(_)) => Ok(Written::Replaced),
+            Err(Failure::NotFound(_)) => Ok(Written::Gone),
+            Err(Failure::Conflict { .. }) => Ok(Written::Replaced),
             Err(err) => Err(err.into()),
         }
     }
 
-    fn write_query(&self, patch: bool) -> Vec<(&'static str, &'static str)> {
-        let mut query = Vec::new();
-        if self.dry_run {
-            query.push(("dryRun", "All"));
-        }
-        if patch {
-            query.push(("fieldManager", FIELD_MANAGER));
-        }
-        query
-    }
-
-    fn request(
+    /// Creates `object` in the collection at `collection`; one already there is not an error.
+    pub async fn create_if_absent(
         &self,
-        method: reqwest::Method,
-        path: &str,
-        query: &[(&str, &str)],
-    ) -> Result<reqwest::RequestBuilder, ActionError> {
-        let mut url = self
-            .connection
-            .server
-            .join(path.trim_start_matches('/'))
-            .map_err(|err| ActionError::permanent(format!("bad API path {path}: {err}")))?;
-        if !query.is_empty() {
-            url.query_pairs_mut().extend_pairs(query);
-        }
-        let mut request = self
-            .connection
-            .http
-            .request(method, url)
-            .header(reqwest::header::ACCEPT, "application/json");
-        if let Some(authorization) = &self.authorization {
-            request = request.header(reqwest::header::AUTHORIZATION, authorization.clone());
-        }
-        Ok(request)
-    }
-
-    async fn send_json(
-        &self,
-        request: reqwest::RequestBuilder,
+        collection: &str,
+        object: &impl serde::Serialize,
         what: &str,
-    ) -> Result<Value, Failure> {
-        let response = request
-            .send()
-            .await
-            .map_err(|err| Failure::Other(ActionError::transport(err)))?;
-        let status = response.status();
-        let body = response.bytes().await.unwrap_or_default();
-        if status.is_success() {
-            return Ok(serde_json::from_slice(&body).unwrap_or(Value::Null));
+    ) -> Result<Written, ActionError> {
+        let mut params = PostParams::default();
+        params.dry_run = self.dry_run;
+        params.field_manager = Some(FIELD_MANAGER.to_string());
+        let body = serde_json::to_vec(object)
+            .map_err(|err| ActionError::permanent(format!("cannot encode the {what}: {err}")))?;
+        let request = Request::new(collection)
+            .create(&params, body)
+            .map_err(built)?;
+        match self.send(request, &format!("create {what}")).await {
+            Ok(_) => Ok(Written::Done),
+            Err(Failure::Conflict { reason, .. }) if reason == "AlreadyExists" => {
+                Ok(Written::Exists)
+            }
+            Err(err) => Err(err.into()),
         }
-        // The API's Status object says why; keep its message, not the whole body.
-        let reason = serde_json::from_slice::<Value>(&body)
-            .ok()
-            .and_then(|v| v.get("message").and_then(Value::as_str).map(str::to_string))
-            .unwrap_or_else(|| excerpt(&body, 512));
-        let message = format!("Kubernetes API: {what}: HTTP {}: {reason}", status.as_u16());
-        Err(match status.as_u16() {
-            404 => Failure::NotFound,
-            409 => Failure::Conflict(message),
+    }
+
+    async fn send(&self, request: http::Request<Vec<u8>>, what: &str) -> Result<Value, Failure> {
+        let status = match self.client.request_text(request).await {
+            Ok(text) => return Ok(serde_json::from_str(&text).unwrap_or(Value::Null)),
+            Err(kube::Error::Api(status)) => status,
+            // No answer (connect, TLS, timeout) or no credentials (a token file or exec plugin
+            // that failed): worth another try.
+            Err(err) => {
+                return Err(Failure::Other(ActionError::retryable(format!(
+                    "Kubernetes API: {what}: {}",
+                    chain(&err)
+                ))));
+            }
+        };
+        // The API's Status says why; a body that is not one is kept as an excerpt.
+        let reason = excerpt(status.message.as_bytes(), 512);
+        let code = status.code;
+        let message = format!("Kubernetes API: {what}: HTTP {code}: {reason}");
+        Err(match code {
+            404 => Failure::NotFound(message),
+            409 => Failure::Conflict {
+                reason: status.reason.clone(),
+                message,
+            },
             401 | 403 => Failure::Other(ActionError::permanent(format!(
                 "{message} (check the service account's RBAC: see README, Kubernetes action)"
             ))),
@@ -202,18 +191,37 @@ impl<'a> Api<'a> {
     }
 }
 
+/// An error and its causes, `: `-separated (kube-rs errors keep the useful part in a source).
+pub fn chain(err: &dyn std::error::Error) -> String {
+    let mut message = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        source = cause.source();
+    }
+    message
+}
+
+fn built(err: kube::core::request::Error) -> ActionError {
+    ActionError::permanent(format!("cannot build the API request: {err}"))
+}
+
 /// A failed call, before the caller decides whether 404 or 409 matter.
 enum Failure {
-    NotFound,
-    Conflict(String),
+    NotFound(String),
+    Conflict { reason: String, message: String },
     Other(ActionError),
 }
 
 impl From<Failure> for ActionError {
     fn from(failure: Failure) -> ActionError {
         match failure {
-            Failure::NotFound => ActionError::permanent("Kubernetes API: not found"),
-            Failure::Conflict(message) => ActionError {
+            Failure::NotFound(message) => ActionError::permanent(message),
+            Failure::Conflict { message, .. } => ActionError {
                 kind: ErrorKind::Retryable,
                 message,
                 retry_after: None,

@@ -1,293 +1,152 @@
-//! Where the Kubernetes API is and how to authenticate: a kubeconfig file (server, CA, bearer
-//! token or token file, client certificate, basic auth), or the pod's service account.
+//! Where the Kubernetes API is and how to authenticate, handed to kube-rs: a kubeconfig (the
+//! action's `kube-config-file`, else the files `KUBECONFIG` names) or the pod's service account.
 //!
-//! Exec and auth-provider credential plugins are refused: they would run programs from a file.
+//! kube-rs reads every kubeconfig form kubectl reads (token, token file, client certificate,
+//! basic auth, exec credential plugins) and re-reads a token file as it rotates. What is checked
+//! here is what `hooker validate` can tell before any request: the file reads, parses, and names
+//! the context, cluster and user it uses.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
-use base64::Engine as _;
-use serde::Deserialize;
-
-use crate::config::Secret;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject as _;
 
 /// Where a pod's service account credentials are mounted.
 pub const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 
-/// A way to reach one API server.
-pub struct Connection {
-    pub server: reqwest::Url,
-    pub http: reqwest::Client,
-    pub auth: Auth,
-}
-
-pub enum Auth {
-    None,
-    Bearer(Secret),
-    /// Re-read for every delivery: projected service-account tokens rotate.
-    BearerFile(PathBuf),
-    Basic {
-        user: String,
-        password: Secret,
+/// Where an action's API connection comes from.
+pub enum Source {
+    /// A kubeconfig read and checked at build, and the context to use in it.
+    Kubeconfig {
+        kubeconfig: Box<Kubeconfig>,
+        context: String,
     },
+    /// The pod's service account: `KUBERNETES_SERVICE_HOST`/`_PORT`, the mounted CA and token.
+    InCluster,
 }
 
-#[derive(Debug, Deserialize)]
-struct KubeConfig {
-    #[serde(default, rename = "current-context")]
-    current_context: Option<String>,
-    #[serde(default)]
-    clusters: Vec<Named<Cluster>>,
-    #[serde(default)]
-    users: Vec<Named<User>>,
-    #[serde(default)]
-    contexts: Vec<Named<Context>>,
-}
+// === impl Source ===
 
-#[derive(Debug, Deserialize)]
-struct Named<T> {
-    name: String,
-    #[serde(alias = "cluster", alias = "user", alias = "context")]
-    value: Option<T>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-struct Cluster {
-    server: String,
-    #[serde(default)]
-    certificate_authority: Option<PathBuf>,
-    #[serde(default)]
-    certificate_authority_data: Option<String>,
-    #[serde(default)]
-    insecure_skip_tls_verify: bool,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-struct User {
-    #[serde(default)]
-    token: Option<String>,
-    #[serde(default, rename = "tokenFile")]
-    token_file: Option<PathBuf>,
-    #[serde(default)]
-    client_certificate: Option<PathBuf>,
-    #[serde(default)]
-    client_certificate_data: Option<String>,
-    #[serde(default)]
-    client_key: Option<PathBuf>,
-    #[serde(default)]
-    client_key_data: Option<String>,
-    #[serde(default)]
-    username: Option<String>,
-    #[serde(default)]
-    password: Option<String>,
-    #[serde(default)]
-    exec: Option<serde_json::Value>,
-    #[serde(default, rename = "auth-provider")]
-    auth_provider: Option<serde_json::Value>,
-}
-
-#[derive(Debug, Deserialize)]
-struct Context {
-    cluster: String,
-    #[serde(default)]
-    user: Option<String>,
-}
-
-// === impl Connection ===
-
-impl Connection {
+impl Source {
     /// Reads a kubeconfig file; `context` overrides its `current-context`. Relative paths in it
     /// are relative to the file's directory, as kubectl reads them.
-    pub fn from_kubeconfig(
-        path: &Path,
-        context: Option<&str>,
-        timeout: Duration,
-    ) -> Result<Connection, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|err| format!("cannot read {}: {err}", path.display()))?;
-        let config: KubeConfig = serde_saphyr::from_str(&text)
+    pub fn from_file(path: &Path, context: Option<&str>) -> Result<Source, String> {
+        std::fs::read(path).map_err(|err| format!("cannot read {}: {err}", path.display()))?;
+        let kubeconfig = Kubeconfig::read_from(path)
             .map_err(|err| format!("{} is not a kubeconfig: {err}", path.display()))?;
-        let base = path.parent().unwrap_or(Path::new("."));
-        let context_name = context
+        Source::checked(kubeconfig, context)
+    }
+
+    /// The kubeconfig files `KUBECONFIG` names (merged as kubectl merges them), if it is set.
+    pub fn from_env(context: Option<&str>) -> Result<Option<Source>, String> {
+        match Kubeconfig::from_env() {
+            Ok(Some(kubeconfig)) => Source::checked(kubeconfig, context).map(Some),
+            Ok(None) => Ok(None),
+            Err(err) => Err(format!("KUBECONFIG: {err}")),
+        }
+    }
+
+    fn checked(kubeconfig: Kubeconfig, context: Option<&str>) -> Result<Source, String> {
+        let name = context
             .map(str::to_string)
-            .or(config.current_context.clone())
+            .or(kubeconfig.current_context.clone())
             .filter(|c| !c.is_empty())
             .ok_or("the kubeconfig has no current-context; set kube-context")?;
-        let context = find(&config.contexts, &context_name, "context")?;
-        let cluster = find(&config.clusters, &context.cluster, "cluster")?;
-        let user = match &context.user {
-            Some(name) if !name.is_empty() => find(&config.users, name, "user")?,
-            _ => &User::default(),
-        };
-        if user.exec.is_some() || user.auth_provider.is_some() {
-            return Err(format!(
-                "user of context \"{context_name}\" uses a credential plugin (exec / auth-provider), which Hooker does not run; use a service-account token or a client certificate"
-            ));
+        let found = kubeconfig
+            .contexts
+            .iter()
+            .find(|c| c.name == name)
+            .and_then(|c| c.context.as_ref())
+            .ok_or_else(|| format!("the kubeconfig has no context named \"{name}\""))?;
+        let cluster = kubeconfig
+            .clusters
+            .iter()
+            .find(|c| c.name == found.cluster)
+            .and_then(|c| c.cluster.as_ref())
+            .ok_or_else(|| format!("the kubeconfig has no cluster named \"{}\"", found.cluster))?;
+        if cluster.server.as_deref().is_none_or(str::is_empty) {
+            return Err(format!("cluster \"{}\" has no server", found.cluster));
         }
-        let server = server_url(&cluster.server)?;
-        let mut builder = crate::action::http_client_builder(timeout);
-        if cluster.insecure_skip_tls_verify {
-            builder = builder.danger_accept_invalid_certs(true);
+        if let Some(user) = found.user.as_deref().filter(|u| !u.is_empty())
+            && !kubeconfig.auth_infos.iter().any(|u| u.name == user)
+        {
+            return Err(format!("the kubeconfig has no user named \"{user}\""));
         }
-        let ca = match (
-            &cluster.certificate_authority_data,
-            &cluster.certificate_authority,
-        ) {
-            (Some(data), _) => Some(decode("certificate-authority-data", data)?),
-            (None, Some(file)) => Some(read(base, file)?),
-            (None, None) => None,
-        };
-        if let Some(pem) = ca {
-            builder = builder.tls_certs_only(certificates(&pem)?);
-        }
-        let certificate = match (&user.client_certificate_data, &user.client_certificate) {
-            (Some(data), _) => Some(decode("client-certificate-data", data)?),
-            (None, Some(file)) => Some(read(base, file)?),
-            (None, None) => None,
-        };
-        let key = match (&user.client_key_data, &user.client_key) {
-            (Some(data), _) => Some(decode("client-key-data", data)?),
-            (None, Some(file)) => Some(read(base, file)?),
-            (None, None) => None,
-        };
-        match (certificate, key) {
-            (Some(mut pem), Some(key)) => {
-                pem.push(b'\n');
-                pem.extend_from_slice(&key);
-                let identity = reqwest::Identity::from_pem(&pem)
-                    .map_err(|err| format!("client certificate or key is not usable PEM: {err}"))?;
-                builder = builder.identity(identity);
-            }
-            (None, None) => {}
-            _ => return Err("a client certificate needs both its certificate and its key".into()),
-        }
-        let auth = if let Some(token) = user.token.as_deref().filter(|t| !t.is_empty()) {
-            Auth::Bearer(Secret::new(token))
-        } else if let Some(file) = &user.token_file {
-            Auth::BearerFile(base.join(file))
-        } else if let (Some(user), Some(password)) = (&user.username, &user.password) {
-            Auth::Basic {
-                user: user.clone(),
-                password: Secret::new(password.as_str()),
-            }
-        } else {
-            Auth::None
-        };
-        let http = builder
-            .build()
-            .map_err(|err| format!("cannot build the API client: {err}"))?;
-        Ok(Connection { server, http, auth })
-    }
-
-    /// The pod's own service account: `KUBERNETES_SERVICE_HOST`/`_PORT`, the mounted CA and
-    /// token (re-read at each delivery).
-    pub fn in_cluster(dir: &Path, timeout: Duration) -> Result<Connection, String> {
-        let host = std::env::var("KUBERNETES_SERVICE_HOST").map_err(
-            |_| "KUBERNETES_SERVICE_HOST is not set: not running in a pod; set kube-config-file",
-        )?;
-        let port = std::env::var("KUBERNETES_SERVICE_PORT").unwrap_or_else(|_| "443".into());
-        Connection::service_account(&host, &port, dir, timeout)
-    }
-
-    fn service_account(
-        host: &str,
-        port: &str,
-        dir: &Path,
-        timeout: Duration,
-    ) -> Result<Connection, String> {
-        let host = if host.contains(':') {
-            format!("[{host}]")
-        } else {
-            host.to_string()
-        };
-        let server = reqwest::Url::parse(&format!("https://{host}:{port}/"))
-            .map_err(|err| format!("KUBERNETES_SERVICE_HOST/PORT: {err}"))?;
-        let ca = read(dir, Path::new("ca.crt"))?;
-        let http = crate::action::http_client_builder(timeout)
-            .tls_certs_only(certificates(&ca)?)
-            .build()
-            .map_err(|err| format!("cannot build the API client: {err}"))?;
-        Ok(Connection {
-            server,
-            http,
-            auth: Auth::BearerFile(dir.join("token")),
+        Ok(Source::Kubeconfig {
+            kubeconfig: Box::new(kubeconfig),
+            context: name,
         })
     }
 
-    /// Headers for one delivery's requests.
-    pub fn authorization(&self) -> Result<Option<reqwest::header::HeaderValue>, String> {
-        let text = match &self.auth {
-            Auth::None => return Ok(None),
-            Auth::Bearer(token) => format!("Bearer {}", token.expose()),
-            Auth::BearerFile(path) => {
-                let token = std::fs::read_to_string(path).map_err(|err| {
-                    format!("cannot read the token file {}: {err}", path.display())
-                })?;
-                format!("Bearer {}", token.trim())
+    /// A client for this source. `timeout` bounds connecting, and each read and write.
+    pub async fn client(&self, timeout: Duration) -> Result<kube::Client, String> {
+        let mut config = match self {
+            Source::Kubeconfig {
+                kubeconfig,
+                context,
+            } => {
+                let options = KubeConfigOptions {
+                    context: Some(context.clone()),
+                    ..KubeConfigOptions::default()
+                };
+                kube::Config::from_custom_kubeconfig(kubeconfig.as_ref().clone(), &options)
+                    .await
+                    .map_err(|err| format!("kubeconfig: {}", super::api::chain(&err)))?
             }
-            Auth::Basic { user, password } => {
-                let pair = format!("{user}:{}", password.expose());
-                format!(
-                    "Basic {}",
-                    base64::engine::general_purpose::STANDARD.encode(pair)
-                )
-            }
+            Source::InCluster => in_cluster(Path::new(SERVICE_ACCOUNT_DIR))?,
         };
-        let mut value = reqwest::header::HeaderValue::from_str(&text)
-            .map_err(|_| "the token has characters HTTP headers cannot carry".to_string())?;
-        value.set_sensitive(true);
-        Ok(Some(value))
+        config.connect_timeout = Some(timeout);
+        config.read_timeout = Some(timeout);
+        config.write_timeout = Some(timeout);
+        // The outbox retries a failed delivery; a second retry loop underneath would hide it.
+        config.default_retry = false;
+        kube::Client::try_from(config)
+            .map_err(|err| format!("cannot build the API client: {}", super::api::chain(&err)))
     }
 }
 
-/// The API base URL, with a trailing `/` so paths join under a proxy prefix (`…/k8s/clusters/c1/`).
-fn server_url(text: &str) -> Result<reqwest::Url, String> {
-    let mut url = reqwest::Url::parse(text.trim())
-        .map_err(|err| format!("cluster server `{text}`: {err}"))?;
-    if !matches!(url.scheme(), "https" | "http") {
-        return Err(format!("cluster server `{text}`: not an http(s) URL"));
-    }
-    if !url.path().ends_with('/') {
-        let path = format!("{}/", url.path());
-        url.set_path(&path);
-    }
-    Ok(url)
+/// The pod's own service account, from `dir` (the mounted CA and token).
+fn in_cluster(dir: &Path) -> Result<kube::Config, String> {
+    let host = std::env::var("KUBERNETES_SERVICE_HOST").map_err(|_| {
+        "KUBERNETES_SERVICE_HOST is not set: not running in a pod; set kube-config-file or KUBECONFIG"
+    })?;
+    let port = std::env::var("KUBERNETES_SERVICE_PORT").unwrap_or_else(|_| "443".into());
+    service_account(&host, &port, dir)
 }
 
-fn find<'a, T>(items: &'a [Named<T>], name: &str, what: &str) -> Result<&'a T, String> {
-    items
-        .iter()
-        .find(|item| item.name == name)
-        .and_then(|item| item.value.as_ref())
-        .ok_or_else(|| format!("the kubeconfig has no {what} named \"{name}\""))
-}
-
-fn decode(key: &str, data: &str) -> Result<Vec<u8>, String> {
-    let compact: String = data.split_whitespace().collect();
-    base64::engine::general_purpose::STANDARD
-        .decode(compact)
-        .map_err(|err| format!("{key} is not base64: {err}"))
-}
-
-fn read(base: &Path, file: &Path) -> Result<Vec<u8>, String> {
-    let path = base.join(file);
-    std::fs::read(&path).map_err(|err| format!("cannot read {}: {err}", path.display()))
-}
-
-fn certificates(pem: &[u8]) -> Result<Vec<reqwest::Certificate>, String> {
-    let certificates = reqwest::Certificate::from_pem_bundle(pem)
-        .map_err(|err| format!("CA certificate is not PEM: {err}"))?;
+fn service_account(host: &str, port: &str, dir: &Path) -> Result<kube::Config, String> {
+    let host = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_string()
+    };
+    let url = format!("https://{host}:{port}")
+        .parse::<http::Uri>()
+        .map_err(|err| format!("KUBERNETES_SERVICE_HOST/PORT: {err}"))?;
+    let ca_path = dir.join("ca.crt");
+    let pem = std::fs::read(&ca_path)
+        .map_err(|err| format!("cannot read {}: {err}", ca_path.display()))?;
+    let certificates = CertificateDer::pem_slice_iter(&pem)
+        .map(|c| c.map(|c| c.to_vec()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|err| format!("{} is not PEM: {err}", ca_path.display()))?;
     if certificates.is_empty() {
-        return Err("CA certificate: no certificate in the PEM data".into());
+        return Err(format!("{}: no certificate in it", ca_path.display()));
     }
-    Ok(certificates)
+    let mut config = kube::Config::new(url);
+    config.root_cert = Some(certificates);
+    config.root_cert_file = Some(ca_path);
+    // kube-rs re-reads the file as projected tokens rotate.
+    config.auth_info.token_file = Some(dir.join("token").display().to_string());
+    Ok(config)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::PathBuf;
 
     struct Dir(PathBuf);
 
@@ -315,47 +174,48 @@ mod tests {
             .pem()
     }
 
-    fn load(dir: &Dir, text: &str, context: Option<&str>) -> Result<Connection, String> {
+    fn load(dir: &Dir, text: &str, context: Option<&str>) -> Result<Source, String> {
         let path = dir.0.join("config");
         std::fs::write(&path, text).unwrap();
-        Connection::from_kubeconfig(&path, context, Duration::from_secs(1))
-    }
-
-    #[test]
-    fn kubeconfig_token_file_is_relative_to_the_file_and_server_gets_a_slash() {
-        let dir = Dir::new("tokenfile");
-        std::fs::write(dir.0.join("ca.pem"), ca_pem()).unwrap();
-        std::fs::write(dir.0.join("token"), "abc\n").unwrap();
-        let text = "current-context: a\nclusters:\n- name: c\n  cluster:\n    server: https://10.0.0.1:6443/prefix\n    certificate-authority: ca.pem\nusers:\n- name: u\n  user:\n    tokenFile: token\ncontexts:\n- name: a\n  context: {cluster: c, user: u}\n";
-        let connection = load(&dir, text, None).unwrap();
-        assert_eq!(connection.server.as_str(), "https://10.0.0.1:6443/prefix/");
-        let header = connection.authorization().unwrap().unwrap();
-        assert_eq!(header.to_str().unwrap(), "Bearer abc");
+        Source::from_file(&path, context)
     }
 
     #[test]
     fn kubeconfig_problems_are_explained() {
         let dir = Dir::new("problems");
-        let base = "clusters:\n- name: c\n  cluster:\n    server: https://k\nusers:\n- name: u\n  user:\n    exec: {command: aws}\ncontexts:\n- name: a\n  context: {cluster: c, user: u}\n";
+        let base = "clusters:\n- name: c\n  cluster:\n    server: https://k\nusers:\n- name: u\n  user:\n    token: t\ncontexts:\n- name: a\n  context: {cluster: c, user: u}\n- name: b\n  context: {cluster: gone, user: u}\n- name: d\n  context: {cluster: c, user: nobody}\n";
         let err = |context| load(&dir, base, context).err().unwrap_or_default();
         assert!(err(None).contains("no current-context"), "{}", err(None));
-        assert!(err(Some("b")).contains("no context named \"b\""));
-        assert!(err(Some("a")).contains("credential plugin"));
+        assert!(err(Some("x")).contains("no context named \"x\""));
+        assert!(err(Some("b")).contains("no cluster named \"gone\""));
+        assert!(err(Some("d")).contains("no user named \"nobody\""));
+        assert!(load(&dir, base, Some("a")).is_ok());
+        let missing = Source::from_file(&dir.0.join("nope"), None).err();
+        assert!(missing.unwrap_or_default().contains("cannot read"));
     }
 
     #[test]
-    fn in_cluster_uses_the_mounted_ca_and_a_fresh_token() {
+    fn kubeconfig_exec_plugins_are_accepted() {
+        // kube-rs runs them as kubectl does (EKS, GKE, AKS credentials).
+        let dir = Dir::new("exec");
+        let text = "current-context: a\nclusters:\n- name: c\n  cluster:\n    server: https://k\nusers:\n- name: u\n  user:\n    exec: {apiVersion: client.authentication.k8s.io/v1, command: aws, args: [eks, get-token]}\ncontexts:\n- name: a\n  context: {cluster: c, user: u}\n";
+        assert!(load(&dir, text, None).is_ok());
+    }
+
+    #[test]
+    fn in_cluster_uses_the_mounted_ca_and_token_file() {
         let dir = Dir::new("incluster");
         std::fs::write(dir.0.join("ca.crt"), ca_pem()).unwrap();
         std::fs::write(dir.0.join("token"), "sa-token").unwrap();
-        let connection =
-            Connection::service_account("fd00::1", "443", &dir.0, Duration::from_secs(1)).unwrap();
-        assert_eq!(connection.server.as_str(), "https://[fd00::1]/");
-        let header = connection.authorization().unwrap().unwrap();
-        assert_eq!(header.to_str().unwrap(), "Bearer sa-token");
-        // Projected tokens rotate: each delivery reads the file again.
-        std::fs::write(dir.0.join("token"), "rotated").unwrap();
-        let header = connection.authorization().unwrap().unwrap();
-        assert_eq!(header.to_str().unwrap(), "Bearer rotated");
+        let config = service_account("fd00::1", "443", &dir.0).unwrap();
+        assert_eq!(config.cluster_url.to_string(), "https://[fd00::1]:443/");
+        assert_eq!(config.root_cert.map(|c| c.len()), Some(1));
+        assert_eq!(
+            config.auth_info.token_file,
+            Some(dir.0.join("token").display().to_string())
+        );
+        std::fs::remove_file(dir.0.join("ca.crt")).unwrap();
+        let err = service_account("10.0.0.1", "443", &dir.0).err();
+        assert!(err.unwrap_or_default().contains("ca.crt"));
     }
 }

@@ -1,26 +1,28 @@
 //! `type: kubernetes`: selects pods (by namespace, label selector, name, and the image an event
-//! names), then labels / annotates them or their owning workloads, and optionally deletes them.
+//! names), then labels / annotates them or their owning workloads, isolates them with a deny-all
+//! NetworkPolicy, or deletes them.
 //!
-//! Talks to the API server with plain HTTPS requests (`api.rs`), authenticated from a kubeconfig
-//! or the pod's service account (`kubeconfig.rs`). Invariant: a value taken from an event is
-//! checked against Kubernetes' name rules before it reaches a selector, a path or a label.
+//! Talks to the API server through kube-rs (`api.rs`), configured from a kubeconfig or the pod's
+//! service account (`kubeconfig.rs`). Invariant: a value taken from an event is checked against
+//! Kubernetes' name rules before it reaches a selector, a path or a label.
 
 mod api;
 mod kubeconfig;
 mod pods;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicySpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::OnceCell;
 
 use self::api::{Api, Written};
-use self::kubeconfig::Connection;
+use self::kubeconfig::Source;
 use super::{Action, ActionError, BuildContext, Built, Report};
 use crate::config::{ActionConfig, Diagnostic, units};
 use crate::image_ref::ImageRef;
@@ -28,6 +30,10 @@ use crate::message::Message;
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_MAX_DELETIONS: u32 = 10;
+/// The label `kube-isolate-pods` puts on a pod, and the one its NetworkPolicy selects.
+pub const ISOLATION_LABEL: &str = "hooker.dev/isolated";
+/// The deny-all NetworkPolicy `kube-isolate-pods` creates in each namespace it isolates pods in.
+pub const ISOLATION_POLICY: &str = "hooker-isolate";
 /// `kube-image: auto` takes the image from the event (Trivy, trivy-operator, Aqua, Tracee).
 const IMAGE_FROM_EVENT: &str = "auto";
 const REPORT_LIMIT: usize = 2048;
@@ -37,7 +43,7 @@ const REPORT_LIMIT: usize = 2048;
 struct KubernetesConfig {
     /// Namespace of the pods; `*` for every namespace. May hold `event.input.<path>`.
     kube_namespace: Option<String>,
-    /// kubeconfig path; without it, the pod's service account (in-cluster).
+    /// kubeconfig path; without it, `KUBECONFIG`, else the pod's service account (in-cluster).
     #[serde(default)]
     kube_config_file: Option<PathBuf>,
     /// Context of the kubeconfig to use instead of its `current-context`.
@@ -61,6 +67,10 @@ struct KubernetesConfig {
     /// Delete the selected pods (their controllers recreate them).
     #[serde(default, deserialize_with = "units::de_lenient_bool")]
     kube_delete_pods: bool,
+    /// Cut the selected pods off the network: label them and create (if absent) a NetworkPolicy
+    /// selecting that label with no ingress or egress rule in their namespace.
+    #[serde(default, deserialize_with = "units::de_lenient_bool")]
+    kube_isolate_pods: bool,
     /// Send every write with `dryRun=All`: the API server checks it and changes nothing.
     #[serde(default, deserialize_with = "units::de_lenient_bool")]
     kube_dry_run: bool,
@@ -97,11 +107,6 @@ enum Target {
     Workloads,
 }
 
-enum Source {
-    File,
-    InCluster,
-}
-
 pub struct Kubernetes {
     name: String,
     namespace: String,
@@ -112,13 +117,14 @@ pub struct Kubernetes {
     labels: BTreeMap<String, String>,
     annotations: BTreeMap<String, String>,
     delete_pods: bool,
+    isolate_pods: bool,
     dry_run: bool,
     include_daemonset_pods: bool,
     include_static_pods: bool,
     max_deletions: u32,
     timeout: Duration,
     source: Source,
-    connection: OnceCell<Arc<Connection>>,
+    client: OnceCell<kube::Client>,
 }
 
 /// A workload that owns selected pods.
@@ -134,6 +140,7 @@ struct Workload {
 struct Outcome {
     selected: usize,
     patched: Vec<String>,
+    isolated: Vec<String>,
     deleted: Vec<String>,
     skipped: Vec<String>,
 }
@@ -167,10 +174,16 @@ pub fn build(config: &ActionConfig, _cx: &BuildContext) -> Result<Built, Diagnos
         pods::check_label_value(value).map_err(|why| located("kube-actions", why))?;
     }
     let patches = !(actions.labels.is_empty() && actions.annotations.is_empty());
-    if !patches && !settings.kube_delete_pods {
+    if !patches && !settings.kube_delete_pods && !settings.kube_isolate_pods {
         return Err(located(
             "kube-actions",
-            "nothing to do: set labels or annotations in `kube-actions`, or `kube-delete-pods: true`".into(),
+            "nothing to do: set labels or annotations in `kube-actions`, `kube-isolate-pods: true` or `kube-delete-pods: true`".into(),
+        ));
+    }
+    if settings.kube_isolate_pods && settings.kube_delete_pods {
+        return Err(located(
+            "kube-isolate-pods",
+            "`kube-isolate-pods` keeps the pods for inspection and `kube-delete-pods` deletes them: choose one".into(),
         ));
     }
     let target = settings.kube_target.unwrap_or(Target::Pods);
@@ -196,24 +209,23 @@ pub fn build(config: &ActionConfig, _cx: &BuildContext) -> Result<Built, Diagnos
         })?;
     }
     let timeout = settings.timeout.unwrap_or(DEFAULT_TIMEOUT);
-    let connection = OnceCell::new();
+    let context = settings.kube_context.as_deref();
     let source = match &settings.kube_config_file {
         Some(path) => {
-            let loaded =
-                Connection::from_kubeconfig(path, settings.kube_context.as_deref(), timeout)
-                    .map_err(|why| located("kube-config-file", why))?;
-            let _ = connection.set(Arc::new(loaded));
-            Source::File
+            Source::from_file(path, context).map_err(|why| located("kube-config-file", why))?
         }
-        None => {
-            if std::env::var_os("KUBERNETES_SERVICE_HOST").is_none() {
-                warnings.push(located(
-                    "kube-config-file",
-                    "not set and not running in a pod (KUBERNETES_SERVICE_HOST is unset): deliveries fail until Hooker runs in a cluster".into(),
-                ));
+        None => match Source::from_env(context).map_err(|why| located("kube-config-file", why))? {
+            Some(source) => source,
+            None => {
+                if std::env::var_os("KUBERNETES_SERVICE_HOST").is_none() {
+                    warnings.push(located(
+                        "kube-config-file",
+                        "not set, KUBECONFIG is unset and not running in a pod (KUBERNETES_SERVICE_HOST is unset): deliveries fail until Hooker runs in a cluster".into(),
+                    ));
+                }
+                Source::InCluster
             }
-            Source::InCluster
-        }
+        },
     };
     Built::new(
         Kubernetes {
@@ -233,13 +245,14 @@ pub fn build(config: &ActionConfig, _cx: &BuildContext) -> Result<Built, Diagnos
             labels: actions.labels,
             annotations: actions.annotations,
             delete_pods: settings.kube_delete_pods,
+            isolate_pods: settings.kube_isolate_pods,
             dry_run: settings.kube_dry_run,
             include_daemonset_pods: settings.kube_include_daemonset_pods,
             include_static_pods: settings.kube_include_static_pods,
             max_deletions: settings.kube_max_deletions.unwrap_or(DEFAULT_MAX_DELETIONS),
             timeout,
             source,
-            connection,
+            client: OnceCell::new(),
         },
         warnings,
     )
@@ -266,22 +279,20 @@ fn de_string_map<'de, D: serde::Deserializer<'de>>(
 // === impl Kubernetes ===
 
 impl Kubernetes {
-    async fn connection(&self) -> Result<Arc<Connection>, ActionError> {
-        self.connection
+    /// The API client, made at the first delivery (it needs the runtime; an exec plugin runs
+    /// then, not at `hooker validate`). A failure is not kept: the next delivery tries again.
+    async fn client(&self) -> Result<&kube::Client, ActionError> {
+        self.client
             .get_or_try_init(|| async {
-                match self.source {
-                    // Loaded at build; the cell is never empty for a file.
-                    Source::File => Err(ActionError::permanent("kubeconfig was not loaded")),
-                    Source::InCluster => Connection::in_cluster(
-                        Path::new(kubeconfig::SERVICE_ACCOUNT_DIR),
-                        self.timeout,
-                    )
-                    .map(Arc::new)
-                    .map_err(|why| ActionError::permanent(format!("in-cluster config: {why}"))),
-                }
+                self.source.client(self.timeout).await.map_err(|why| {
+                    let place = match self.source {
+                        Source::InCluster => "in-cluster config",
+                        Source::Kubeconfig { .. } => "Kubernetes client",
+                    };
+                    ActionError::permanent(format!("{place}: {why}"))
+                })
             })
             .await
-            .cloned()
     }
 
     /// `None` means every namespace.
@@ -425,26 +436,25 @@ impl Kubernetes {
         pods: &[Value],
         outcome: &mut Outcome,
     ) -> Result<(), ActionError> {
-        let mut targets: Vec<(String, String)> = Vec::new();
+        let mut targets: Vec<(String, String, String)> = Vec::new();
         if self.target == Target::Pods {
             for pod in pods {
-                let path = format!(
-                    "/api/v1/namespaces/{}/pods/{}",
-                    pods::text(pod, "metadata.namespace"),
-                    pods::text(pod, "metadata.name")
-                );
-                targets.push((path, format!("pod {}", pods::pod_id(pod))));
+                targets.push((
+                    pods_collection(pods::text(pod, "metadata.namespace")),
+                    pods::text(pod, "metadata.name").to_string(),
+                    format!("pod {}", pods::pod_id(pod)),
+                ));
             }
         } else {
             for workload in self.owners(api, pods, outcome).await? {
-                let path = format!(
-                    "/apis/apps/v1/namespaces/{}/{}/{}",
+                let collection = format!(
+                    "/apis/apps/v1/namespaces/{}/{}",
                     workload.namespace,
                     workload.plural(),
-                    workload.name
                 );
                 targets.push((
-                    path,
+                    collection,
+                    workload.name.clone(),
                     format!(
                         "{} {}/{}",
                         workload.kind.to_ascii_lowercase(),
@@ -454,10 +464,59 @@ impl Kubernetes {
                 ));
             }
         }
-        for (path, what) in targets {
-            match api.merge_patch(&path, patch).await? {
-                Written::Done => outcome.patched.push(what),
+        for (collection, name, what) in targets {
+            match api.merge_patch(&collection, &name, patch).await? {
+                Written::Done | Written::Exists => outcome.patched.push(what),
                 Written::Gone | Written::Replaced => outcome.skipped.push(format!("{what} (gone)")),
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates the deny-all NetworkPolicy in each namespace of `pods` (if absent), then labels
+    /// each pod so the policy selects it. The policy goes first: a pod is cut off the moment it
+    /// is labelled, and a retry after a failure in between repeats both steps harmlessly.
+    async fn isolate(
+        &self,
+        api: &Api<'_>,
+        pods: &[Value],
+        outcome: &mut Outcome,
+    ) -> Result<(), ActionError> {
+        let mut chosen = Vec::new();
+        for pod in pods {
+            let id = pods::pod_id(pod);
+            if pods::is_terminating(pod) {
+                outcome
+                    .skipped
+                    .push(format!("pod {id} (already terminating)"));
+            } else if pods::is_static(pod) && !self.include_static_pods {
+                outcome.skipped.push(format!("pod {id} (static pod)"));
+            } else {
+                chosen.push(pod);
+            }
+        }
+        let namespaces: BTreeSet<&str> = chosen
+            .iter()
+            .map(|pod| pods::text(pod, "metadata.namespace"))
+            .collect();
+        for namespace in namespaces {
+            let collection =
+                format!("/apis/networking.k8s.io/v1/namespaces/{namespace}/networkpolicies");
+            api.create_if_absent(&collection, &isolation_policy(namespace), "networkpolicies")
+                .await?;
+        }
+        let label = json!({ "metadata": { "labels": { ISOLATION_LABEL: "true" } } });
+        for pod in chosen {
+            let id = pods::pod_id(pod);
+            let collection = pods_collection(pods::text(pod, "metadata.namespace"));
+            match api
+                .merge_patch(&collection, pods::text(pod, "metadata.name"), &label)
+                .await?
+            {
+                Written::Done | Written::Exists => outcome.isolated.push(format!("pod {id}")),
+                Written::Gone | Written::Replaced => {
+                    outcome.skipped.push(format!("pod {id} (gone)"))
+                }
             }
         }
         Ok(())
@@ -503,7 +562,7 @@ impl Kubernetes {
             match written {
                 Written::Done => outcome.deleted.push(format!("pod {id}")),
                 Written::Gone => outcome.skipped.push(format!("pod {id} (gone)")),
-                Written::Replaced => outcome
+                Written::Replaced | Written::Exists => outcome
                     .skipped
                     .push(format!("pod {id} (replaced by a new pod)")),
             }
@@ -532,8 +591,8 @@ impl Action for Kubernetes {
         let image = self.image(message)?;
         let patch = self.patch(message)?;
 
-        let connection = self.connection().await?;
-        let api = Api::new(&connection, self.dry_run)?;
+        let client = self.client().await?;
+        let api = Api::new(client, self.dry_run);
         let mut pods = api
             .list_pods(namespace.as_deref(), &label_selector, &field_selector)
             .await?;
@@ -547,11 +606,14 @@ impl Action for Kubernetes {
         if let Some(patch) = &patch {
             self.apply_patch(&api, patch, &pods, &mut outcome).await?;
         }
+        if self.isolate_pods {
+            self.isolate(&api, &pods, &mut outcome).await?;
+        }
         if self.delete_pods {
             self.delete(&api, &pods, &mut outcome).await?;
         }
         let summary = outcome.summary(self.dry_run, image.as_ref());
-        tracing::info!(action = %self.name, selected = outcome.selected, patched = outcome.patched.len(), deleted = outcome.deleted.len(), skipped = outcome.skipped.len(), dry_run = self.dry_run, detail = %summary, "Kubernetes action applied.");
+        tracing::info!(action = %self.name, selected = outcome.selected, patched = outcome.patched.len(), isolated = outcome.isolated.len(), deleted = outcome.deleted.len(), skipped = outcome.skipped.len(), dry_run = self.dry_run, detail = %summary, "Kubernetes action applied.");
         Ok(Report::detail(summary))
     }
 
@@ -563,9 +625,44 @@ impl Action for Kubernetes {
             "image": self.image(message).ok().flatten().map(|i| i.to_string()),
             "target": self.target.noun(),
             "patch": self.patch(message).ok().flatten(),
+            "isolate_pods": self.isolate_pods.then(|| json!({
+                "label": { ISOLATION_LABEL: "true" },
+                "network_policy": ISOLATION_POLICY,
+            })),
             "delete_pods": self.delete_pods,
             "dry_run": self.dry_run,
         })
+    }
+}
+
+fn pods_collection(namespace: &str) -> String {
+    format!("/api/v1/namespaces/{namespace}/pods")
+}
+
+/// The NetworkPolicy `kube-isolate-pods` creates: it selects the isolation label and, listing both
+/// policy types with no rule, allows no traffic in or out of the pods it selects.
+fn isolation_policy(namespace: &str) -> NetworkPolicy {
+    NetworkPolicy {
+        metadata: ObjectMeta {
+            name: Some(ISOLATION_POLICY.to_string()),
+            namespace: Some(namespace.to_string()),
+            labels: Some(BTreeMap::from([(
+                "app.kubernetes.io/managed-by".to_string(),
+                "hooker".to_string(),
+            )])),
+            ..ObjectMeta::default()
+        },
+        spec: Some(NetworkPolicySpec {
+            pod_selector: Some(LabelSelector {
+                match_labels: Some(BTreeMap::from([(
+                    ISOLATION_LABEL.to_string(),
+                    "true".to_string(),
+                )])),
+                ..LabelSelector::default()
+            }),
+            policy_types: Some(vec!["Ingress".to_string(), "Egress".to_string()]),
+            ..NetworkPolicySpec::default()
+        }),
     }
 }
 
@@ -609,6 +706,9 @@ impl Outcome {
         }
         if !self.patched.is_empty() {
             parts.push(format!("patched {}", self.patched.join(", ")));
+        }
+        if !self.isolated.is_empty() {
+            parts.push(format!("isolated {}", self.isolated.join(", ")));
         }
         if !self.deleted.is_empty() {
             parts.push(format!("deleted {}", self.deleted.join(", ")));
