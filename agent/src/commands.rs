@@ -139,3 +139,25 @@ pub async fn test_route(
     crate::output::line(serde_json::to_string_pretty(&report)?)?;
     Ok(true)
 }
+
+/// `hooker log verify`: checks the forensic log's hash chain in `target` (a file or a directory
+/// of segments) and prints where it breaks; false when it does. `last` is a hash the log must
+/// still hold (the last one a shipped copy or an earlier check printed).
+pub async fn log_verify(target: &str, last: Option<&str>) -> anyhow::Result<bool> {
+    let anchor = match last {
+        Some(hex) => Some(
+            crate::forensic::chain::parse_hex(hex.trim().as_bytes())
+                .ok_or_else(|| anyhow::anyhow!("--last must be 64 lowercase hex digits"))?,
+        ),
+        None => None,
+    };
+    let path = Path::new(target);
+    let segments = crate::forensic::verify::read_local(path)
+        .map_err(|err| anyhow::anyhow!("cannot read {}: {err}", path.display()))?;
+    if segments.is_empty() {
+        anyhow::bail!("{} holds no log segments", path.display());
+    }
+    let verified = crate::forensic::verify::verify(segments, anchor);
+    crate::output::line(&verified)?;
+    Ok(verified.intact())
+}

@@ -107,8 +107,26 @@ enum Command {
         #[arg(long, env = "HOOKER_AUTH_TOKEN", hide_env_values = true)]
         token: Option<String>,
     },
+    /// The forensic log (`type: log`): check its hash chain.
+    Log {
+        #[command(subcommand)]
+        command: LogCommand,
+    },
     /// Print the version.
     Version,
+}
+
+#[derive(Subcommand)]
+enum LogCommand {
+    /// Check the hash chain of a forensic log and say where it breaks (exit 1 when it does).
+    Verify {
+        /// A log file, or a directory of its segments (rotated files, downloaded objects).
+        target: String,
+        /// A hash the log must still hold, e.g. the last hash of a shipped copy or of an
+        /// earlier check: without it, lines deleted from the end cannot be told.
+        #[arg(long, value_name = "HASH")]
+        last: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -299,6 +317,9 @@ fn main() -> ExitCode {
                 let target = hooker::send::Target::resolve(agent, socket.as_deref())?;
                 admin_call(target, "POST", "/reload", None, token.as_deref()).await
             }
+            Some(Command::Log {
+                command: LogCommand::Verify { target, last },
+            }) => hooker::commands::log_verify(&target, last.as_deref()).await,
             Some(Command::Version) => {
                 hooker::output::line(format_args!("hooker {}", env!("CARGO_PKG_VERSION")))?;
                 Ok(true)

@@ -1,0 +1,6 @@
+//! The forensic log's integrity: the hash chain every line of the `log` action carries
+//! ([`chain`]) and its check, `hooker log verify` ([`verify`]). The `log` action itself is
+//! [`crate::action`]'s `log.rs`.
+
+pub mod chain;
+pub mod verify;
