@@ -5,6 +5,10 @@
 //! chain's last link lives with the file, is carried across rotation, and is read back from the
 //! file's last line when the agent restarts, so one chain runs through the log's whole life.
 //!
+//! With `ship:`, a rotated file is renamed `<path>.<date>.<first seq>` (not numbered, and not
+//! counted by `max-files`) and left to [`crate::forensic::ship`], which removes it once its upload
+//! is confirmed.
+//!
 //! Lines are written by the senders themselves, one at a time (the file is the writer's turn,
 //! see [`Turn`]): a `send` that finds the file free writes its line together with every line that
 //! queued meanwhile, in one `write` call, answers their senders, and hands the file to the next
@@ -19,6 +23,7 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::Deserialize;
@@ -26,6 +31,7 @@ use serde::Deserialize;
 use super::{Action, ActionError, BuildContext, Built, Report};
 use crate::config::{ActionConfig, Diagnostic, units};
 use crate::forensic::chain::{self, Link};
+use crate::forensic::ship;
 use crate::message::Message;
 
 const DEFAULT_MAX_SIZE: u64 = 100 << 20;
@@ -39,13 +45,54 @@ struct LogConfig {
     max_size: Option<u64>,
     #[serde(default)]
     max_files: Option<u32>,
+    #[serde(default)]
+    ship: Option<ShipConfig>,
 }
+
+/// `ship:`: where the segments go.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct ShipConfig {
+    bucket: String,
+    #[serde(default = "default_prefix")]
+    prefix: String,
+    #[serde(default)]
+    endpoint: Option<String>,
+    #[serde(default)]
+    region: Option<String>,
+    #[serde(default = "default_path_style")]
+    path_style: bool,
+    #[serde(default, deserialize_with = "units::de_duration")]
+    interval: Option<Duration>,
+}
+
+fn default_prefix() -> String {
+    "hooker-forensic".into()
+}
+
+fn default_path_style() -> bool {
+    true
+}
+
+const DEFAULT_SHIP_INTERVAL: Duration = Duration::from_secs(300);
 
 pub struct Log {
     name: String,
     node: String,
     path: PathBuf,
     writer: Arc<Mutex<Writer>>,
+    /// `s3://bucket/prefix/node/`, when shipped.
+    ship_to: Option<String>,
+    /// The shipping task of a running agent, stopped with the action.
+    _shipper: Option<AbortOnDrop>,
+}
+
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// The file, unless a sender is writing it, and the lines waiting meanwhile.
@@ -117,6 +164,10 @@ struct LogFile {
     /// `last` was read back from the files (false at start and after a failed write, whose
     /// lines may or may not be on disk).
     recovered: bool,
+    /// The open file's date and segment name (of its first line), once known.
+    segment: Option<(String, String)>,
+    /// Shipped: rotation hands segments to the shipper and wakes it.
+    ship: Option<Arc<tokio::sync::Notify>>,
 }
 
 impl LogFile {
@@ -128,8 +179,15 @@ impl LogFile {
             open: None,
             last: None,
             recovered: false,
+            segment: None,
+            ship: None,
         }
     }
+}
+
+/// The UTC date of a record's `time` (it comes first), or today's.
+fn record_date(record: &[u8]) -> String {
+    ship::line_date(record).unwrap_or_else(|| chrono::Utc::now().format("%Y-%m-%d").to_string())
 }
 
 pub fn build(config: &ActionConfig, cx: &BuildContext) -> Result<Built, Diagnostic> {
@@ -146,11 +204,56 @@ pub fn build(config: &ActionConfig, cx: &BuildContext) -> Result<Built, Diagnost
     if max_size < 1024 {
         return Err(located("max-size", "must be at least 1KB"));
     }
-    let file = LogFile::new(
+    let mut file = LogFile::new(
         settings.path.clone(),
         max_size,
         settings.max_files.unwrap_or(DEFAULT_MAX_FILES),
     );
+    let (mut ship_to, mut shipper) = (None, None);
+    if let Some(ship) = settings.ship {
+        let located = |key: &str, message: &str| located(&format!("ship.{key}"), message);
+        if ship.bucket.trim().is_empty() {
+            return Err(located("bucket", "must not be empty"));
+        }
+        let interval = ship.interval.unwrap_or(DEFAULT_SHIP_INTERVAL);
+        if interval < Duration::from_secs(1) {
+            return Err(located("interval", "must be at least 1s"));
+        }
+        if let Some(endpoint) = &ship.endpoint
+            && !reqwest::Url::parse(endpoint)
+                .is_ok_and(|url| matches!(url.scheme(), "http" | "https"))
+        {
+            return Err(located("endpoint", "must be an http:// or https:// URL"));
+        }
+        let store = ship::store(&ship::StoreSettings {
+            bucket: ship.bucket.clone(),
+            endpoint: ship.endpoint.clone(),
+            region: ship.region.clone(),
+            path_style: ship.path_style,
+        })
+        .map_err(|err| located("bucket", &err.to_string()))?;
+        let prefix = ship.prefix.trim_matches('/');
+        let root = if prefix.is_empty() {
+            cx.node_name.clone()
+        } else {
+            format!("{prefix}/{}", cx.node_name)
+        };
+        ship_to = Some(format!("s3://{}/{root}/", ship.bucket));
+        let wake = Arc::new(tokio::sync::Notify::new());
+        file.ship = Some(wake.clone());
+        if cx.background {
+            let task = ship::Shipper {
+                action: config.name.clone(),
+                store,
+                root,
+                log: settings.path.clone(),
+                interval,
+                policy: config.policy.clone(),
+                wake,
+            };
+            shipper = Some(AbortOnDrop(tokio::spawn(task.run()).abort_handle()));
+        }
+    }
     Built::new(
         Log {
             name: config.name.clone(),
@@ -160,6 +263,8 @@ pub fn build(config: &ActionConfig, cx: &BuildContext) -> Result<Built, Diagnost
                 file: Some(file),
                 queue: VecDeque::new(),
             })),
+            ship_to,
+            _shipper: shipper,
         },
         warnings,
     )
@@ -246,6 +351,10 @@ impl LogFile {
                 self.write(&pending)?;
                 pending = line;
                 self.rotate()?;
+                self.segment = None;
+            }
+            if self.segment.is_none() {
+                self.segment = Some((record_date(record), ship::segment_name(link.seq)));
             }
             self.last = Some(link);
         }
@@ -288,6 +397,11 @@ impl LogFile {
                     }
                     self.last = last;
                     self.recovered = true;
+                    self.segment = if size > 0 {
+                        Some(first_place(&self.path)?)
+                    } else {
+                        None
+                    };
                 }
                 (file, size)
             }
@@ -295,9 +409,21 @@ impl LogFile {
         Ok(self.open.insert(open))
     }
 
-    /// `path` → `path.1` → … → `path.<max-files>`; the oldest is deleted.
+    /// `path` → `path.1` → … → `path.<max-files>`; the oldest is deleted. Shipped, `path` →
+    /// `path.<date>.<first seq>`, kept until the shipper has uploaded it.
     fn rotate(&mut self) -> std::io::Result<()> {
         self.open = None;
+        if let Some(wake) = &self.ship {
+            let (date, segment) = self.segment.take().unwrap_or_else(legacy_place);
+            let mut to = ship::spooled(&self.path, &date, &segment);
+            if to.exists() {
+                // A chain started over (its files were removed): keep both.
+                to = ship::spooled(&self.path, &date, &format!("{segment}-{}", unix_ms()));
+            }
+            std::fs::rename(&self.path, to)?;
+            wake.notify_one();
+            return Ok(());
+        }
         let numbered = |n: u32| self.numbered(n);
         if self.max_files == 0 {
             return std::fs::remove_file(&self.path);
@@ -315,6 +441,26 @@ impl LogFile {
     fn numbered(&self, n: u32) -> PathBuf {
         PathBuf::from(format!("{}.{n}", self.path.display()))
     }
+}
+
+/// The date and segment name of the file at `path`, from its first line.
+fn first_place(path: &std::path::Path) -> std::io::Result<(String, String)> {
+    use std::io::BufRead;
+    let mut first = Vec::new();
+    std::io::BufReader::new(File::open(path)?).read_until(b'\n', &mut first)?;
+    Ok(ship::first_line_place(&first).unwrap_or_else(legacy_place))
+}
+
+/// The place of a file whose first line has no chain (written before it).
+fn legacy_place() -> (String, String) {
+    (
+        chrono::Utc::now().format("%Y-%m-%d").to_string(),
+        format!("legacy-{}", unix_ms()),
+    )
+}
+
+fn unix_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
 }
 
 #[async_trait]
@@ -343,7 +489,13 @@ impl Action for Log {
 
     fn preview(&self, message: &Message) -> serde_json::Value {
         let path = self.path.display().to_string();
-        serde_json::json!({ "append_to": path, "line": Record::new(&self.node, message) })
+        let line = Record::new(&self.node, message);
+        match &self.ship_to {
+            Some(ship_to) => {
+                serde_json::json!({ "append_to": path, "line": line, "ship_to": ship_to })
+            }
+            None => serde_json::json!({ "append_to": path, "line": line }),
+        }
     }
 }
 
@@ -389,6 +541,8 @@ mod tests {
                 )),
                 queue: VecDeque::new(),
             })),
+            ship_to: None,
+            _shipper: None,
         }
     }
 

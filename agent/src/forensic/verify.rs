@@ -40,6 +40,8 @@ pub enum Break {
     Restarted,
     /// The anchor (`--last`) is nowhere in the log: its tail was deleted.
     TailDeleted,
+    /// A shipped object does not match its `sha256` metadata, or is not gzip.
+    ObjectAltered,
 }
 
 impl fmt::Display for Break {
@@ -53,6 +55,7 @@ impl fmt::Display for Break {
             Break::NotSealed => "not sealed",
             Break::Restarted => "restarted",
             Break::TailDeleted => "tail deleted",
+            Break::ObjectAltered => "object altered",
         })
     }
 }
