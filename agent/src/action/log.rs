@@ -693,6 +693,54 @@ mod tests {
         std::fs::remove_dir_all(dir).unwrap();
     }
 
+    /// A `log` action built from its settings (indented YAML lines after `path`).
+    fn built(settings: &str) -> Result<Built, Diagnostic> {
+        let config = crate::config::Config::parse(
+            &format!(
+                "routes: []\ntemplates: []\nactions:\n- name: forensic\n  type: log\n  enable: true\n  path: /tmp/hooker-unused.jsonl\n{settings}"
+            ),
+            None,
+        )
+        .map_err(|err| Diagnostic::new("test", err.to_string()))?;
+        let action = config
+            .actions
+            .into_iter()
+            .next()
+            .ok_or_else(|| Diagnostic::new("test", "no action"))?;
+        let cx = BuildContext::new("n1".into())
+            .map_err(|err| Diagnostic::new("test", err.to_string()))?;
+        build(&action, &cx)
+    }
+
+    #[test]
+    fn ship_settings_are_checked_and_shown_in_the_preview() {
+        let error = |settings: &str| match built(settings) {
+            Ok(_) => String::new(),
+            Err(diagnostic) => diagnostic.to_string(),
+        };
+        let empty = error("  ship:\n    bucket: \"\"\n");
+        assert!(
+            empty.contains("ship.bucket") && empty.contains("must not be empty"),
+            "{empty}"
+        );
+        let short = error("  ship:\n    bucket: b\n    interval: 10ms\n");
+        assert!(
+            short.contains("ship.interval") && short.contains("at least 1s"),
+            "{short}"
+        );
+        let ftp = error("  ship:\n    bucket: b\n    endpoint: ftp://store\n");
+        assert!(ftp.contains("ship.endpoint"), "{ftp}");
+        let typo = error("  ship:\n    bucket: b\n    regoin: eu-west-1\n");
+        assert!(typo.contains("regoin"), "{typo}");
+        let Ok(shipped) = built(
+            "  ship:\n    bucket: b\n    prefix: /evidence/\n    endpoint: http://127.0.0.1:9\n",
+        ) else {
+            panic!("a valid ship block is refused");
+        };
+        let preview = shipped.action.preview(&Message::default());
+        assert_eq!(preview["ship_to"], "s3://b/evidence/n1/");
+    }
+
     /// The log's files as `hooker log verify DIR` checks them.
     fn verified(dir: &std::path::Path) -> crate::forensic::verify::Verified {
         let segments = crate::forensic::verify::read_local(dir).unwrap();
