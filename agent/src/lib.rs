@@ -14,6 +14,7 @@ pub mod event;
 pub mod event_json;
 #[cfg(test)]
 mod fixtures;
+pub mod forensic;
 pub mod image_ref;
 pub mod intake;
 pub mod message;

@@ -107,8 +107,36 @@ enum Command {
         #[arg(long, env = "HOOKER_AUTH_TOKEN", hide_env_values = true)]
         token: Option<String>,
     },
+    /// The forensic log (`type: log`): check its hash chain.
+    Log {
+        #[command(subcommand)]
+        command: LogCommand,
+    },
     /// Print the version.
     Version,
+}
+
+#[derive(Subcommand)]
+enum LogCommand {
+    /// Check the hash chain of a forensic log and say where it breaks (exit 1 when it does).
+    Verify {
+        /// A log file, a directory of its segments (rotated files, downloaded objects), or
+        /// s3://bucket/prefix/node/ of shipped segments (credentials: the AWS chain).
+        target: String,
+        /// S3-compatible endpoint, e.g. http://minio:9000 (default: AWS, or AWS_ENDPOINT_URL).
+        #[arg(long)]
+        endpoint: Option<String>,
+        /// S3 region (default: AWS_DEFAULT_REGION, AWS_REGION, or us-east-1).
+        #[arg(long)]
+        region: Option<String>,
+        /// Address buckets as bucket.endpoint rather than endpoint/bucket.
+        #[arg(long)]
+        virtual_hosted: bool,
+        /// A hash the log must still hold, e.g. the last hash of a shipped copy or of an
+        /// earlier check: without it, lines deleted from the end cannot be told.
+        #[arg(long, value_name = "HASH")]
+        last: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -298,6 +326,24 @@ fn main() -> ExitCode {
             }) => {
                 let target = hooker::send::Target::resolve(agent, socket.as_deref())?;
                 admin_call(target, "POST", "/reload", None, token.as_deref()).await
+            }
+            Some(Command::Log {
+                command:
+                    LogCommand::Verify {
+                        target,
+                        last,
+                        endpoint,
+                        region,
+                        virtual_hosted,
+                    },
+            }) => {
+                let store = hooker::forensic::ship::StoreSettings {
+                    bucket: String::new(),
+                    endpoint,
+                    region,
+                    path_style: !virtual_hosted,
+                };
+                hooker::commands::log_verify(&target, last.as_deref(), &store).await
             }
             Some(Command::Version) => {
                 hooker::output::line(format_args!("hooker {}", env!("CARGO_PKG_VERSION")))?;

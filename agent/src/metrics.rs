@@ -363,6 +363,7 @@ impl Metrics {
             "Messages the responder took from JetStream, by outcome",
             self.responder_messages.clone(),
         );
+        crate::forensic::ship::register(&mut r);
         r.register(
             "build_info",
             "Hooker build information",

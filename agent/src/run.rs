@@ -159,7 +159,7 @@ pub async fn run(settings: RunSettings) -> anyhow::Result<()> {
     crate::router::rego::set_timeout(settings.rego_timeout);
     let metrics = Metrics::new();
     let node = node_name(&settings);
-    let cx = BuildContext::new(node.clone())?;
+    let cx = BuildContext::new(node.clone())?.running();
     let (settings, nats) = cluster_mode(settings, &node).await?;
     let relay = match (&nats, settings.cluster.role) {
         (Some(nats), Role::Node) => Some(Relay::new(nats.clone(), node.clone(), metrics.clone())),

@@ -267,13 +267,26 @@ pub trait Action: Send + Sync + 'static {
 pub struct BuildContext {
     http: reqwest::Client,
     pub node_name: String,
+    /// Built for a running agent (not `validate`/`test-route`): actions may start their
+    /// background work (the forensic log's shipping).
+    pub background: bool,
 }
 
 impl BuildContext {
     pub fn new(node_name: String) -> anyhow::Result<BuildContext> {
         crate::tls::install_crypto_provider();
         let http = http_client_builder(Duration::from_secs(30)).build()?;
-        Ok(BuildContext { http, node_name })
+        Ok(BuildContext {
+            http,
+            node_name,
+            background: false,
+        })
+    }
+
+    /// For the running agent: see [`BuildContext::background`].
+    pub fn running(mut self) -> BuildContext {
+        self.background = true;
+        self
     }
 
     /// The shared client: connection pooling across actions, TLS verification on.
