@@ -11,7 +11,16 @@ Called by bench/run.sh after the dist build. Steps:
 
 Environment: BENCH_SECONDS (load duration per run, default 10), BENCH_SKIP_CRITERION=1,
 BENCH_SOAK_SECONDS (length of the fixed-rate soak that samples RSS, default 120; 600 for the
-10-minute soak), BENCH_SOAK_RATE (default 1000 events/s).
+10-minute soak), BENCH_SOAK_RATE (default 1000 events/s), BENCH_ONLY_CONFIGS=1 (only the config
+rows of step 4), BENCH_TRACEE_EVENTS (events the fake Tracee streams, default 20000).
+
+Step 4, configs as users write them (issue 20), each over HTTP with 32 connections at max rate and
+stated as a ratio to the native-path row (routes-10, built-in raw JSON template) of the same run:
+the embedded default config, Postee-style `data.hooker.lib.*` routes to the built-in Slack, Jira
+and text templates, an inline `result := input` template, a ~10 MB Trivy report (generated from
+the fixture, never committed) through the native path and through `trivy-slack`, and the Tracee
+gRPC subscriber path at max rate (the fake Tracee of tests/, built by `cargo build -p hooker-tests
+--bin fake_tracee`; HOOKER_BENCH_FAKE_TRACEE names another binary).
 """
 
 import json
@@ -32,13 +41,18 @@ ROOT = Path(__file__).resolve().parent.parent
 TARGET = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "dist"
 # HOOKER_BENCH_AGENT: another agent binary (e.g. target/profiling/hooker, for perf).
 AGENT = Path(os.environ.get("HOOKER_BENCH_AGENT", TARGET / "hooker"))
-LOAD = TARGET / "hooker-load"
+# HOOKER_BENCH_LOAD: another load generator binary (a debug build, to try the script quickly).
+LOAD = Path(os.environ.get("HOOKER_BENCH_LOAD", TARGET / "hooker-load"))
 FIXTURES = ROOT / "tests" / "fixtures"
 EVENT = FIXTURES / "tracee" / "v0.12-era-signature-dropped-executable-TRC-1022.json"
 # An event no benchmark route matches: intake, parse and routing only (nothing stored).
 MISS = FIXTURES / "tracee" / "v0.13-security_file_open.json"
 SECONDS = float(os.environ.get("BENCH_SECONDS", "10"))
 RESULTS = ROOT / "bench" / "results"
+FAKE_TRACEE = Path(os.environ.get(
+    "HOOKER_BENCH_FAKE_TRACEE",
+    Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "debug" / "fake_tracee"))
+TRIVY = FIXTURES / "trivy" / "trivy-image-alpine-310.json"
 
 
 def free_port():
@@ -168,6 +182,125 @@ def machine():
     mem = Path("/proc/meminfo").read_text().splitlines()[0].split()[1]
     return f"{cpu}, {os.cpu_count()} cores, {int(mem) // 1024 // 1024} GiB RAM, {platform.system()} {platform.release()}"
 
+def big_trivy_report(path, megabytes=10):
+    """A Trivy report of about `megabytes` MB: the fixture's vulnerabilities repeated with new ids."""
+    report = json.loads(TRIVY.read_text())
+    report["ArtifactName"] = "registry.example/prod/app:1.0"
+    base = [v for r in report["Results"] for v in (r.get("Vulnerabilities") or [])]
+    one = len(json.dumps(base[0]))
+    vulns = []
+    for i in range(megabytes * 1024 * 1024 // one):
+        v = dict(base[i % len(base)])
+        v["VulnerabilityID"] = f"CVE-2099-{i:06d}"
+        vulns.append(v)
+    report["Results"] = [{"Target": "app (alpine 3.10.2)", "Class": "os-pkgs", "Type": "alpine",
+                          "Vulnerabilities": vulns}]
+    path.write_text(json.dumps(report, separators=(",", ":")))
+    return path
+
+
+def log_lines(path):
+    try:
+        with open(path, "rb") as f:
+            return sum(1 for _ in f)
+    except OSError:
+        return 0
+
+
+def tracee_stream(work, events):
+    """The Tracee gRPC subscriber at max rate: the fake Tracee streams `events` detections to an
+    agent on the embedded default config; the rate is detections in its forensic log per second."""
+    if not FAKE_TRACEE.exists():
+        return {"label": "tracee grpc subscriber, default config", "ok": False,
+                "error": f"{FAKE_TRACEE} missing (cargo build -p hooker-tests --bin fake_tracee)"}
+    agent = Agent(None, work)
+    sock = agent.work / "tracee.sock"
+    fake = subprocess.Popen([str(FAKE_TRACEE), "--socket", str(sock)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        fake.stdout.readline()  # listening
+        agent.env["HOOKER_TRACEE"] = f"unix:{sock}"
+        agent.start()
+        fake.stdout.readline()  # subscribed
+        event = FIXTURES / "tracee" / "v0.12-era-signature-dropped-executable-TRC-1022.json"
+        per_line = 500
+        cpu0 = agent_cpu(agent)
+        begin = time.perf_counter()
+        for _ in range(events // per_line):
+            fake.stdin.write("emit bench " + " ".join([str(event)] * per_line) + "\n")
+        fake.stdin.flush()
+        expected = events // per_line * per_line
+        deadline = begin + max(120, events / 100)
+        while log_lines(agent.log) < expected and time.perf_counter() < deadline:
+            time.sleep(0.05)
+        elapsed = time.perf_counter() - begin
+        done = log_lines(agent.log)
+        cpu = agent_cpu(agent) - cpu0
+        rss = agent.rss_mb()
+        return {"label": "tracee grpc subscriber, default config", "ok": done >= expected,
+                "per_s": done / elapsed, "cpu_ms_per_1k": cpu * 1000 / max(done, 1) * 1000,
+                "rss_mb": rss, "events": done}
+    finally:
+        fake.stdin.close()
+        fake.wait(timeout=30)
+        agent.stop()
+
+
+def agent_cpu(agent):
+    """The agent's user + system CPU seconds so far."""
+    fields = Path(f"/proc/{agent.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def config_rows(work):
+    """Step 4: each config as a user writes it, against the native path in the same run."""
+    results = []
+    http = lambda a: f"http://127.0.0.1:{a.http}"
+    runs = [("native path (routes-10, raw-json)", "routes-10", 2, EVENT, {}),
+            ("embedded default config", None, 1, EVENT, {}),
+            ("postee-style helpers, rich templates", "postee-helpers", 2, EVENT, {}),
+            ("inline result := input template", "inline-template", 2, EVENT, {})]
+    report = big_trivy_report(Path(work) / "trivy-10mb.json")
+    runs += [("10 MB trivy report, native (raw-json)", "trivy-native", 1, report,
+              {"connections": 2}),
+             ("10 MB trivy report, helpers + trivy-slack", "postee-helpers", 1, report,
+              {"connections": 2})]
+    for label, route_set, expect, event, extra in runs:
+        agent = Agent(route_set, work)
+        agent.start()
+        result = load(agent, http(agent), label, expect, event=event,
+                      **{"connections": 32, **extra})
+        result["config"] = route_set or "embedded default"
+        results.append(result)
+        agent.stop()
+    results.append(tracee_stream(work, int(os.environ.get("BENCH_TRACEE_EVENTS", "20000"))))
+    native = results[0].get("completed_per_s")
+    big_native = results[4].get("completed_per_s")
+    lines = ["## Configs as users write them (issue 20): ratio to the native path, same run", "",
+             f"HTTP, 32 connections (2 for the 10 MB report), max rate, {SECONDS:g} s each; "
+             "the ratio is completed events/s over the native-path row's "
+             "(the 10 MB rows: over the 10 MB native row).", "",
+             "| run | config | completed/s | ratio | p99 ms | agent CPU ms per 1k events | peak RSS MB | ok |",
+             "|---|---|---:|---:|---:|---:|---:|---|"]
+    for i, r in enumerate(results):
+        if "per_s" in r:
+            ratio = r["per_s"] / native if native else 0
+            lines.append(f"| {r['label']} | embedded default + HOOKER_TRACEE | {r['per_s']:.0f} | "
+                         f"{ratio:.2f}× | - | {r['cpu_ms_per_1k']:.1f} | {r['rss_mb']:.1f} | "
+                         f"{'yes' if r['ok'] else 'no'} |")
+            continue
+        if "completed_per_s" not in r:
+            lines.append(f"| {r['label']} | failed: {r.get('error', '')[:120]} | | | | | | no |")
+            continue
+        base = big_native if i >= 4 else native
+        ratio = r["completed_per_s"] / base if base else 0
+        p99 = "-" if r["p99_ms"] is None else f"{r['p99_ms']:.2f}"
+        cpu = "-" if r["cpu_ms_per_1k"] is None else f"{r['cpu_ms_per_1k']:.1f}"
+        lines.append(f"| {r['label']} | {r['config']} | {r['completed_per_s']:.0f} | {ratio:.2f}× | "
+                     f"{p99} | {cpu} | {r['rss_peak_mb']:.1f} | {'yes' if r['ok'] else 'no'} |")
+    lines.append("")
+    return lines
+
 
 def main():
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -176,6 +309,9 @@ def main():
              f"- date: {time.strftime('%Y-%m-%d %H:%M:%S')}", f"- command: `bench/run.sh`",
              f"- load duration per run: {SECONDS:g} s; event: {EVENT.name} ({EVENT.stat().st_size} bytes)", ""]
     try:
+        if os.environ.get("BENCH_ONLY_CONFIGS") == "1":
+            lines += config_rows(work)
+            return finish(lines)
         if os.environ.get("BENCH_SKIP_CRITERION") != "1":
             figures = criterion()
             lines += ["## Router micro-benchmark (criterion, µs per event, one core)", "",
@@ -303,8 +439,13 @@ def main():
                       f"p99 latency {soak.get('p99_ms') or 0:.2f} ms, completed {soak.get('completed', 0)} of "
                       f"{soak.get('accepted', 0)} accepted.", ""]
 
+        lines += config_rows(work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    finish(lines)
+
+
+def finish(lines):
     text = "\n".join(lines) + "\n"
     (RESULTS / "latest.md").write_text(text)
     print(text)

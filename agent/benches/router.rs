@@ -7,7 +7,13 @@
 //! - `naive`: parse + convert + every route's rule (what one engine per route costs unindexed);
 //! - `router`: what a router worker does (index, native pre-checks, Rego, template render);
 //! - `render/<template>`: one template render of the event (built-in raw JSON natively and through
-//!   its Rego module, and the rich Tracee templates).
+//!   its Rego module, the rich Tracee templates, and a simple inline `result := input` template
+//!   natively and through Rego);
+//! - `split/*`: where a Rego template's cost goes — `convert` (event → Rego input, with the keys
+//!   Hooker adds), `eval/<template>` (evaluation alone, on a converted input), `output/<template>`
+//!   (the Rego result → JSON), and `convert/from_json_str` (the input made from the event's text);
+//! - `router/<config>/match` for the configs users write (issue 20): the embedded default config,
+//!   Postee-style `data.hooker.lib.*` routes to rich templates, the inline simple template.
 //!
 //! Run with `cargo bench -p hooker --bench router` (`bench/run.sh` runs it and records the table).
 
@@ -24,6 +30,8 @@ use hooker::router::rego::to_rego;
 use hooker::router::template::{Catalog, Template, TemplateText};
 
 const EVENT: &str = "tracee/v0.12-era-signature-dropped-executable-TRC-1022.json";
+/// The inline template of bench/configs/inline-template.yaml.
+const SIMPLE: &str = "package custom.event\ntitle := \"Event received\"\nresult := input\n";
 const MISS: &str = "tracee/v0.13-security_file_open.json";
 
 fn fixture(name: &str) -> Vec<u8> {
@@ -35,9 +43,14 @@ fn fixture(name: &str) -> Vec<u8> {
 
 fn pipeline(set: &str) -> Pipeline {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../bench/configs/{set}.yaml"));
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|err| panic!("{}: {err}", path.display()))
-        .replace("@LOG@", "/dev/null");
+    let text = if set == "default" {
+        hooker::config::DEFAULT_CONFIG
+            .replace("{{LOG_DIR}}", &std::env::temp_dir().display().to_string())
+    } else {
+        std::fs::read_to_string(&path)
+            .unwrap_or_else(|err| panic!("{}: {err}", path.display()))
+            .replace("@LOG@", "/dev/null")
+    };
     let config = Config::parse(&text, Some(&path)).unwrap_or_else(|err| panic!("{err}"));
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -133,9 +146,14 @@ fn bench(c: &mut Criterion) {
         ("raw-json-rego", TemplateText::Module(raw_json)),
         ("tracee-text", TemplateText::Package("hooker.tracee.text")),
         ("tracee-slack", TemplateText::Package("hooker.tracee.slack")),
+        ("inline-simple", TemplateText::Module(SIMPLE)),
+        ("inline-simple-rego", TemplateText::Module(SIMPLE)),
     ] {
         let mut template =
             Template::compile(name, text, &catalog).unwrap_or_else(|err| panic!("{err}"));
+        if name == "inline-simple" {
+            template.set_added_keys(Arc::new(base.added_keys("bench")));
+        }
         c.bench_function(&format!("render/{name}"), |b| {
             b.iter(|| {
                 template.render(
@@ -148,7 +166,55 @@ fn bench(c: &mut Criterion) {
         });
     }
 
-    for set in ["routes-10", "routes-100"] {
+    // Where a Rego template's cost goes, step by step.
+    c.bench_function("split/convert", |b| {
+        b.iter(|| base.template_input_json(&value, "bench"))
+    });
+    c.bench_function("split/convert/from_json_str", |b| {
+        let text = String::from_utf8_lossy(&event).into_owned();
+        b.iter(|| regorus::Value::from_json_str(&text).map(|v| base.template_input(v, "bench")))
+    });
+    let template_input = base.template_input_json(&value, "bench");
+    for (name, package, source) in [
+        (
+            "tracee-text",
+            "hooker.tracee.text",
+            include_str!("../templates/tracee-text.rego"),
+        ),
+        ("raw-json-rego", "hooker.rawmessage.json", raw_json),
+    ] {
+        let mut engine =
+            hooker::router::rego::new_engine(&[source]).unwrap_or_else(|err| panic!("{err}"));
+        hooker::router::rego::add_module(&mut engine, name, source)
+            .unwrap_or_else(|err| panic!("{err}"));
+        hooker::router::rego::add_module(
+            &mut engine,
+            "wrapper",
+            &format!("package w\nout := data.{package}\n"),
+        )
+        .unwrap_or_else(|err| panic!("{err}"));
+        c.bench_function(&format!("split/eval/{name}"), |b| {
+            b.iter(|| {
+                engine.set_input(template_input.clone());
+                engine.eval_rule("data.w.out".to_string())
+            })
+        });
+        engine.set_input(template_input.clone());
+        let out = engine
+            .eval_rule("data.w.out".to_string())
+            .unwrap_or_else(|err| panic!("{err}"));
+        c.bench_function(&format!("split/output/{name}"), |b| {
+            b.iter(|| serde_json::to_value(&out).map(|v| v.is_object()))
+        });
+    }
+
+    for set in [
+        "routes-10",
+        "routes-100",
+        "default",
+        "postee-helpers",
+        "inline-template",
+    ] {
         let pipeline = pipeline(set);
         let mut routes = pipeline.routes.clone();
         let matching: Vec<usize> = (0..routes.len())
@@ -184,10 +250,16 @@ fn bench(c: &mut Criterion) {
                 matched
             })
         });
+        // As a router worker holds them: given the keys Hooker adds to template inputs.
+        let added = Arc::new(pipeline.added_keys("bench"));
+        let mut templates = pipeline.templates.clone();
+        for template in templates.values_mut() {
+            template.set_added_keys(added.clone());
+        }
         let mut worker = Worker {
             pipeline: &pipeline,
             routes: pipeline.routes.clone(),
-            templates: pipeline.templates.clone(),
+            templates,
             candidates: Vec::new(),
         };
         assert_eq!(worker.route(&event), matching.len());

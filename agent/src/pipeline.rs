@@ -300,24 +300,35 @@ impl Pipeline {
     /// only the top-level object is copied (when the value is shared), the rest is shared.
     pub fn template_input(&self, mut input: regorus::Value, node: &str) -> regorus::Value {
         if let Ok(map) = input.as_object_mut() {
-            let server = self.server_url.clone().unwrap_or_default();
-            let console = if server.is_empty() {
-                String::new()
-            } else {
-                format!("{}/#/images/", server.trim_end_matches('/'))
-            };
-            let postee = regorus::Value::from("postee");
-            if !map.contains_key(&postee) {
-                let value = serde_json::json!({ "AquaServer": console });
-                map.insert(postee, regorus::Value::from(value));
-            }
-            let hooker = regorus::Value::from("hooker");
-            if !map.contains_key(&hooker) {
-                let value = serde_json::json!({ "server": server, "node": node });
-                map.insert(hooker, regorus::Value::from(value));
+            for (key, value) in self.added_keys(node) {
+                let key = regorus::Value::from(key);
+                if !map.contains_key(&key) {
+                    map.insert(key, regorus::Value::from(value));
+                }
             }
         }
         input
+    }
+
+    /// The keys [`Pipeline::template_input`] adds to an event that has none of that name:
+    /// `postee` (`{"AquaServer": <console URL>}`) and `hooker` (`{"server", "node"}`).
+    pub fn added_keys(&self, node: &str) -> serde_json::Map<String, serde_json::Value> {
+        let server = self.server_url.clone().unwrap_or_default();
+        let console = if server.is_empty() {
+            String::new()
+        } else {
+            format!("{}/#/images/", server.trim_end_matches('/'))
+        };
+        let mut keys = serde_json::Map::new();
+        keys.insert(
+            "postee".into(),
+            serde_json::json!({ "AquaServer": console }),
+        );
+        keys.insert(
+            "hooker".into(),
+            serde_json::json!({ "server": server, "node": node }),
+        );
+        keys
     }
 
     /// [`Pipeline::template_input`] for an event not yet converted to Rego.

@@ -642,6 +642,17 @@ struct Worker {
     candidates: Vec<usize>,
 }
 
+/// A worker's copy of the pipeline's templates, given the keys added to their input on this node
+/// (so simple templates render natively).
+fn worker_templates(pipeline: &Pipeline, node: &str) -> BTreeMap<String, Template> {
+    let added = Arc::new(pipeline.added_keys(node));
+    let mut templates = pipeline.templates.clone();
+    for template in templates.values_mut() {
+        template.set_added_keys(added.clone());
+    }
+    templates
+}
+
 /// Where a route's aggregator takes `(store key, message)`.
 type AggregatorInbox = mpsc::Sender<(u64, Message)>;
 
@@ -660,7 +671,7 @@ impl Worker {
     fn new(shared: Arc<Shared>, mut generation_rx: watch::Receiver<Arc<Generation>>) -> Worker {
         let generation = generation_rx.borrow_and_update().clone();
         let routes = generation.pipeline.routes.clone();
-        let templates = generation.pipeline.templates.clone();
+        let templates = worker_templates(&generation.pipeline, &shared.node);
         Worker {
             shared,
             generation_rx,
@@ -677,7 +688,7 @@ impl Worker {
             self.generation = self.generation_rx.borrow_and_update().clone();
             self.routes = self.generation.pipeline.routes.clone();
             self.matched = vec![None; self.routes.len()];
-            self.templates = self.generation.pipeline.templates.clone();
+            self.templates = worker_templates(&self.generation.pipeline, &self.shared.node);
         }
     }
 

@@ -11,14 +11,22 @@
 //! not endswith(a.value, ".conf")
 //! ```
 //!
+//! A line may also read the helper library instead of a path of `input` (see [`helpers`]):
+//! `data.hooker.lib.tracee.is_detection`, `data.hooker.lib.tracee.severity >= 3`,
+//! `startswith(data.hooker.lib.tracee.pod_namespace, "prod-")`, `data.hooker.lib.trivy.is_report`.
+//! The embedded default config's routes are of this kind.
+//!
 //! The lines are evaluated in order, as Rego does. Each is certainly true, certainly false, or
 //! unknown (a value of a type on which Rego would order across types or report an error, a number
 //! beyond 2^53); one unknown hands the whole event to Rego, so a native decision is always the one
 //! Rego would make — a property test below compares the two on every fixture and variations.
 
+mod helpers;
+
 use serde_json::Value as Json;
 
 use super::prefilter::{self, Check, Path, Truth};
+use helpers::HelperCheck;
 
 /// A body decided natively.
 #[derive(Debug, Clone, PartialEq)]
@@ -37,10 +45,17 @@ struct Each {
 
 #[derive(Debug, Clone, PartialEq)]
 struct Line {
-    check: Check,
+    check: LineCheck,
     /// Whether the check is on the `some` variable rather than on `input`.
     on_item: bool,
     negated: bool,
+}
+
+/// What a line tests: a path of the event (or of the `some` variable), or a library helper.
+#[derive(Debug, Clone, PartialEq)]
+enum LineCheck {
+    Path(Check),
+    Helper(HelperCheck),
 }
 
 impl Line {
@@ -50,8 +65,20 @@ impl Line {
             (true, None) => return Truth::Unknown,
             (false, _) => event,
         };
-        let truth = self.check.truth(root);
+        let truth = match &self.check {
+            LineCheck::Path(check) => check.truth(root),
+            LineCheck::Helper(check) => check.truth(root),
+        };
         if self.negated { truth.negate() } else { truth }
+    }
+
+    /// The paths of `input` the line reads (none when it reads the `some` variable).
+    fn paths(&self) -> &[Path] {
+        match (&self.check, self.on_item) {
+            (_, true) => &[],
+            (LineCheck::Path(check), false) => std::slice::from_ref(check.path()),
+            (LineCheck::Helper(check), false) => check.paths(),
+        }
     }
 }
 
@@ -94,17 +121,24 @@ impl Native {
                 Some(rest) => (true, rest.trim()),
                 None => (false, conjunct.as_str()),
             };
-            let line = match prefilter::parse_check(text, "input") {
-                Some(check) => Line {
-                    check,
+            let line = if let Some(check) = prefilter::parse_check(text, "input") {
+                Line {
+                    check: LineCheck::Path(check),
                     on_item: false,
                     negated,
-                },
-                None => Line {
-                    check: prefilter::parse_check(text, variable.as_deref()?)?,
+                }
+            } else if let Some(check) = HelperCheck::parse(text) {
+                Line {
+                    check: LineCheck::Helper(check),
+                    on_item: false,
+                    negated,
+                }
+            } else {
+                Line {
+                    check: LineCheck::Path(prefilter::parse_check(text, variable.as_deref()?)?),
                     on_item: true,
                     negated,
-                },
+                }
             };
             match &mut native.each {
                 Some(each) => each.lines.push(line),
@@ -120,8 +154,7 @@ impl Native {
         self.before
             .iter()
             .chain(lines)
-            .filter(|line| !line.on_item)
-            .map(|line| line.check.path())
+            .flat_map(|line| line.paths())
             .chain(self.each.iter().map(|each| &each.path))
     }
 
@@ -195,6 +228,33 @@ pub(crate) mod tests {
         "some v in input.Vulnerabilities\nv.Severity == \"CRITICAL\"",
         "some r in input.report.vulnerabilities\nnot r.fixedVersion == \"\"",
         "some t in input.matchedScopes\nt == 1",
+        "data.hooker.lib.tracee.is_detection",
+        "not data.hooker.lib.tracee.is_detection",
+        "data.hooker.lib.tracee.is_tracee",
+        "data.hooker.lib.tracee.is_detection\ndata.hooker.lib.tracee.severity >= 2",
+        "data.hooker.lib.tracee.severity < 1",
+        "data.hooker.lib.tracee.severity == -1",
+        "data.hooker.lib.tracee.signature_id == \"TRC-1022\"",
+        "startswith(data.hooker.lib.tracee.signature_id, \"TRC-10\")",
+        "data.hooker.lib.tracee.signature_name == \"Anti-Debugging\"",
+        "contains(data.hooker.lib.tracee.signature_name, \"e\")",
+        "endswith(data.hooker.lib.tracee.event_name, \"open\")",
+        "data.hooker.lib.tracee.event_name == \"\"",
+        "not data.hooker.lib.tracee.process_name == \"\"",
+        "contains(data.hooker.lib.tracee.process_name, \"s\")",
+        "data.hooker.lib.tracee.host_name == \"\"",
+        "startswith(data.hooker.lib.tracee.pod_name, \"t\")",
+        "startswith(data.hooker.lib.tracee.pod_namespace, \"def\")",
+        "data.hooker.lib.tracee.pod_namespace == \"\"",
+        "contains(data.hooker.lib.tracee.container_id, \"a\")",
+        "contains(data.hooker.lib.tracee.container_image, \":\")",
+        "data.hooker.lib.tracee.container_name == \"\"",
+        "data.hooker.lib.trivy.is_report",
+        "not data.hooker.lib.trivy.is_report",
+        "contains(data.hooker.lib.trivy.artifact, \"alpine\")",
+        "data.hooker.lib.trivyoperator.is_report",
+        "data.hooker.lib.trivyoperator.verb == \"\"",
+        "some a in input.args\ndata.hooker.lib.tracee.is_detection\na.name == \"pathname\"",
     ];
 
     fn decide(body: &str, event: Json) -> Truth {
@@ -211,6 +271,8 @@ pub(crate) mod tests {
             "some a in input.args\na.name == \"pathname\"\nnot endswith(a.value, \".conf\")",
             "input.eventName == \"x\"; some a in input.args; a == \"y\"",
             "not input.x == \"y\" # a comment",
+            "input.x == \"y\"\ndata.hooker.lib.tracee.is_detection",
+            "data.hooker.lib.tracee.severity >= 3\nstartswith(data.hooker.lib.tracee.pod_namespace, \"prod-\")",
         ] {
             assert!(Native::parse(body).is_some(), "{body}");
         }
@@ -223,7 +285,10 @@ pub(crate) mod tests {
             "some input in input.args",
             "some i, a in input.args",
             "count(input.args) > 1",
-            "input.x == \"y\"\ndata.hooker.lib.tracee.is_detection",
+            "data.hooker.lib.tracee.description == \"x\"",
+            "data.hooker.lib.trivy.level == \"critical\"",
+            "data.hooker.lib.tracee.is_detection == data.hooker.lib.trivy.is_report",
+            "data.hooker.lib.tracee[\"is_detection\"]",
             "some a in input.args\nb.name == \"x\"",
             "input.a == \"x\"\ninput := {}",
         ] {
@@ -266,6 +331,82 @@ pub(crate) mod tests {
             ),
             Truth::Unknown
         );
+    }
+
+    /// The embedded default config routes Tracee detections with the helper library: both its
+    /// routes are decided without Rego.
+    #[test]
+    fn the_default_config_routes_are_native() {
+        let text = crate::config::DEFAULT_CONFIG.replace("{{LOG_DIR}}", "/tmp");
+        let config = crate::config::Config::parse(&text, None).unwrap();
+        assert!(!config.routes.is_empty());
+        for route in &config.routes {
+            let rule = crate::router::rego::RouteRule::compile(
+                &route.name,
+                route.input.as_deref(),
+                &route.input_files,
+                std::path::Path::new("/nonexistent"),
+            )
+            .unwrap();
+            assert!(rule.is_native(), "route {} is not native", route.name);
+        }
+    }
+
+    #[test]
+    fn helpers_decide_as_the_library_defines_them() {
+        let detection = "data.hooker.lib.tracee.is_detection";
+        assert_eq!(
+            decide(detection, json!({"SigMetadata": {"ID": "TRC-2"}})),
+            Truth::True
+        );
+        assert_eq!(decide(detection, json!({"threat": false})), Truth::False);
+        assert_eq!(decide(detection, json!({"threat": null})), Truth::Unknown);
+        assert_eq!(
+            decide(detection, json!({"eventName": "openat"})),
+            Truth::False
+        );
+        let severity = "data.hooker.lib.tracee.severity >= 3";
+        let at = |level: Json| json!({"metadata": {"Properties": {"Severity": level}}});
+        assert_eq!(decide(severity, at(json!(3))), Truth::True);
+        assert_eq!(decide(severity, at(json!("4"))), Truth::True);
+        assert_eq!(decide(severity, at(json!("44"))), Truth::False);
+        assert_eq!(decide(severity, at(json!(7))), Truth::False);
+        assert_eq!(
+            decide(
+                severity,
+                json!({"metadata": {"Properties": {"Severity": 9}}, "threat": {"severity": 3}})
+            ),
+            Truth::True
+        );
+        let namespace = "startswith(data.hooker.lib.tracee.pod_namespace, \"prod-\")";
+        assert_eq!(
+            decide(
+                namespace,
+                json!({"Context": {"podNamespace": "prod-a"}, "podNamespace": "x"})
+            ),
+            Truth::True
+        );
+        assert_eq!(
+            decide(namespace, json!({"Context": "x", "podNamespace": "prod-a"})),
+            Truth::True
+        );
+        assert_eq!(
+            decide(
+                namespace,
+                json!({"workload": {"k8s": {"namespace": {"name": "prod-b"}}}})
+            ),
+            Truth::True
+        );
+        let operator = "data.hooker.lib.trivyoperator.is_report";
+        assert_eq!(
+            decide(operator, json!({"operatorObject": {"report": {}}})),
+            Truth::True
+        );
+        assert_eq!(
+            decide(operator, json!({"operatorObject": 1, "report": {}})),
+            Truth::True
+        );
+        assert_eq!(decide(operator, json!({"report": []})), Truth::False);
     }
 
     /// Where the native decision is certain, Rego agrees, on every fixture and variations of it.

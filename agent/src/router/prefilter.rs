@@ -32,7 +32,7 @@ pub enum Truth {
 }
 
 impl Truth {
-    fn of(holds: bool) -> Truth {
+    pub(super) fn of(holds: bool) -> Truth {
         if holds { Truth::True } else { Truth::False }
     }
 
@@ -94,38 +94,49 @@ impl Check {
     /// The condition's outcome in Rego, with its path looked up from `root` (the event, or the
     /// value a `some x in ...` variable is bound to). An undefined path is certainly false.
     pub fn truth(&self, root: &Json) -> Truth {
+        let value = lookup(root, self.path());
         match self {
-            Check::Equals(path, literal) => match lookup(root, path) {
-                None => Truth::False,
-                Some(value) => match (value, literal) {
-                    (Json::String(s), Literal::String(l)) => Truth::of(s == l),
-                    (Json::Number(n), Literal::Number(l)) => match exact(n, *l) {
-                        Some(v) => Truth::of(v == *l),
-                        None => Truth::Unknown,
-                    },
-                    (Json::Bool(b), Literal::Bool(l)) => Truth::of(b == l),
-                    // Different types are never equal in Rego.
-                    _ => Truth::False,
-                },
-            },
-            Check::Compare(path, ordering, bound) => match lookup(root, path) {
-                None => Truth::False,
-                Some(Json::Number(n)) => match exact(n, *bound) {
-                    Some(v) => Truth::of(match ordering {
-                        Ordering::Greater => v > *bound,
-                        Ordering::GreaterOrEqual => v >= *bound,
-                        Ordering::Less => v < *bound,
-                        Ordering::LessOrEqual => v <= *bound,
-                    }),
-                    None => Truth::Unknown,
-                },
-                // Rego orders values of different types; leave those to Rego.
-                Some(_) => Truth::Unknown,
-            },
-            Check::StartsWith(path, text) => string_check(root, path, |s| s.starts_with(&**text)),
-            Check::EndsWith(path, text) => string_check(root, path, |s| s.ends_with(&**text)),
-            Check::Contains(path, text) => string_check(root, path, |s| s.contains(&**text)),
+            Check::Equals(_, literal) => equals_truth(value, literal),
+            Check::Compare(_, ordering, bound) => compare_truth(value, *ordering, *bound),
+            Check::StartsWith(_, text) => string_truth(value, |s| s.starts_with(&**text)),
+            Check::EndsWith(_, text) => string_truth(value, |s| s.ends_with(&**text)),
+            Check::Contains(_, text) => string_truth(value, |s| s.contains(&**text)),
         }
+    }
+}
+
+/// `value == literal` in Rego, `value` being undefined when None.
+pub(super) fn equals_truth(value: Option<&Json>, literal: &Literal) -> Truth {
+    match value {
+        None => Truth::False,
+        Some(value) => match (value, literal) {
+            (Json::String(s), Literal::String(l)) => Truth::of(s == l),
+            (Json::Number(n), Literal::Number(l)) => match exact(n, *l) {
+                Some(v) => Truth::of(v == *l),
+                None => Truth::Unknown,
+            },
+            (Json::Bool(b), Literal::Bool(l)) => Truth::of(b == l),
+            // Different types are never equal in Rego.
+            _ => Truth::False,
+        },
+    }
+}
+
+/// `value <op> bound` in Rego.
+pub(super) fn compare_truth(value: Option<&Json>, ordering: Ordering, bound: f64) -> Truth {
+    match value {
+        None => Truth::False,
+        Some(Json::Number(n)) => match exact(n, bound) {
+            Some(v) => Truth::of(match ordering {
+                Ordering::Greater => v > bound,
+                Ordering::GreaterOrEqual => v >= bound,
+                Ordering::Less => v < bound,
+                Ordering::LessOrEqual => v <= bound,
+            }),
+            None => Truth::Unknown,
+        },
+        // Rego orders values of different types; leave those to Rego.
+        Some(_) => Truth::Unknown,
     }
 }
 
@@ -136,8 +147,9 @@ fn exact(n: &serde_json::Number, literal: f64) -> Option<f64> {
         .filter(|v| v.abs() < EXACT && literal.abs() < EXACT)
 }
 
-fn string_check(root: &Json, path: &[String], test: impl Fn(&str) -> bool) -> Truth {
-    match lookup(root, path) {
+/// A string built-in (`startswith`, ...) on `value` in Rego.
+pub(super) fn string_truth(value: Option<&Json>, test: impl Fn(&str) -> bool) -> Truth {
+    match value {
         None => Truth::False,
         Some(Json::String(s)) => Truth::of(test(s)),
         // A type error in Rego: let Rego report it.
@@ -241,24 +253,59 @@ pub(super) fn split_conjuncts(body: &str) -> Vec<String> {
 
 /// One condition on paths under `root` (`input`, or a variable bound by `some`).
 pub(super) fn parse_check(conjunct: &str, root: &str) -> Option<Check> {
+    let (path, test) = parse_test(conjunct, |text| parse_path(text, root))?;
+    Some(match test {
+        Test::Equals(literal) => Check::Equals(path, literal),
+        Test::Compare(ordering, bound) => Check::Compare(path, ordering, bound),
+        Test::StartsWith(text) => Check::StartsWith(path, text),
+        Test::EndsWith(text) => Check::EndsWith(path, text),
+        Test::Contains(text) => Check::Contains(path, text),
+    })
+}
+
+/// What a line tests of its operand (a path, or a library helper: see `native::helpers`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Test {
+    Equals(Literal),
+    Compare(Ordering, f64),
+    StartsWith(String),
+    EndsWith(String),
+    Contains(String),
+}
+
+impl Test {
+    /// The test's outcome in Rego on `value` (None: undefined).
+    pub fn truth(&self, value: Option<&Json>) -> Truth {
+        match self {
+            Test::Equals(literal) => equals_truth(value, literal),
+            Test::Compare(ordering, bound) => compare_truth(value, *ordering, *bound),
+            Test::StartsWith(text) => string_truth(value, |s| s.starts_with(&**text)),
+            Test::EndsWith(text) => string_truth(value, |s| s.ends_with(&**text)),
+            Test::Contains(text) => string_truth(value, |s| s.contains(&**text)),
+        }
+    }
+}
+
+/// A line of one of the shapes above whose operand `operand` recognises.
+pub(super) fn parse_test<T>(
+    conjunct: &str,
+    operand: impl Fn(&str) -> Option<T>,
+) -> Option<(T, Test)> {
     for (name, make) in [
-        (
-            "startswith(",
-            Check::StartsWith as fn(Path, String) -> Check,
-        ),
-        ("endswith(", Check::EndsWith),
-        ("contains(", Check::Contains),
+        ("startswith(", Test::StartsWith as fn(String) -> Test),
+        ("endswith(", Test::EndsWith),
+        ("contains(", Test::Contains),
     ] {
         if let Some(args) = conjunct
             .strip_prefix(name)
             .and_then(|rest| rest.strip_suffix(')'))
         {
-            let (path, literal) = args.split_once(',')?;
-            let path = parse_path(path.trim(), root)?;
+            let (operand_text, literal) = args.split_once(',')?;
+            let found = operand(operand_text.trim())?;
             let Literal::String(text) = parse_literal(literal.trim())? else {
                 return None;
             };
-            return Some(make(path, text));
+            return Some((found, make(text)));
         }
     }
     for (op, ordering) in [
@@ -273,17 +320,17 @@ pub(super) fn parse_check(conjunct: &str, root: &str) -> Option<Check> {
         };
         let (left, right) = (left.trim(), right.trim());
         return match ordering {
-            None => match (parse_path(left, root), parse_path(right, root)) {
-                (Some(path), None) => Some(Check::Equals(path, parse_literal(right)?)),
-                (None, Some(path)) => Some(Check::Equals(path, parse_literal(left)?)),
+            None => match (operand(left), operand(right)) {
+                (Some(found), None) => Some((found, Test::Equals(parse_literal(right)?))),
+                (None, Some(found)) => Some((found, Test::Equals(parse_literal(left)?))),
                 _ => None,
             },
             Some(ordering) => {
-                let path = parse_path(left, root)?;
+                let found = operand(left)?;
                 let Literal::Number(bound) = parse_literal(right)? else {
                     return None;
                 };
-                Some(Check::Compare(path, ordering, bound))
+                Some((found, Test::Compare(ordering, bound)))
             }
         };
     }
@@ -434,6 +481,18 @@ pub(crate) mod tests {
                 if let Ok(event) = serde_json::from_str::<Json>(&text) {
                     events.push(event);
                 }
+            }
+        }
+        // The golden suite's inputs too.
+        let golden =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/golden/inputs");
+        let Ok(entries) = std::fs::read_dir(&golden) else {
+            panic!("golden inputs missing at {}", golden.display());
+        };
+        for entry in entries.flatten() {
+            let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+            if let Ok(event) = serde_json::from_str::<Json>(&text) {
+                events.push(event);
             }
         }
         assert!(events.len() > 10, "too few fixtures: {}", events.len());

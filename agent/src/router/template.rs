@@ -218,6 +218,9 @@ pub struct Template {
     aggregation: Option<String>,
     /// The built-in `hooker.rawmessage.json`, rendered natively (same text, no Rego).
     raw_json: bool,
+    /// A simple user template, rendered natively (see [`simple`]), with the keys Hooker adds to
+    /// the event for templates once the router gives them ([`Template::set_added_keys`]).
+    simple: Option<(Arc<simple::Simple>, Option<Arc<simple::AddedKeys>>)>,
 }
 
 /// The built-in raw-JSON template, which [`Template`] renders natively.
@@ -292,22 +295,54 @@ impl Template {
             wrapper.push_str(&format!("\nagg := {aggregation}\n"));
         }
         add_module(&mut engine, "template wrapper", &wrapper)?;
+        let simple = match source {
+            TemplateText::Package(package) => catalog.find(package).map(|e| &*e.source),
+            TemplateText::Module(text) => Some(text),
+        }
+        .filter(|_| !raw_json)
+        .and_then(simple::Simple::parse)
+        .map(|simple| (Arc::new(simple), None));
         Ok(Template {
             name: name.to_string(),
             engine,
             package,
             aggregation,
             raw_json,
+            simple,
         })
+    }
+
+    /// Gives a simple template the `postee` and `hooker` keys Hooker adds to the event (see
+    /// `Pipeline::added_keys`), so it renders without Rego even when it reads them.
+    pub fn set_added_keys(&mut self, keys: Arc<simple::AddedKeys>) {
+        if let Some((_, added)) = &mut self.simple {
+            *added = Some(keys);
+        }
+    }
+
+    /// The simple template's output for `event`, when it renders natively.
+    fn render_simple(
+        &self,
+        event: &EventJson,
+    ) -> Option<serde_json::Map<String, serde_json::Value>> {
+        let (simple, added) = self.simple.as_ref()?;
+        let none = simple::AddedKeys::new();
+        let added = match added {
+            Some(added) => added,
+            None if simple.reads_added_keys() => return None,
+            None => &none,
+        };
+        simple.render(event.value(), added)
     }
 
     pub fn aggregates(&self) -> bool {
         self.aggregation.is_some()
     }
 
-    /// Whether rendering one event runs without Rego (the built-in raw-JSON template).
+    /// Whether rendering one event runs without Rego: the built-in raw-JSON template, or a simple
+    /// template (given the added keys by the router; an event it cannot be sure of goes to Rego).
     pub fn is_native(&self) -> bool {
-        self.raw_json
+        self.raw_json || self.simple.is_some()
     }
 
     /// Like [`Template::render`] for a route whose actions never read the body: a native
@@ -339,6 +374,8 @@ impl Template {
     ) -> Result<Message, String> {
         let out = if self.raw_json {
             raw_json_out(raw_json_body(&event)?)
+        } else if let Some(out) = self.render_simple(&event) {
+            out
         } else {
             self.engine.set_input(input());
             eval_rule(&mut self.engine, &format!("data.{WRAPPER}.out"))?.ok_or_else(|| {
@@ -770,3 +807,4 @@ result := {
 
 #[cfg(test)]
 mod golden;
+pub mod simple;
