@@ -89,9 +89,11 @@ impl<'a> Api<'a> {
         name: &str,
         patch: &Value,
     ) -> Result<Written, ActionError> {
-        let mut params = PatchParams::default();
-        params.dry_run = self.dry_run;
-        params.field_manager = Some(FIELD_MANAGER.to_string());
+        let params = PatchParams {
+            dry_run: self.dry_run,
+            field_manager: Some(FIELD_MANAGER.to_string()),
+            ..PatchParams::default()
+        };
         let mut attempt = 1;
         loop {
             let request = Request::new(collection)
@@ -142,9 +144,10 @@ impl<'a> Api<'a> {
         object: &impl serde::Serialize,
         what: &str,
     ) -> Result<Written, ActionError> {
-        let mut params = PostParams::default();
-        params.dry_run = self.dry_run;
-        params.field_manager = Some(FIELD_MANAGER.to_string());
+        let params = PostParams {
+            dry_run: self.dry_run,
+            field_manager: Some(FIELD_MANAGER.to_string()),
+        };
         let body = serde_json::to_vec(object)
             .map_err(|err| ActionError::permanent(format!("cannot encode the {what}: {err}")))?;
         let request = Request::new(collection)
