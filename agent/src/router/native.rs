@@ -255,6 +255,22 @@ pub(crate) mod tests {
         "data.hooker.lib.trivyoperator.is_report",
         "data.hooker.lib.trivyoperator.verb == \"\"",
         "some a in input.args\ndata.hooker.lib.tracee.is_detection\na.name == \"pathname\"",
+        "data.hooker.lib.falco.is_falco",
+        "not data.hooker.lib.falco.is_falco",
+        "data.hooker.lib.falco.priority_at_least(\"Warning\")",
+        "data.hooker.lib.falco.priority_at_least(\"critical\")",
+        "data.hooker.lib.falco.priority_at_least(\"Sometimes\")",
+        "not data.hooker.lib.falco.priority_at_least(\"Error\")",
+        "data.hooker.lib.falco.has_tag(\"shell\")",
+        "data.hooker.lib.falco.is_falco\nnot data.hooker.lib.falco.has_tag(\"container\")",
+        "data.hooker.lib.falco.rule == \"Terminal shell in container\"",
+        "startswith(data.hooker.lib.falco.rule, \"Read sensitive\")",
+        "data.hooker.lib.falco.priority == \"\"",
+        "data.hooker.lib.falco.priority_number <= 4",
+        "data.hooker.lib.falco.severity >= 3",
+        "data.hooker.lib.falco.severity == -1",
+        "data.hooker.lib.falco.source == \"k8s_audit\"",
+        "contains(data.hooker.lib.falco.hostname, \"worker\")",
     ];
 
     fn decide(body: &str, event: Json) -> Truth {

@@ -472,7 +472,7 @@ pub(crate) mod tests {
         }
         let dir = crate::fixtures::dir();
         let mut events = Vec::new();
-        for family in ["tracee", "trivy", "postee"] {
+        for family in ["tracee", "trivy", "postee", "falco"] {
             let Ok(entries) = std::fs::read_dir(dir.join(family)) else {
                 panic!("fixtures missing at {}", dir.display());
             };

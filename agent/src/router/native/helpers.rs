@@ -1,6 +1,8 @@
 //! The helper library's route helpers computed on the JSON event: `data.hooker.lib.tracee.*`
 //! (`is_detection`, `severity`, `signature_id`, `pod_namespace`, …), `data.hooker.lib.trivy`'s
-//! `is_report` and `artifact`, `data.hooker.lib.trivyoperator`'s `is_report` and `verb`, each as
+//! `is_report` and `artifact`, `data.hooker.lib.trivyoperator`'s `is_report` and `verb`,
+//! `data.hooker.lib.falco`'s `is_falco`, `rule`, `priority`, `priority_number`, `severity`,
+//! `source`, `hostname` and the calls `priority_at_least("…")` and `has_tag("…")`, each as
 //! `agent/templates/lib/*.rego` defines it (that Rego stays the reference: a test compares the
 //! two on every fixture and golden input).
 //!
@@ -34,6 +36,14 @@ pub enum Helper {
     TrivyArtifact,
     OperatorIsReport,
     OperatorVerb,
+    FalcoIsFalco,
+    FalcoRule,
+    FalcoPriority,
+    FalcoPriorityNumber,
+    FalcoSeverity,
+    FalcoSource,
+    FalcoHostname,
+    FalcoTags,
 }
 
 const HELPERS: &[(&str, Helper)] = &[
@@ -54,7 +64,39 @@ const HELPERS: &[(&str, Helper)] = &[
     ("trivy.artifact", Helper::TrivyArtifact),
     ("trivyoperator.is_report", Helper::OperatorIsReport),
     ("trivyoperator.verb", Helper::OperatorVerb),
+    ("falco.is_falco", Helper::FalcoIsFalco),
+    ("falco.rule", Helper::FalcoRule),
+    ("falco.priority", Helper::FalcoPriority),
+    ("falco.priority_number", Helper::FalcoPriorityNumber),
+    ("falco.severity", Helper::FalcoSeverity),
+    ("falco.source", Helper::FalcoSource),
+    ("falco.hostname", Helper::FalcoHostname),
 ];
+
+/// Falco's priorities as `lib/falco.rego`'s `priority_numbers` (0 = Emergency .. 7 = Debug).
+const FALCO_PRIORITIES: &[(&str, i64)] = &[
+    ("emergency", 0),
+    ("alert", 1),
+    ("critical", 2),
+    ("error", 3),
+    ("warning", 4),
+    ("notice", 5),
+    ("informational", 6),
+    ("info", 6),
+    ("debug", 7),
+];
+
+/// `lib/falco.rego`'s `severity_of_priority`, indexed by priority number.
+const FALCO_SEVERITY: [i64; 8] = [4, 4, 4, 3, 2, 1, 0, 0];
+
+/// A priority name (any case) as its number.
+fn falco_priority_number(name: &str) -> Option<i64> {
+    let lower = name.to_lowercase();
+    FALCO_PRIORITIES
+        .iter()
+        .find(|(known, _)| *known == lower)
+        .map(|(_, n)| *n)
+}
 
 /// A helper's value for an event: undefined (None), a value, or `Err(())` when only Rego can
 /// tell.
@@ -182,6 +224,35 @@ impl Helper {
             Helper::OperatorVerb => {
                 first_filled(event, &[&["verb"]]).map_or_else(|| string(""), string)
             }
+            Helper::FalcoIsFalco => {
+                let falco = falco_filled(at(event, &["rule"])).is_some()
+                    && falco_filled(at(event, &["priority"])).is_some()
+                    && matches!(at(event, &["output_fields"]), Some(Json::Object(_)));
+                Ok(falco.then(|| Cow::Owned(true.into())))
+            }
+            Helper::FalcoRule => falco_string(event, "rule"),
+            Helper::FalcoPriority => falco_string(event, "priority"),
+            Helper::FalcoSource => falco_string(event, "source"),
+            Helper::FalcoHostname => falco_string(event, "hostname"),
+            Helper::FalcoPriorityNumber => Ok(Some(Cow::Owned(falco_number(event).into()))),
+            Helper::FalcoSeverity => {
+                let severity = usize::try_from(falco_number(event))
+                    .ok()
+                    .and_then(|n| FALCO_SEVERITY.get(n).copied())
+                    .unwrap_or(-1);
+                Ok(Some(Cow::Owned(severity.into())))
+            }
+            Helper::FalcoTags => {
+                let tags = match at(event, &["tags"]) {
+                    Some(Json::Array(items)) => items
+                        .iter()
+                        .filter(|t| falco_filled(Some(t)).is_some())
+                        .cloned()
+                        .collect(),
+                    _ => Vec::new(),
+                };
+                Ok(Some(Cow::Owned(Json::Array(tags))))
+            }
         }
     }
 
@@ -227,6 +298,14 @@ impl Helper {
             Helper::TrivyArtifact => vec![&["ArtifactName"]],
             Helper::OperatorIsReport => vec![&["operatorObject"], &["report"]],
             Helper::OperatorVerb => vec![&["verb"]],
+            Helper::FalcoIsFalco => vec![&["rule"], &["priority"], &["output_fields"]],
+            Helper::FalcoRule => vec![&["rule"]],
+            Helper::FalcoPriority | Helper::FalcoPriorityNumber | Helper::FalcoSeverity => {
+                vec![&["priority"]]
+            }
+            Helper::FalcoSource => vec![&["source"]],
+            Helper::FalcoHostname => vec![&["hostname"]],
+            Helper::FalcoTags => vec![&["tags"]],
         };
         paths
             .into_iter()
@@ -241,11 +320,63 @@ pub struct HelperCheck {
     helper: Helper,
     /// None: the helper alone.
     test: Option<Test>,
+    /// A library function called with a literal instead (`test` is then None).
+    call: Option<Call>,
     paths: Vec<Path>,
+}
+
+/// `data.hooker.lib.falco.priority_at_least("<name>")` and `….has_tag("<tag>")`.
+#[derive(Debug, Clone, PartialEq)]
+enum Call {
+    /// The threshold's number; None for a name Falco does not have (never true).
+    PriorityAtLeast(Option<i64>),
+    HasTag(String),
+}
+
+impl Call {
+    /// `<prefix>("<literal>")` with a literal free of escapes.
+    fn parse(text: &str) -> Option<(Helper, Call)> {
+        let (name, rest) = text.split_once('(')?;
+        let literal = rest.strip_suffix(')')?.trim();
+        let literal = literal.strip_prefix('"')?.strip_suffix('"')?;
+        if literal.contains(['"', '\\']) {
+            return None;
+        }
+        match name.trim() {
+            "data.hooker.lib.falco.priority_at_least" => Some((
+                Helper::FalcoPriorityNumber,
+                Call::PriorityAtLeast(falco_priority_number(literal)),
+            )),
+            "data.hooker.lib.falco.has_tag" => {
+                Some((Helper::FalcoTags, Call::HasTag(literal.to_string())))
+            }
+            _ => None,
+        }
+    }
+
+    fn holds(&self, value: Option<&Json>) -> bool {
+        match (self, value) {
+            (Call::PriorityAtLeast(Some(at_least)), Some(Json::Number(n))) => {
+                n.as_i64().is_some_and(|n| n >= 0 && n <= *at_least)
+            }
+            (Call::HasTag(tag), Some(Json::Array(tags))) => {
+                tags.iter().any(|t| t.as_str() == Some(tag.as_str()))
+            }
+            _ => false,
+        }
+    }
 }
 
 impl HelperCheck {
     pub fn parse(text: &str) -> Option<HelperCheck> {
+        if let Some((helper, call)) = Call::parse(text) {
+            return Some(HelperCheck {
+                helper,
+                test: None,
+                call: Some(call),
+                paths: helper.paths(),
+            });
+        }
         let (helper, test) = match Helper::parse(text) {
             Some(helper) => (helper, None),
             None => {
@@ -256,6 +387,7 @@ impl HelperCheck {
         Some(HelperCheck {
             helper,
             test,
+            call: None,
             paths: helper.paths(),
         })
     }
@@ -269,6 +401,9 @@ impl HelperCheck {
             return Truth::Unknown;
         };
         let value = value.as_deref();
+        if let Some(call) = &self.call {
+            return Truth::of(call.holds(value));
+        }
         match &self.test {
             Some(test) => test.truth(value),
             None => match truthy(value) {
@@ -325,6 +460,24 @@ fn filled(value: Option<&Json>) -> Option<&str> {
         Some(Json::String(s)) if !s.is_empty() => Some(s),
         _ => None,
     }
+}
+
+/// `lib/falco.rego`'s `filled(x)`: a non-empty string other than Falco's `<NA>`.
+fn falco_filled(value: Option<&Json>) -> Option<&str> {
+    filled(value).filter(|s| *s != "<NA>")
+}
+
+/// `x := input.<key> if filled(input.<key>) else := ""` (Falco's `filled`).
+fn falco_string<'a>(event: &'a Json, key: &str) -> Outcome<'a> {
+    let found = falco_filled(at(event, &[key])).unwrap_or_default();
+    Ok(Some(Cow::Owned(Json::String(found.to_string()))))
+}
+
+/// `priority_number`: the priority's number, -1 when missing or unknown.
+fn falco_number(event: &Json) -> i64 {
+    falco_filled(at(event, &["priority"]))
+        .and_then(falco_priority_number)
+        .unwrap_or(-1)
 }
 
 /// The first path holding a non-empty string.
