@@ -16,6 +16,8 @@ use super::rego::{Module, add_module, eval_error, library, load_needed, new_engi
 use crate::event_json::EventJson;
 use crate::message::Message;
 
+mod native;
+
 /// Embeds `agent/templates/<file>` for each file named: `(file, source)` pairs.
 macro_rules! builtin {
     ($($file:literal),* $(,)?) => {
@@ -210,6 +212,8 @@ pub struct Template {
     aggregation: Option<String>,
     /// The built-in `hooker.rawmessage.json`, rendered natively (same text, no Rego).
     raw_json: bool,
+    /// A built-in card template rendered in Rust (see [`native`]).
+    native: Option<native::Builtin>,
 }
 
 /// The built-in raw-JSON template, which [`Template`] renders natively.
@@ -237,6 +241,7 @@ impl Template {
         }));
         let mut loaded = vec![false; universe.len()];
         let mut engine = new_engine(&[]).map_err(|e| e.to_string())?;
+        let mut native = None;
         let (package, raw_json, origin) = match source {
             TemplateText::Package(package) => {
                 let entry = catalog.find(package).ok_or_else(|| {
@@ -246,6 +251,7 @@ impl Template {
                         known.join(", ")
                     )
                 })?;
+                native = native::Builtin::find(&entry.package, &entry.source, catalog.packages());
                 let root = format!("data.{}", entry.package);
                 load_needed(&mut engine, &[&root], &universe, &mut loaded)?;
                 (root, &*entry.source == RAW_JSON, entry.origin.clone())
@@ -290,16 +296,25 @@ impl Template {
             package,
             aggregation,
             raw_json,
+            native,
         })
+    }
+
+    /// The same template rendered through its Rego module only (what a native built-in is
+    /// checked against).
+    #[doc(hidden)]
+    pub fn without_native(mut self) -> Template {
+        self.native = None;
+        self
     }
 
     pub fn aggregates(&self) -> bool {
         self.aggregation.is_some()
     }
 
-    /// Whether rendering one event runs without Rego (the built-in raw-JSON template).
+    /// Whether rendering one event runs without Rego (the built-in raw-JSON and card templates).
     pub fn is_native(&self) -> bool {
-        self.raw_json
+        self.raw_json || self.native.is_some()
     }
 
     /// Like [`Template::render`] for a route whose actions never read the body: a native
@@ -329,10 +344,28 @@ impl Template {
         event_id: &str,
         event: Arc<EventJson>,
     ) -> Result<Message, String> {
+        let mut pending = Some(input);
+        let mut made = None;
+        let native = self.native.and_then(|builtin| {
+            let mut node = || {
+                let input = made.get_or_insert_with(|| pending.take().map(|f| f()));
+                native::node_of(input.as_ref())
+            };
+            // A large event kept as text is parsed for this render only, not kept parsed.
+            if super::rego::stays_text(&event) {
+                event.with_value(|value| builtin.render(value, &mut node))
+            } else {
+                builtin.render(event.value(), &mut node)
+            }
+        });
         let out = if self.raw_json {
             raw_json_out(raw_json_body(&event)?)
+        } else if let Some(out) = native {
+            out
         } else {
-            self.engine.set_input(input());
+            let input = made.flatten().or_else(|| pending.take().map(|f| f()));
+            self.engine
+                .set_input(input.unwrap_or_else(Value::new_object));
             eval_rule(&mut self.engine, &format!("data.{WRAPPER}.out"))?.ok_or_else(|| {
                 format!(
                     "template \"{}\": package {} is not defined",
