@@ -353,7 +353,7 @@ impl Template {
             };
             // A large event kept as text is parsed for this render only, not kept parsed.
             if super::rego::stays_text(&event) {
-                event.with_value(|value| builtin.render(value, &mut node))
+                builtin.render_text(event.text().get(), &mut node)
             } else {
                 builtin.render(event.value(), &mut node)
             }

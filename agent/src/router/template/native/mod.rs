@@ -96,6 +96,20 @@ impl Builtin {
         Some(*builtin)
     }
 
+    /// [`Builtin::render`] for an event kept as JSON text (a large one): a Trivy report is
+    /// parsed into only what its card reads; any other event is parsed whole for this render.
+    pub fn render_text(
+        self,
+        text: &str,
+        node: &mut dyn FnMut() -> String,
+    ) -> Option<Map<String, Value>> {
+        let value = match self {
+            Builtin::Trivy(_) => trivy::pruned(text).ok()?,
+            Builtin::Tracee(_) => serde_json::from_str(text).ok()?,
+        };
+        self.render(&value, node)
+    }
+
     /// Renders `event` as the template's rules would: `title`, `result` and the `result_*` keys.
     /// `node` gives `input.hooker.node`. `None`: render through Rego.
     pub fn render(

@@ -210,3 +210,137 @@ mod tests {
         assert_eq!(VULN_LEVELS[vuln_level(Some(&Value::from(3)))], "unknown");
     }
 }
+
+/// What a pruned parse of a report keeps: a member read whole, or an object's listed members
+/// (each element of an array is pruned alike; any other value is kept whole).
+enum Node {
+    Whole,
+    Keys(&'static [(&'static str, Node)]),
+}
+
+/// Every part of a report the card and the templates read.
+const REPORT: Node = Node::Keys(&[
+    ("ArtifactName", Node::Whole),
+    ("ArtifactType", Node::Whole),
+    ("CreatedAt", Node::Whole),
+    ("Trivy", Node::Keys(&[("Version", Node::Whole)])),
+    (
+        "Metadata",
+        Node::Keys(&[
+            ("OS", Node::Whole),
+            ("ImageID", Node::Whole),
+            ("RepoURL", Node::Whole),
+        ]),
+    ),
+    (
+        "Results",
+        Node::Keys(&[
+            (
+                "Vulnerabilities",
+                Node::Keys(&[
+                    ("VulnerabilityID", Node::Whole),
+                    ("Severity", Node::Whole),
+                    ("PkgName", Node::Whole),
+                    ("InstalledVersion", Node::Whole),
+                    ("FixedVersion", Node::Whole),
+                    ("Title", Node::Whole),
+                    ("PrimaryURL", Node::Whole),
+                ]),
+            ),
+            ("Misconfigurations", Node::Keys(&[("Status", Node::Whole)])),
+            ("Secrets", Node::Keys(&[])),
+        ]),
+    ),
+    ("application_scope_owners", Node::Whole),
+]);
+
+/// A report from its (checked) JSON text, holding only what [`card`] reads: a 10 MB report's
+/// descriptions, CVSS vectors and references are skipped, never built. At every path the card
+/// reads it holds what the full parse holds.
+pub fn pruned(text: &str) -> Result<Value, serde_json::Error> {
+    use serde::de::DeserializeSeed;
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    let value = Seed(&REPORT).deserialize(&mut deserializer)?;
+    deserializer.end()?;
+    Ok(value)
+}
+
+struct Seed(&'static Node);
+
+impl<'de> serde::de::DeserializeSeed<'de> for Seed {
+    type Value = Value;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        match self.0 {
+            Node::Whole => serde::Deserialize::deserialize(deserializer),
+            Node::Keys(_) => deserializer.deserialize_any(self),
+        }
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Seed {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let Node::Keys(keys) = self.0 else {
+            return Err(serde::de::Error::custom("a whole value is not pruned"));
+        };
+        let mut out = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            match keys.iter().find(|(name, _)| *name == key) {
+                Some((_, child)) => {
+                    let value = map.next_value_seed(Seed(child))?;
+                    out.insert(key, value);
+                }
+                None => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(Value::Object(out))
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element_seed(Seed(self.0))? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_bool<E>(self, value: bool) -> Result<Value, E> {
+        Ok(Value::Bool(value))
+    }
+
+    fn visit_i64<E>(self, value: i64) -> Result<Value, E> {
+        Ok(Value::Number(value.into()))
+    }
+
+    fn visit_u64<E>(self, value: u64) -> Result<Value, E> {
+        Ok(Value::Number(value.into()))
+    }
+
+    fn visit_f64<E>(self, value: f64) -> Result<Value, E> {
+        Ok(serde_json::Number::from_f64(value).map_or(Value::Null, Value::Number))
+    }
+
+    fn visit_str<E>(self, value: &str) -> Result<Value, E> {
+        Ok(Value::String(value.to_owned()))
+    }
+
+    fn visit_string<E>(self, value: String) -> Result<Value, E> {
+        Ok(Value::String(value))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+}
