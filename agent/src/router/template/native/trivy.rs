@@ -144,7 +144,7 @@ pub fn card(input: &Value, limit: usize) -> R<Card> {
         .map_or("info", |(level, _)| level);
     // Worst first, in the report's order within a level; only the first `limit` are read.
     let mut shown = Vec::new();
-    'levels: for level in 0..VULN_LEVELS.len() {
+    'levels: for (level, name) in VULN_LEVELS.into_iter().enumerate() {
         for (v, _) in all.iter().filter(|(_, l)| *l == level) {
             if shown.len() == limit {
                 break 'levels;
@@ -154,7 +154,7 @@ pub fn card(input: &Value, limit: usize) -> R<Card> {
             };
             shown.push(Vuln {
                 id: field("VulnerabilityID")?,
-                severity: VULN_LEVELS[level],
+                severity: name,
                 pkg: field("PkgName")?,
                 installed: field("InstalledVersion")?,
                 fixed: field("FixedVersion")?,
@@ -194,21 +194,6 @@ pub fn card(input: &Value, limit: usize) -> R<Card> {
 fn join_nonempty(parts: &[&str], separator: &str) -> String {
     let kept: Vec<&str> = parts.iter().copied().filter(|p| !p.is_empty()).collect();
     kept.join(separator)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn severities_are_read_in_the_three_spellings_rego_knows() {
-        let level = |s: &str| VULN_LEVELS[vuln_level(Some(&Value::from(s)))];
-        assert_eq!(level("HIGH"), "high");
-        assert_eq!(level("Moderate"), "medium");
-        assert_eq!(level("negligible"), "low");
-        assert_eq!(level("hIgh"), "unknown");
-        assert_eq!(VULN_LEVELS[vuln_level(Some(&Value::from(3)))], "unknown");
-    }
 }
 
 /// What a pruned parse of a report keeps: a member read whole, or an object's listed members
@@ -342,5 +327,20 @@ impl<'de> serde::de::Visitor<'de> for Seed {
 
     fn visit_none<E>(self) -> Result<Value, E> {
         Ok(Value::Null)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn severities_are_read_in_the_three_spellings_rego_knows() {
+        let level = |s: &str| VULN_LEVELS[vuln_level(Some(&Value::from(s)))];
+        assert_eq!(level("HIGH"), "high");
+        assert_eq!(level("Moderate"), "medium");
+        assert_eq!(level("negligible"), "low");
+        assert_eq!(level("hIgh"), "unknown");
+        assert_eq!(VULN_LEVELS[vuln_level(Some(&Value::from(3)))], "unknown");
     }
 }
