@@ -1,7 +1,8 @@
 //! Memory is bounded by the documented limits, not by what a client sends: a Fluent Forward
 //! frame that would expand past `HOOKER_MAX_BODY`, forty clients posting 15 MB bodies at once,
-//! and a 9.5 MB Trivy report rendered for Slack each keep the agent's peak resident memory
-//! (VmHWM, read from /proc) under 128 MB. No timing is asserted.
+//! and a 9.5 MB Trivy report rendered for Slack (and one rendered for Slack, Jira and e-mail at
+//! once) each keep the agent's peak resident memory (VmHWM, read from /proc) under 128 MB. No
+//! timing is asserted.
 
 use std::time::Duration;
 
@@ -316,5 +317,82 @@ actions:
     assert!(body.contains("CVE-2024-10003"), "the worst first: {body}");
     assert!(body.contains("more vulnerabilities"), "{body}");
     assert_peak_under_limit(&agent, "a 9.5 MB Trivy report to Slack");
+    Ok(())
+}
+
+/// The built-in Trivy cards render a 10 MB report natively: for Slack, Jira and e-mail at once, in
+/// bounded memory, each cut to its channel's number of vulnerabilities as the Rego modules cut it.
+#[tokio::test]
+async fn a_large_trivy_report_renders_for_slack_jira_and_email_within_the_memory_limit()
+-> anyhow::Result<()> {
+    let sink = Sink::start().await?;
+    let config = format!(
+        r#"
+routes:
+  - name: trivy-slack
+    input: input.ArtifactName
+    template: trivy-slack
+    actions: [slack]
+  - name: trivy-jira
+    input: input.ArtifactName
+    template: trivy-jira
+    actions: [jira]
+  - name: trivy-email
+    input: input.ArtifactName
+    template: trivy-email
+    actions: [email]
+templates:
+  - name: trivy-slack
+    rego-package: hooker.trivy.slack
+  - name: trivy-jira
+    rego-package: hooker.trivy.jira
+  - name: trivy-email
+    rego-package: hooker.trivy.email
+actions:
+  - name: slack
+    type: slack
+    enable: true
+    url: {}
+  - name: jira
+    type: webhook
+    enable: true
+    url: {}
+  - name: email
+    type: webhook
+    enable: true
+    url: {}
+"#,
+        sink.url("/slack"),
+        sink.url("/jira"),
+        sink.url("/email"),
+    );
+    let agent = Agent::builder(&config).start().await?;
+    let report = trivy_report(10_000_000).to_string();
+    eprintln!("report: {} bytes", report.len());
+    let (status, answer) = agent.post("/", report).await?;
+    assert_eq!(status, 200, "{answer}");
+    let sent = sink.wait_for(3).await?;
+    let body = |path: &str| {
+        sent.iter()
+            .find(|r| r.path == path)
+            .map(|r| r.body_text())
+            .unwrap_or_else(|| panic!("nothing sent to {path}"))
+    };
+    // Worst first; Slack shows 20 vulnerabilities, Jira 50, e-mail 100, and says how many more.
+    let slack = body("/slack");
+    assert!(slack.contains("CVE-2024-10003"), "{slack}");
+    assert!(slack.contains("more vulnerabilities"), "{slack}");
+    let jira = body("/jira");
+    assert!(jira.contains("CVE-2024-10003"), "{jira}");
+    assert_eq!(jira.matches("\n|CRITICAL|").count(), 50, "{jira}");
+    assert!(jira.contains("more vulnerabilities_"), "{jira}");
+    let email = body("/email");
+    assert_eq!(
+        email.matches("<tr><td>critical</td>").count(),
+        100,
+        "{email}"
+    );
+    assert!(email.contains("more vulnerabilities</p>"), "{email}");
+    assert_peak_under_limit(&agent, "a 10 MB Trivy report to Slack, Jira and e-mail");
     Ok(())
 }

@@ -16,6 +16,8 @@ use super::rego::{Module, add_module, eval_error, library, load_needed, new_engi
 use crate::event_json::EventJson;
 use crate::message::Message;
 
+mod native;
+
 /// Embeds `agent/templates/<file>` for each file named: `(file, source)` pairs.
 macro_rules! builtin {
     ($($file:literal),* $(,)?) => {
@@ -221,6 +223,8 @@ pub struct Template {
     /// A simple user template, rendered natively (see [`simple`]), with the keys Hooker adds to
     /// the event for templates once the router gives them ([`Template::set_added_keys`]).
     simple: Option<(Arc<simple::Simple>, Option<Arc<simple::AddedKeys>>)>,
+    /// A built-in card template rendered in Rust (see [`native`]).
+    native: Option<native::Builtin>,
 }
 
 /// The built-in raw-JSON template, which [`Template`] renders natively.
@@ -248,6 +252,7 @@ impl Template {
         }));
         let mut loaded = vec![false; universe.len()];
         let mut engine = new_engine(&[]).map_err(|e| e.to_string())?;
+        let mut native = None;
         let (package, raw_json, origin) = match source {
             TemplateText::Package(package) => {
                 let entry = catalog.find(package).ok_or_else(|| {
@@ -257,6 +262,7 @@ impl Template {
                         known.join(", ")
                     )
                 })?;
+                native = native::Builtin::find(&entry.package, &entry.source, catalog.packages());
                 let root = format!("data.{}", entry.package);
                 load_needed(&mut engine, &[&root], &universe, &mut loaded)?;
                 (root, &*entry.source == RAW_JSON, entry.origin.clone())
@@ -309,6 +315,7 @@ impl Template {
             aggregation,
             raw_json,
             simple,
+            native,
         })
     }
 
@@ -335,14 +342,23 @@ impl Template {
         simple.render(event.value(), added)
     }
 
+    /// The same template rendered through its Rego module only (what a native built-in is
+    /// checked against).
+    #[doc(hidden)]
+    pub fn without_native(mut self) -> Template {
+        self.native = None;
+        self
+    }
+
     pub fn aggregates(&self) -> bool {
         self.aggregation.is_some()
     }
 
-    /// Whether rendering one event runs without Rego: the built-in raw-JSON template, or a simple
-    /// template (given the added keys by the router; an event it cannot be sure of goes to Rego).
+    /// Whether rendering one event runs without Rego: the built-in raw-JSON and card templates,
+    /// or a simple template (given the added keys by the router; an event it cannot be sure of
+    /// goes to Rego).
     pub fn is_native(&self) -> bool {
-        self.raw_json || self.simple.is_some()
+        self.raw_json || self.native.is_some() || self.simple.is_some()
     }
 
     /// Like [`Template::render`] for a route whose actions never read the body: a native
@@ -372,12 +388,30 @@ impl Template {
         event_id: &str,
         event: Arc<EventJson>,
     ) -> Result<Message, String> {
+        let mut pending = Some(input);
+        let mut made = None;
+        let native = self.native.and_then(|builtin| {
+            let mut node = || {
+                let input = made.get_or_insert_with(|| pending.take().map(|f| f()));
+                native::node_of(input.as_ref())
+            };
+            // A large event kept as text is parsed for this render only, not kept parsed.
+            if super::rego::stays_text(&event) {
+                builtin.render_text(event.text().get(), &mut node)
+            } else {
+                builtin.render(event.value(), &mut node)
+            }
+        });
         let out = if self.raw_json {
             raw_json_out(raw_json_body(&event)?)
+        } else if let Some(out) = native {
+            out
         } else if let Some(out) = self.render_simple(&event) {
             out
         } else {
-            self.engine.set_input(input());
+            let input = made.flatten().or_else(|| pending.take().map(|f| f()));
+            self.engine
+                .set_input(input.unwrap_or_else(Value::new_object));
             eval_rule(&mut self.engine, &format!("data.{WRAPPER}.out"))?.ok_or_else(|| {
                 format!(
                     "template \"{}\": package {} is not defined",

@@ -283,3 +283,224 @@ fn host_only_tracee_detections_key_on_the_node() {
     assert_eq!(key("node-a"), "tracee:TRC-1017:host:node-a");
     assert_ne!(key("node-a"), key("node-b"));
 }
+
+/// Every JSON file in `tests/fixtures/{postee,tracee,trivy}` and `tests/golden/inputs`.
+fn every_input_file() -> Vec<(String, serde_json::Value)> {
+    let mut inputs = Vec::new();
+    let fixtures = crate::fixtures::dir();
+    let dirs = ["postee", "tracee", "trivy"]
+        .map(|family| fixtures.join(family))
+        .into_iter()
+        .chain([repo().join("tests/golden/inputs")]);
+    for dir in dirs {
+        let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|err| panic!("{}: {err}", dir.display()))
+            .map(|entry| entry.expect("directory entry").path())
+            .filter(|path| path.extension().is_some_and(|e| e == "json"))
+            .collect();
+        paths.sort();
+        for path in paths {
+            let text = std::fs::read_to_string(&path).expect("input readable");
+            let event = serde_json::from_str(&text)
+                .unwrap_or_else(|err| panic!("{}: {err}", path.display()));
+            inputs.push((path.display().to_string(), event));
+        }
+    }
+    inputs
+}
+
+/// Replaces every string of `value` (not the keys) with `f` of it.
+fn map_strings(value: &serde_json::Value, f: &dyn Fn(&str) -> String) -> serde_json::Value {
+    match value {
+        serde_json::Value::String(s) => serde_json::Value::String(f(s)),
+        serde_json::Value::Array(items) => items.iter().map(|v| map_strings(v, f)).collect(),
+        serde_json::Value::Object(map) => serde_json::Value::Object(
+            map.iter()
+                .map(|(k, v)| (k.clone(), map_strings(v, f)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+/// Markup of every channel, line breaks, a backslash, the Jira placeholder U+E000, and characters
+/// outside the BMP (two UTF-16 units each, which `count` and `substring` measure differently).
+const HOSTILE: &str = "<b>&amp;\"'`*_~|{x}[y]!^#\\\u{E000}\r\n\t😀é";
+
+/// The inputs the native built-ins are compared with Rego on: every fixture and golden input, the
+/// odd inputs, and each Tracee one made hostile (markup in every string), long (every string past
+/// each channel's limits) and wrapped in Hooker's keys.
+fn comparison_inputs() -> Vec<(String, serde_json::Value)> {
+    let mut inputs = every_input_file();
+    inputs.extend(
+        odd_inputs()
+            .into_iter()
+            .enumerate()
+            .map(|(i, input)| (format!("odd input {i}"), input)),
+    );
+    let families: Vec<_> = inputs
+        .iter()
+        .filter(|(name, _)| name.contains("tracee") || name.contains("trivy"))
+        .cloned()
+        .collect();
+    for (name, event) in families {
+        inputs.push((
+            format!("{name} (hostile)"),
+            map_strings(&event, &|s| format!("{HOSTILE}{s}{HOSTILE}")),
+        ));
+        inputs.push((
+            format!("{name} (long)"),
+            map_strings(&event, &|s| format!("{s}😀{}", "ab😀\n".repeat(1100))),
+        ));
+        let mut floats = event.clone();
+        if let serde_json::Value::Object(map) = &mut floats {
+            map.insert("id".into(), json!(1.5));
+            map.insert("hostProcessId".into(), json!(2.5));
+        }
+        inputs.push((format!("{name} (fractional numbers)"), floats));
+    }
+    inputs.extend([
+        (
+            "trigger arguments".to_string(),
+            json!({"eventName": "x", "metadata": {"Properties": {"signatureID": "S", "Severity": "3"}},
+                   "args": [{"name": "triggeredBy", "value": {"name": "openat", "args": [{"name": "a", "value": {"z": 1, "b": [true, null]}}, 7, {"name": ""}]}},
+                            {"name": "detectedFrom", "value": {"name": "openat", "args": [{"name": "a", "value": {"z": 1, "b": [true, null]}}, 7, {"name": ""}]}},
+                            {"name": "n", "value": -3}]}),
+        ),
+        ("trivy report of 150 vulnerabilities".to_string(), trivy_report(150)),
+        (
+            "own hooker key".to_string(),
+            json!({"name": "x", "threat": {}, "hooker": {"node": "own"}, "application_scope_owners": ["a", 1, {"b": 2, "a": 1}]}),
+        ),
+        (
+            "data values".to_string(),
+            json!({"name": "x", "workload": {"process": {"host_pid": 9, "thread": {"name": "p"}}},
+                   "data": [{"name": "a", "str": "s"}, {"name": "b"}, {"name": "c", "x": 1, "y": 2}, {"name": "d", "v": {"value": [1]}}, {"name": "e", "v": {"value": 1, "w": 2}}],
+                   "detected_from": {"name": "n", "data": [{"name": "f", "timespec": {"value": 15}}]}}),
+        ),
+    ]);
+    inputs
+}
+
+/// Every natively rendered built-in renders what its Rego module renders (title, body, url, every
+/// `result_*` field, owners, or the same error) on every comparison input, on two nodes; and the
+/// Tracee inputs do take the native path (the comparison is not Rego against itself).
+#[test]
+fn native_builtins_render_what_their_rego_modules_render() {
+    let inputs = comparison_inputs();
+    assert!(inputs.len() > 60, "only {} inputs", inputs.len());
+    for (package, _, builtin) in super::native::NATIVE.iter().flatten() {
+        let family = match builtin {
+            super::native::Builtin::Tracee(_) => "tracee",
+            super::native::Builtin::Trivy(_) => "trivy",
+        };
+        let mut native = compile(package);
+        assert!(native.is_native(), "{package} is not rendered natively");
+        let mut rego = compile(package).without_native();
+        assert!(!rego.is_native());
+        let mut native_count = 0;
+        for (name, event) in &inputs {
+            for node in ["", "node-a"] {
+                let render = |template: &mut Template| {
+                    let input = || {
+                        let mut input = event.clone();
+                        if let serde_json::Value::Object(map) = &mut input {
+                            map.entry("postee")
+                                .or_insert_with(|| json!({"AquaServer": ""}));
+                            map.entry("hooker")
+                                .or_insert_with(|| json!({"server": "", "node": node}));
+                        }
+                        Value::from(input)
+                    };
+                    template.render(input, "r", "e", Arc::new(event.clone().into()))
+                };
+                let a = render(&mut native);
+                let b = render(&mut rego);
+                let context = format!("{package} on {name}, node {node:?}");
+                match (a, b) {
+                    (Ok(a), Ok(b)) => {
+                        assert_eq!(a.title, b.title, "title: {context}");
+                        assert_eq!(a.body, b.body, "body: {context}");
+                        assert_eq!(a.url, b.url, "url: {context}");
+                        assert_eq!(a.fields, b.fields, "fields: {context}");
+                        assert_eq!(
+                            serde_json::to_string(&a.fields).expect("fields serialize"),
+                            serde_json::to_string(&b.fields).expect("fields serialize"),
+                            "fields as text: {context}"
+                        );
+                        assert_eq!(a.owners, b.owners, "owners: {context}");
+                    }
+                    (Err(a), Err(b)) => assert_eq!(a, b, "error: {context}"),
+                    (a, b) => panic!("{context}: native {a:?}, Rego {b:?}"),
+                }
+                let natively = builtin.render(event, &mut || node.to_string());
+                // A large event kept as text renders the same from its text (a Trivy report
+                // parsed into only what its card reads).
+                let from_text = builtin.render_text(&event.to_string(), &mut || node.to_string());
+                assert_eq!(
+                    natively.as_ref().map(|out| serde_json::to_string(out).ok()),
+                    from_text
+                        .as_ref()
+                        .map(|out| serde_json::to_string(out).ok()),
+                    "from text: {context}"
+                );
+                let natively = natively.is_some();
+                if natively {
+                    native_count += 1;
+                } else if name.contains(family) && !name.contains("fractional") {
+                    panic!("{package} on {name} fell back to Rego");
+                }
+            }
+        }
+        assert!(
+            native_count > 50,
+            "{package}: only {native_count} inputs rendered natively"
+        );
+    }
+}
+
+/// A Trivy report of `n` vulnerabilities of every severity spelling, over three results: more
+/// than any channel shows.
+fn trivy_report(n: usize) -> serde_json::Value {
+    let severities = [
+        "LOW",
+        "Medium",
+        "high",
+        "CRITICAL",
+        "UNKNOWN",
+        "negligible",
+        "moderate",
+        "odd",
+    ];
+    let vulnerability = |i: usize| {
+        json!({
+            "VulnerabilityID": format!("CVE-2024-{i:05}"),
+            "PkgName": format!("pkg-{}", i % 7),
+            "InstalledVersion": format!("1.{i}.0"),
+            "FixedVersion": if i.is_multiple_of(3) { String::new() } else { format!("1.{i}.1") },
+            "PrimaryURL": if i.is_multiple_of(4) { format!("https://avd.example/{i}") } else { format!("javascript:{i}") },
+            "Title": format!("pkg-{}: <generated> & *vulnerability* {i}", i % 7),
+            "Severity": severities[i % severities.len()],
+            "CVSS": {"nvd": {"V3Score": 9.8}},
+        })
+    };
+    let results: Vec<serde_json::Value> = (0..3)
+        .map(|r| {
+            json!({
+                "Target": format!("target {r}"),
+                "Vulnerabilities": (0..n).filter(|i| i % 3 == r).map(vulnerability).collect::<Vec<_>>(),
+                "Misconfigurations": [{"Status": "FAIL"}, {"Status": "PASS"}, {}],
+                "Secrets": [{"RuleID": "x"}],
+            })
+        })
+        .collect();
+    json!({
+        "ArtifactName": "registry.example/app:1.0",
+        "ArtifactType": "container_image",
+        "CreatedAt": "2024-05-01T00:00:00Z",
+        "Trivy": {"Version": "0.50.0"},
+        "Metadata": {"OS": {"Family": "debian", "Name": "12.5", "EOSL": true}, "ImageID": "sha256:abc",
+                     "RepoURL": "https://github.com/example/app"},
+        "Results": results,
+    })
+}
