@@ -87,11 +87,6 @@ pub struct Alertmanager {
 pub fn build(config: &ActionConfig, cx: &BuildContext) -> Result<Built, Diagnostic> {
     let (settings, mut warnings) = super::settings::<AlertmanagerConfig>(config)?;
     let base = super::http::parse_url(config, "url", settings.url.expose())?;
-    let located = |key: &str, message: String| {
-        Diagnostic::new(config.place(), message)
-            .key(key)
-            .line(config.item.line_of(key))
-    };
     let authorization = outputs::http_auth(
         config,
         settings.user.as_deref(),
@@ -100,7 +95,7 @@ pub fn build(config: &ActionConfig, cx: &BuildContext) -> Result<Built, Diagnost
     )?;
     for name in settings.annotations.keys() {
         if !outputs::is_label_name(name) {
-            return Err(located(
+            return Err(config.error_at(
                 "annotations",
                 format!("annotation name `{name}` is not valid: use letters, digits and `_`"),
             ));
@@ -109,24 +104,14 @@ pub fn build(config: &ActionConfig, cx: &BuildContext) -> Result<Built, Diagnost
     let labels = ExtraLabels::build(config, "labels", settings.labels)?;
     let ends_after = settings.ends_after.unwrap_or(DEFAULT_ENDS_AFTER);
     if ends_after < Duration::from_secs(1) {
-        return Err(located(
+        return Err(config.error_at(
             "ends-after",
-            "`ends-after` must be at least 1s (the alert would arrive resolved)".into(),
+            "`ends-after` must be at least 1s (the alert would arrive resolved)",
         ));
     }
-    let ends_after = chrono::Duration::from_std(ends_after).map_err(|_| {
-        located(
-            "ends-after",
-            "`ends-after` is too long for a timestamp".into(),
-        )
-    })?;
-    let size_limit = settings.size_limit.unwrap_or(DEFAULT_SIZE_LIMIT);
-    if size_limit < 256 {
-        return Err(located(
-            "size-limit",
-            format!("size-limit {size_limit} is too small; use at least 256 bytes"),
-        ));
-    }
+    let ends_after = chrono::Duration::from_std(ends_after)
+        .map_err(|_| config.error_at("ends-after", "`ends-after` is too long for a timestamp"))?;
+    let size_limit = api_client::size_limit(config, settings.size_limit, DEFAULT_SIZE_LIMIT, 256)?;
     let remote = Remote::build(
         config,
         RemoteKeys {
@@ -140,31 +125,18 @@ pub fn build(config: &ActionConfig, cx: &BuildContext) -> Result<Built, Diagnost
     Built::new(
         Alertmanager {
             name: config.name.clone(),
-            url: alerts_url(&base),
+            url: api_client::endpoint(&base, ALERTS_PATH),
             node: cx.node_name.clone(),
             alertname: settings.alertname.filter(|a| !a.trim().is_empty()),
             labels,
             annotations: settings.annotations.into_iter().collect(),
             ends_after,
-            size_limit: usize::try_from(size_limit).unwrap_or(usize::MAX),
+            size_limit,
             authorization,
             remote,
         },
         warnings,
     )
-}
-
-/// `/api/v2/alerts` under the configured base, unless the URL already names it.
-fn alerts_url(base: &reqwest::Url) -> reqwest::Url {
-    if base
-        .path()
-        .trim_end_matches('/')
-        .ends_with("/api/v2/alerts")
-    {
-        base.clone()
-    } else {
-        api_client::join_path(base, ALERTS_PATH)
-    }
 }
 
 // === impl Alertmanager ===
@@ -261,7 +233,11 @@ mod tests {
             ),
         ] {
             let url = reqwest::Url::parse(base).unwrap();
-            assert_eq!(alerts_url(&url).as_str(), expected, "{base}");
+            assert_eq!(
+                api_client::endpoint(&url, ALERTS_PATH).as_str(),
+                expected,
+                "{base}"
+            );
         }
     }
 

@@ -294,6 +294,34 @@ pub fn truncate(text: &str, limit: usize) -> &str {
     &text[..end]
 }
 
+/// The API endpoint `path` under `base`, unless `base` already names it (a user may configure
+/// either `https://am:9093` or `https://am:9093/api/v2/alerts`).
+pub fn endpoint(base: &reqwest::Url, path: &str) -> reqwest::Url {
+    let wanted = format!("/{}", path.trim_matches('/'));
+    if base.path().trim_end_matches('/').ends_with(&wanted) {
+        base.clone()
+    } else {
+        join_path(base, path)
+    }
+}
+
+/// The `size-limit` key: its value or `default`, refused below `minimum` bytes.
+pub fn size_limit(
+    config: &ActionConfig,
+    value: Option<u64>,
+    default: u64,
+    minimum: u64,
+) -> Result<usize, Diagnostic> {
+    let size_limit = value.unwrap_or(default);
+    if size_limit < minimum {
+        return Err(config.error_at(
+            "size-limit",
+            format!("size-limit {size_limit} is too small; use at least {minimum} bytes"),
+        ));
+    }
+    Ok(usize::try_from(size_limit).unwrap_or(usize::MAX))
+}
+
 /// Joins a path onto a base URL, keeping the base's own path (`https://x/splunk` + `services/…`).
 pub fn join_path(base: &reqwest::Url, path: &str) -> reqwest::Url {
     let mut url = base.clone();

@@ -100,11 +100,6 @@ struct Document {
 pub fn build(config: &ActionConfig, cx: &BuildContext) -> Result<Built, Diagnostic> {
     let (settings, mut warnings) = super::settings::<ElasticsearchConfig>(config)?;
     let base = super::http::parse_url(config, "url", settings.url.expose())?;
-    let located = |key: &str, message: String| {
-        Diagnostic::new(config.place(), message)
-            .key(key)
-            .line(config.item.line_of(key))
-    };
     let mut authorization = outputs::http_auth(
         config,
         settings.user.as_deref(),
@@ -113,12 +108,12 @@ pub fn build(config: &ActionConfig, cx: &BuildContext) -> Result<Built, Diagnost
     )?;
     if let Some(key) = &settings.api_key {
         if key.is_empty() {
-            return Err(located("api-key", "`api-key` is empty".into()));
+            return Err(config.error_at("api-key", "`api-key` is empty"));
         }
         if authorization.is_some() {
-            return Err(located(
+            return Err(config.error_at(
                 "api-key",
-                "set one of `api-key`, `token` or `user` and `password`".into(),
+                "set one of `api-key`, `token` or `user` and `password`",
             ));
         }
         authorization = Some(Secret::new(format!("ApiKey {}", key.expose())));
@@ -129,24 +124,18 @@ pub fn build(config: &ActionConfig, cx: &BuildContext) -> Result<Built, Diagnost
         .unwrap_or_else(|| DEFAULT_INDEX.to_string());
     let sample = chrono::DateTime::from_timestamp(1_764_151_200, 0).unwrap_or_default();
     let example = index_name(&index, sample).ok_or_else(|| {
-        located(
+        config.error_at(
             "index",
             format!("`{index}` is not a valid strftime pattern"),
         )
     })?;
     if let Err(why) = check_index_name(&example) {
-        return Err(located(
+        return Err(config.error_at(
             "index",
             format!("`{index}` makes index names like `{example}`, which {why}"),
         ));
     }
-    let size_limit = settings.size_limit.unwrap_or(DEFAULT_SIZE_LIMIT);
-    if size_limit < 1024 {
-        return Err(located(
-            "size-limit",
-            format!("size-limit {size_limit} is too small; use at least 1024 bytes"),
-        ));
-    }
+    let size_limit = api_client::size_limit(config, settings.size_limit, DEFAULT_SIZE_LIMIT, 1024)?;
     let remote = Remote::build(
         config,
         RemoteKeys {
@@ -163,7 +152,7 @@ pub fn build(config: &ActionConfig, cx: &BuildContext) -> Result<Built, Diagnost
             url: api_client::join_path(&base, "_bulk"),
             node: cx.node_name.clone(),
             index,
-            size_limit: usize::try_from(size_limit).unwrap_or(usize::MAX),
+            size_limit,
             authorization,
             remote,
             pending: Mutex::new(HashMap::new()),

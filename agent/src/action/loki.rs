@@ -73,11 +73,6 @@ pub struct Loki {
 pub fn build(config: &ActionConfig, cx: &BuildContext) -> Result<Built, Diagnostic> {
     let (settings, mut warnings) = super::settings::<LokiConfig>(config)?;
     let base = super::http::parse_url(config, "url", settings.url.expose())?;
-    let located = |key: &str, message: String| {
-        Diagnostic::new(config.place(), message)
-            .key(key)
-            .line(config.item.line_of(key))
-    };
     let authorization = outputs::http_auth(
         config,
         settings.user.as_deref(),
@@ -88,19 +83,10 @@ pub fn build(config: &ActionConfig, cx: &BuildContext) -> Result<Built, Diagnost
     if let Some(tenant) = &tenant
         && reqwest::header::HeaderValue::from_str(tenant).is_err()
     {
-        return Err(located(
-            "tenant",
-            "`tenant` holds characters a header cannot carry".into(),
-        ));
+        return Err(config.error_at("tenant", "`tenant` holds characters a header cannot carry"));
     }
     let labels = ExtraLabels::build(config, "labels", settings.labels)?;
-    let size_limit = settings.size_limit.unwrap_or(DEFAULT_SIZE_LIMIT);
-    if size_limit < 256 {
-        return Err(located(
-            "size-limit",
-            format!("size-limit {size_limit} is too small; use at least 256 bytes"),
-        ));
-    }
+    let size_limit = api_client::size_limit(config, settings.size_limit, DEFAULT_SIZE_LIMIT, 256)?;
     let remote = Remote::build(
         config,
         RemoteKeys {
@@ -114,28 +100,16 @@ pub fn build(config: &ActionConfig, cx: &BuildContext) -> Result<Built, Diagnost
     Built::new(
         Loki {
             name: config.name.clone(),
-            url: push_url(&base),
+            url: api_client::endpoint(&base, PUSH_PATH),
             node: cx.node_name.clone(),
             tenant,
             labels,
-            size_limit: usize::try_from(size_limit).unwrap_or(usize::MAX),
+            size_limit,
             authorization,
             remote,
         },
         warnings,
     )
-}
-
-fn push_url(base: &reqwest::Url) -> reqwest::Url {
-    if base
-        .path()
-        .trim_end_matches('/')
-        .ends_with("/loki/api/v1/push")
-    {
-        base.clone()
-    } else {
-        api_client::join_path(base, PUSH_PATH)
-    }
 }
 
 // === impl Loki ===
@@ -200,7 +174,11 @@ mod tests {
             ),
         ] {
             let url = reqwest::Url::parse(base).unwrap();
-            assert_eq!(push_url(&url).as_str(), expected, "{base}");
+            assert_eq!(
+                api_client::endpoint(&url, PUSH_PATH).as_str(),
+                expected,
+                "{base}"
+            );
         }
     }
 }

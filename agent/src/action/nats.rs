@@ -92,11 +92,6 @@ pub struct Nats {
 
 pub fn build(config: &ActionConfig, cx: &BuildContext) -> Result<Built, Diagnostic> {
     let (settings, warnings) = super::settings::<NatsConfig>(config)?;
-    let located = |key: &str, message: String| {
-        Diagnostic::new(config.place(), message)
-            .key(key)
-            .line(config.item.line_of(key))
-    };
     let urls = settings
         .url
         .expose()
@@ -105,44 +100,36 @@ pub fn build(config: &ActionConfig, cx: &BuildContext) -> Result<Built, Diagnost
         .filter(|u| !u.is_empty())
         .map(|u| {
             u.parse::<async_nats::ServerAddr>()
-                .map_err(|err| located("url", format!("not a NATS server URL: {err}")))
+                .map_err(|err| config.error_at("url", format!("not a NATS server URL: {err}")))
         })
         .collect::<Result<Vec<_>, _>>()?;
     if urls.is_empty() {
-        return Err(located("url", "`url` is empty".into()));
+        return Err(config.error_at("url", "`url` is empty"));
     }
     let template = settings
         .subject
         .filter(|s| !s.trim().is_empty())
         .unwrap_or_else(|| DEFAULT_SUBJECT.to_string());
-    let subject = parse_subject(&template).map_err(|why| located("subject", why))?;
+    let subject = parse_subject(&template).map_err(|why| config.error_at("subject", why))?;
     let user = match (settings.user, settings.password, &settings.token) {
         (Some(_), _, Some(_)) => {
-            return Err(located(
+            return Err(config.error_at(
                 "token",
-                "set either `token` or `user` and `password`, not both".into(),
+                "set either `token` or `user` and `password`, not both",
             ));
         }
         (Some(user), password, None) if !user.is_empty() => {
             Some((user, password.unwrap_or_else(|| Secret::new(""))))
         }
-        (Some(_), _, None) => return Err(located("user", "`user` is empty".into())),
+        (Some(_), _, None) => return Err(config.error_at("user", "`user` is empty")),
         (None, Some(_), _) => {
-            return Err(located(
-                "password",
-                "`password` is set without `user`".into(),
-            ));
+            return Err(config.error_at("password", "`password` is set without `user`"));
         }
         (None, None, _) => None,
     };
     let token = settings.token.filter(|t| !t.is_empty());
-    let size_limit = settings.size_limit.unwrap_or(DEFAULT_SIZE_LIMIT);
-    if size_limit < 1024 {
-        return Err(located(
-            "size-limit",
-            format!("size-limit {size_limit} is too small; use at least 1024 bytes"),
-        ));
-    }
+    let size_limit =
+        super::api_client::size_limit(config, settings.size_limit, DEFAULT_SIZE_LIMIT, 1024)?;
     Built::new(
         Nats {
             name: config.name.clone(),
@@ -153,7 +140,7 @@ pub fn build(config: &ActionConfig, cx: &BuildContext) -> Result<Built, Diagnost
             token,
             ca_file: settings.ca_file,
             node: cx.node_name.clone(),
-            size_limit: usize::try_from(size_limit).unwrap_or(usize::MAX),
+            size_limit,
             timeout: settings.timeout.unwrap_or(DEFAULT_TIMEOUT),
             client: tokio::sync::OnceCell::new(),
         },

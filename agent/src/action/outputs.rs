@@ -189,11 +189,7 @@ pub fn http_auth(
     password: Option<&Secret>,
     token: Option<&Secret>,
 ) -> Result<Option<Secret>, Diagnostic> {
-    let located = |key: &str, message: &str| {
-        Diagnostic::new(config.place(), message.to_string())
-            .key(key)
-            .line(config.item.line_of(key))
-    };
+    let located = |key: &str, message: &str| config.error_at(key, message);
     match (user, password, token) {
         (Some(_), _, Some(_)) => Err(located(
             "token",

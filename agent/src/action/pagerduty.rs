@@ -101,11 +101,7 @@ pub fn build(config: &ActionConfig, cx: &BuildContext) -> Result<Built, Diagnost
             },
         )?,
     };
-    let url = if base.path().trim_end_matches('/').ends_with("/v2/enqueue") {
-        base
-    } else {
-        api_client::join_path(&base, "v2/enqueue")
-    };
+    let url = api_client::endpoint(&base, "v2/enqueue");
     let remote = Remote::build(
         config,
         RemoteKeys {

@@ -99,15 +99,7 @@ pub fn build(config: &ActionConfig, cx: &BuildContext) -> Result<Built, Diagnost
             .line(config.item.line_of("tls-verify")),
         );
     }
-    let size_limit = settings.size_limit.unwrap_or(DEFAULT_SIZE_LIMIT);
-    if size_limit < 1024 {
-        return Err(Diagnostic::new(
-            config.place(),
-            format!("size-limit {size_limit} is too small; use at least 1024 bytes"),
-        )
-        .key("size-limit")
-        .line(config.item.line_of("size-limit")));
-    }
+    let size_limit = api_client::size_limit(config, settings.size_limit, DEFAULT_SIZE_LIMIT, 1024)?;
     let mut envelope = serde_json::Map::new();
     envelope.insert(
         "host".into(),
@@ -129,7 +121,7 @@ pub fn build(config: &ActionConfig, cx: &BuildContext) -> Result<Built, Diagnost
             name: config.name.clone(),
             url: hec_url(&base),
             token: settings.token,
-            size_limit: usize::try_from(size_limit).unwrap_or(usize::MAX),
+            size_limit,
             envelope,
             remote,
         },

@@ -155,6 +155,13 @@ impl ActionConfig {
         format!("action \"{}\"", self.name)
     }
 
+    /// A diagnostic about one key of this action, located at that key's line.
+    pub fn error_at(&self, key: &str, message: impl Into<String>) -> Diagnostic {
+        Diagnostic::new(self.place(), message.into())
+            .key(key)
+            .line(self.item.line_of(key))
+    }
+
     /// Reads the type's own keys into `T`; unknown keys become warnings, not errors.
     pub fn settings<T: DeserializeOwned>(&self) -> Result<(T, Vec<Diagnostic>), Diagnostic> {
         let mut object = self.item.to_object();
