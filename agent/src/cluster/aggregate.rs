@@ -17,11 +17,9 @@
 //! node). A window is flushed when it holds `aggregate-message-number` messages or when
 //! `aggregate-message-timeout` has passed since its first message.
 
-use std::collections::{HashMap, HashSet};
-use std::future::Future;
-use std::pin::Pin;
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, AckKind, kv};
@@ -30,8 +28,8 @@ use futures_util::stream::FuturesUnordered;
 use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 
-use super::Nats;
 use super::envelope::Envelope;
+use super::{Held, InFlight, Nats};
 use crate::message::Message;
 use crate::metrics::{FlushLabels, Metrics, OutcomeLabels};
 use crate::outbox::{Outbox, Settled};
@@ -60,9 +58,6 @@ const PULL_EXPIRES: Duration = Duration::from_secs(1);
 /// How long a message waits before it is offered again after a failed commit.
 const NAK_DELAY: Duration = Duration::from_secs(2);
 
-/// How long a stopping aggregator waits for its aggregates to be handed back or delivered.
-const HANDOVER_DEADLINE: Duration = Duration::from_secs(10);
-
 /// One open window: the messages gathered and their JetStream messages, held in progress.
 struct Window {
     started: Instant,
@@ -71,7 +66,7 @@ struct Window {
 
 /// Aggregates being delivered; each future ends once its messages are acknowledged or handed
 /// back.
-type Flushing<'a> = FuturesUnordered<Pin<Box<dyn Future<Output = ()> + Send + 'a>>>;
+type Flushing<'a> = InFlight<'a>;
 
 pub struct Aggregator {
     nats: Nats,
@@ -81,7 +76,7 @@ pub struct Aggregator {
     /// This process's lease value.
     me: String,
     /// Outbox deliveries of the aggregates being delivered.
-    held: Mutex<HashSet<u64>>,
+    held: Held,
     handed_back: AtomicU64,
 }
 
@@ -99,7 +94,7 @@ impl Aggregator {
             metrics,
             pipeline,
             me,
-            held: Mutex::new(HashSet::new()),
+            held: Held::default(),
             handed_back: AtomicU64::new(0),
         }
     }
@@ -356,7 +351,7 @@ impl Aggregator {
             .inc();
         let ids: Vec<u64> = deliveries.iter().map(|d| d.id).collect();
         let watchers = self.outbox.watch(&ids);
-        self.hold(&ids, true);
+        self.held.hold(&ids, true);
         let (done, committed) = oneshot::channel();
         self.outbox.commit(deliveries, Vec::new(), move |result| {
             let _ = done.send(result);
@@ -392,7 +387,7 @@ impl Aggregator {
                 }
             }
         };
-        self.hold(&ids, false);
+        self.held.hold(&ids, false);
         match outcome {
             Some(Settled::Delivered | Settled::DeadLettered) => {
                 for message in &held {
@@ -437,24 +432,14 @@ impl Aggregator {
             self.hand_back(window.items.into_iter().map(|(m, _)| m).collect())
                 .await;
         }
-        if !flushing.is_empty() {
-            let deadline = Instant::now() + HANDOVER_DEADLINE;
-            let mut again = tokio::time::interval(Duration::from_millis(500));
-            loop {
-                tokio::select! {
-                    next = flushing.next() => if next.is_none() { break },
-                    _ = again.tick() => self.outbox.withdraw(self.held_ids()),
-                    _ = tokio::time::sleep_until(deadline) => {
-                        tracing::warn!(left = flushing.len(), "Aggregates still being delivered at the handover deadline; JetStream offers their messages again after the ack wait.");
-                        break;
-                    }
-                }
-            }
-        }
-        // The naks are buffered by the client: out before the connection closes.
-        if let Err(error) = self.nats.client.flush().await {
-            tracing::warn!(%error, "Cannot flush the hand-back to NATS; JetStream offers the messages again after the ack wait.");
-        }
+        super::hand_over(
+            flushing,
+            &self.outbox,
+            &self.held,
+            &self.nats.client,
+            "aggregates",
+        )
+        .await;
         let handed_back = self.handed_back.swap(0, Ordering::Relaxed);
         if handed_back > 0 {
             tracing::info!(
@@ -469,24 +454,5 @@ impl Aggregator {
             .responder_messages
             .get_or_create(&OutcomeLabels { outcome })
             .inc();
-    }
-
-    fn held_ids(&self) -> Vec<u64> {
-        self.held
-            .lock()
-            .map(|held| held.iter().copied().collect())
-            .unwrap_or_default()
-    }
-
-    fn hold(&self, ids: &[u64], hold: bool) {
-        if let Ok(mut held) = self.held.lock() {
-            for id in ids {
-                if hold {
-                    held.insert(*id);
-                } else {
-                    held.remove(id);
-                }
-            }
-        }
     }
 }

@@ -26,12 +26,19 @@ pub mod kv_dedup;
 pub mod relay;
 pub mod responder;
 
+use std::collections::HashSet;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use async_nats::jetstream;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 
 use crate::config::settings::ClusterSettings;
 use crate::config::{ActionConfig, Diagnostic};
+use crate::outbox::Outbox;
 
 /// Action types that act on the node itself: they always run on the node agent.
 pub const NODE_LOCAL_TYPES: &[&str] = &["exec", "docker", "log", "stdout"];
@@ -266,6 +273,67 @@ pub fn digest(parts: &[&str]) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
+}
+
+/// How long a stopping responder waits for the work it holds to be handed back or finish; what is
+/// left then comes back after the ack wait.
+const HANDOVER_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Work a responder has in flight, one future per JetStream message (or aggregate) it holds.
+pub type InFlight<'a> = FuturesUnordered<Pin<Box<dyn Future<Output = ()> + Send + 'a>>>;
+
+/// The outbox deliveries of the JetStream messages a responder holds, not yet acknowledged.
+#[derive(Debug, Default)]
+pub struct Held(Mutex<HashSet<u64>>);
+
+impl Held {
+    pub fn ids(&self) -> Vec<u64> {
+        self.0
+            .lock()
+            .map(|held| held.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// Marks `ids` as held (`hold`) or no longer held.
+    pub fn hold(&self, ids: &[u64], hold: bool) {
+        if let Ok(mut held) = self.0.lock() {
+            for id in ids {
+                if hold {
+                    held.insert(*id);
+                } else {
+                    held.remove(id);
+                }
+            }
+        }
+    }
+}
+
+/// Stopping: withdraws the `held` deliveries from the outbox (again every half second, for one
+/// committed meanwhile or running now) until every future of `in_flight` ended (its message
+/// acknowledged or handed back) or the deadline, then flushes the naks the client buffered, so
+/// they are out before the connection closes. `what` names the work in the deadline's warning.
+pub async fn hand_over(
+    in_flight: &mut InFlight<'_>,
+    outbox: &Outbox,
+    held: &Held,
+    client: &async_nats::Client,
+    what: &str,
+) {
+    let deadline = tokio::time::Instant::now() + HANDOVER_DEADLINE;
+    let mut again = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            next = in_flight.next() => if next.is_none() { break },
+            _ = again.tick() => outbox.withdraw(held.ids()),
+            _ = tokio::time::sleep_until(deadline) => {
+                tracing::warn!(left = in_flight.len(), what, "Still in flight at the handover deadline; JetStream offers their messages again after the ack wait.");
+                break;
+            }
+        }
+    }
+    if let Err(error) = client.flush().await {
+        tracing::warn!(%error, "Cannot flush the hand-back to NATS; JetStream offers the messages again after the ack wait.");
+    }
 }
 
 #[cfg(test)]

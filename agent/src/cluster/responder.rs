@@ -13,11 +13,8 @@
 //! `unique-message-props` of a relayed delivery is decided here, once for the cluster
 //! ([`super::kv_dedup`]); a message handed over keeps its claim (the claim is the message id's).
 
-use std::collections::HashSet;
-use std::future::Future;
-use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, AckKind};
@@ -25,9 +22,9 @@ use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use tokio::sync::{oneshot, watch};
 
-use super::Nats;
 use super::envelope::Envelope;
 use super::kv_dedup::{Claim, KvDedup};
+use super::{Held, InFlight, Nats};
 use crate::metrics::{Metrics, OutcomeLabels};
 use crate::outbox::{Outbox, Settled};
 
@@ -48,12 +45,8 @@ const PULL_EXPIRES: Duration = Duration::from_secs(1);
 /// How long a message waits before it is offered again when this responder cannot take it.
 const NAK_DELAY: Duration = Duration::from_secs(2);
 
-/// How long a stopping responder waits for its deliveries to be handed back or finish; what is
-/// left then comes back after the ack wait.
-const HANDOVER_DEADLINE: Duration = Duration::from_secs(10);
-
 /// The messages a replica holds, each a future that ends once it is acknowledged or handed back.
-type Handling<'a> = FuturesUnordered<Pin<Box<dyn Future<Output = ()> + Send + 'a>>>;
+type Handling<'a> = InFlight<'a>;
 
 pub struct Responder {
     pub nats: Nats,
@@ -61,7 +54,7 @@ pub struct Responder {
     pub metrics: Metrics,
     pub dedup: KvDedup,
     /// Outbox deliveries of the messages held now.
-    held: Mutex<HashSet<u64>>,
+    held: Held,
     /// Messages handed back to JetStream while stopping.
     handed_back: AtomicU64,
 }
@@ -87,7 +80,7 @@ impl Responder {
             outbox,
             metrics,
             dedup,
-            held: Mutex::new(HashSet::new()),
+            held: Held::default(),
             handed_back: AtomicU64::new(0),
         }
     }
@@ -196,45 +189,18 @@ impl Responder {
             held = handling.len(),
             "Responder stopping: handing back to JetStream what it has not delivered."
         );
-        let deadline = tokio::time::Instant::now() + HANDOVER_DEADLINE;
-        let mut again = tokio::time::interval(Duration::from_millis(500));
-        loop {
-            tokio::select! {
-                next = handling.next() => if next.is_none() { break },
-                _ = again.tick() => self.outbox.withdraw(self.held_ids()),
-                _ = tokio::time::sleep_until(deadline) => {
-                    tracing::warn!(left = handling.len(), "Relayed deliveries still held at the handover deadline; JetStream offers them again after the ack wait.");
-                    break;
-                }
-            }
-        }
-        // The naks are buffered by the client: out before the connection closes.
-        if let Err(error) = self.nats.client.flush().await {
-            tracing::warn!(%error, "Cannot flush the hand-back to NATS; JetStream offers the messages again after the ack wait.");
-        }
+        super::hand_over(
+            handling,
+            &self.outbox,
+            &self.held,
+            &self.nats.client,
+            "relayed deliveries",
+        )
+        .await;
         tracing::info!(
             handed_back = self.handed_back.load(Ordering::Relaxed),
             "Relayed deliveries handed back to JetStream."
         );
-    }
-
-    fn held_ids(&self) -> Vec<u64> {
-        self.held
-            .lock()
-            .map(|held| held.iter().copied().collect())
-            .unwrap_or_default()
-    }
-
-    fn hold(&self, ids: &[u64], hold: bool) {
-        if let Ok(mut held) = self.held.lock() {
-            for id in ids {
-                if hold {
-                    held.insert(*id);
-                } else {
-                    held.remove(id);
-                }
-            }
-        }
     }
 
     fn count(&self, outcome: &'static str) {
@@ -305,7 +271,7 @@ impl Responder {
         );
         let ids: Vec<u64> = deliveries.iter().map(|d| d.id).collect();
         let watchers = self.outbox.watch(&ids);
-        self.hold(&ids, true);
+        self.held.hold(&ids, true);
         let (done, committed) = oneshot::channel();
         self.outbox.commit(deliveries, Vec::new(), move |result| {
             let _ = done.send(result);
@@ -317,7 +283,7 @@ impl Responder {
         };
         if let Err(error) = committed {
             self.outbox.unwatch(&ids);
-            self.hold(&ids, false);
+            self.held.hold(&ids, false);
             self.count("commit_failed");
             tracing::error!(%error, "Cannot store a relayed delivery; JetStream offers it again.");
             let _ = message.ack_with(AckKind::Nak(Some(NAK_DELAY))).await;
@@ -335,7 +301,7 @@ impl Responder {
                 Err(_) => outcome = None,
             }
         }
-        self.hold(&ids, false);
+        self.held.hold(&ids, false);
         match outcome {
             Some(Settled::Delivered | Settled::DeadLettered) => self.ack(message).await,
             Some(Settled::Withdrawn) => {
