@@ -6,6 +6,7 @@
 
 pub mod action;
 pub mod auth;
+pub mod aws;
 pub mod batch;
 pub mod cluster;
 pub mod commands;

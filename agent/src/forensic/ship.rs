@@ -5,17 +5,15 @@
 //! removed only once the store confirmed its upload; a failed upload is retried with the
 //! action's retry policy (backoff with jitter, for as long as it takes: nothing is dropped).
 //!
-//! The client is `object_store`'s S3 store on reqwest and ring, with its credential chain
-//! (environment keys, web identity / IRSA, ECS container credentials, instance metadata) plus
-//! the shared credentials file (`AWS_SHARED_CREDENTIALS_FILE`, `~/.aws/credentials`, profile
-//! `AWS_PROFILE`), which it does not read itself.
+//! The client is `object_store`'s S3 store on reqwest and ring, with Hooker's AWS credential
+//! chain (`crate::aws`: environment keys, web identity / IRSA, the shared credentials file,
+//! container credentials, instance metadata; `AWS_CA_BUNDLE`).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
-use object_store::aws::AmazonS3Builder;
 use object_store::path::Path as Key;
 use object_store::{
     Attribute, Attributes, ClientOptions, ObjectStore, PutOptions, PutPayload, RetryConfig,
@@ -26,6 +24,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use super::chain;
+use crate::aws;
 use crate::metrics::ActionNameLabels;
 use crate::outbox::retry::DeliveryPolicy;
 
@@ -63,10 +62,13 @@ pub enum ShipError {
     },
 }
 
-/// The S3 client for `settings`.
+/// The S3 client for `settings`, with the AWS credential chain of `crate::aws`.
 pub fn store(settings: &StoreSettings) -> Result<Arc<dyn ObjectStore>, ShipError> {
-    crate::tls::install_crypto_provider();
-    let mut builder = AmazonS3Builder::from_env()
+    let options = ClientOptions::new()
+        .with_timeout(Duration::from_secs(120))
+        .with_connect_timeout(Duration::from_secs(10));
+    let mut builder = aws::s3_builder(options)
+        .map_err(|err| ShipError::Store(err.to_string()))?
         .with_bucket_name(&settings.bucket)
         .with_virtual_hosted_style_request(!settings.path_style)
         // Hooker retries whole uploads itself, with the action's policy.
@@ -74,12 +76,7 @@ pub fn store(settings: &StoreSettings) -> Result<Arc<dyn ObjectStore>, ShipError
             max_retries: 1,
             retry_timeout: Duration::from_secs(30),
             backoff: Default::default(),
-        })
-        .with_client_options(
-            ClientOptions::new()
-                .with_timeout(Duration::from_secs(120))
-                .with_connect_timeout(Duration::from_secs(10)),
-        );
+        });
     if let Some(endpoint) = &settings.endpoint {
         builder = builder
             .with_endpoint(endpoint)
@@ -88,73 +85,10 @@ pub fn store(settings: &StoreSettings) -> Result<Arc<dyn ObjectStore>, ShipError
     if let Some(region) = &settings.region {
         builder = builder.with_region(region);
     }
-    if let Some(keys) = shared_credentials() {
-        builder = builder
-            .with_access_key_id(keys.access_key_id)
-            .with_secret_access_key(keys.secret_access_key);
-        if let Some(token) = keys.session_token {
-            builder = builder.with_token(token);
-        }
-    }
     let store = builder
         .build()
         .map_err(|err| ShipError::Store(err.to_string()))?;
     Ok(Arc::new(store))
-}
-
-struct SharedKeys {
-    access_key_id: String,
-    secret_access_key: String,
-    session_token: Option<String>,
-}
-
-/// Keys from the shared credentials file, when nothing earlier in the chain gives any
-/// (environment keys, web identity): the file comes after them, before instance metadata.
-fn shared_credentials() -> Option<SharedKeys> {
-    let set = |name: &str| std::env::var_os(name).is_some_and(|v| !v.is_empty());
-    if set("AWS_ACCESS_KEY_ID") || set("AWS_WEB_IDENTITY_TOKEN_FILE") {
-        return None;
-    }
-    let path = match std::env::var_os("AWS_SHARED_CREDENTIALS_FILE") {
-        Some(path) if !path.is_empty() => PathBuf::from(path),
-        _ => PathBuf::from(std::env::var_os("HOME")?).join(".aws/credentials"),
-    };
-    let text = std::fs::read_to_string(path).ok()?;
-    let profile = std::env::var("AWS_PROFILE").unwrap_or_else(|_| "default".into());
-    parse_credentials(&text, &profile)
-}
-
-/// The keys of `[profile]` in an INI credentials file.
-fn parse_credentials(text: &str, profile: &str) -> Option<SharedKeys> {
-    let mut in_profile = false;
-    let (mut id, mut secret, mut token) = (None, None, None);
-    for line in text.lines().map(str::trim) {
-        if line.starts_with('#') || line.starts_with(';') || line.is_empty() {
-            continue;
-        }
-        if let Some(section) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
-            in_profile = section.trim() == profile;
-            continue;
-        }
-        let Some((key, value)) = line.split_once('=') else {
-            continue;
-        };
-        if !in_profile {
-            continue;
-        }
-        let value = value.trim().to_string();
-        match key.trim() {
-            "aws_access_key_id" => id = Some(value),
-            "aws_secret_access_key" => secret = Some(value),
-            "aws_session_token" => token = Some(value),
-            _ => {}
-        }
-    }
-    Some(SharedKeys {
-        access_key_id: id?,
-        secret_access_key: secret?,
-        session_token: token,
-    })
 }
 
 /// Uploads `text` (whole lines of one segment) gzip-compressed to `key`, with its SHA-256.
@@ -473,27 +407,6 @@ pub async fn download(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_shared_credentials_file_is_read_for_its_profile() {
-        let text = "[default]\naws_access_key_id = A\naws_secret_access_key=B\n\n\
-                    [ops]\n# comment\naws_access_key_id=C\naws_secret_access_key = D\naws_session_token=T\n";
-        let keys = parse_credentials(text, "ops").unwrap();
-        assert_eq!(
-            (
-                keys.access_key_id.as_str(),
-                keys.secret_access_key.as_str(),
-                keys.session_token.as_deref()
-            ),
-            ("C", "D", Some("T"))
-        );
-        let keys = parse_credentials(text, "default").unwrap();
-        assert_eq!(
-            (keys.access_key_id.as_str(), keys.session_token),
-            ("A", None)
-        );
-        assert!(parse_credentials(text, "missing").is_none());
-    }
 
     #[test]
     fn waiting_segments_are_found_oldest_first() {

@@ -1,18 +1,23 @@
 //! `type: awssecurityhub`: imports findings into AWS Security Hub (`BatchImportFindings`).
 //!
-//! `asff.rs` turns a message into findings, `sigv4.rs` signs each request; this file owns the
-//! config, the batches of 100 and the reply (findings Security Hub refused are an error, not a log
-//! line). The endpoint and region are configurable, so a local server can stand in for AWS.
-//! Invariant: the secret key and session token never reach logs, errors or previews.
+//! `asff.rs` turns a message into findings; this file owns the config, the batches of 100, the
+//! SigV4 signature (the `aws-sigv4` crate, with keys from the config or from the AWS credential
+//! chain of `crate::aws`, fetched at send time) and the reply (findings Security Hub refused are
+//! an error, not a log line). The endpoint and region are configurable, so a local server can
+//! stand in for AWS. Invariant: the secret key and session token never reach logs, errors or
+//! previews.
 
 mod asff;
-mod sigv4;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
+use aws_credential_types::Credentials;
+use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings};
+use aws_sigv4::sign::v4;
+use object_store::aws::AwsCredentialProvider;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -24,6 +29,9 @@ use crate::message::Message;
 /// `BatchImportFindings` takes at most 100 findings per call.
 const BATCH: usize = 100;
 const SERVICE: &str = "securityhub";
+const JSON: &str = "application/json";
+/// Where credentials come from when the config has none, for error messages and previews.
+const CHAIN: &str = "the AWS credential chain (environment keys, web identity / IRSA, shared credentials file, container credentials, instance metadata)";
 
 /// One `type: awssecurityhub` block of cfg.yaml. Every key is optional (Postee had none).
 #[derive(Debug, Deserialize)]
@@ -35,7 +43,9 @@ struct SecurityHubConfig {
     /// API endpoint; default `https://securityhub.<region>.amazonaws.com`.
     #[serde(default)]
     endpoint: Option<String>,
-    /// Credentials; default `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`.
+    /// Static credentials, which win over everything else; without them, the AWS credential
+    /// chain (`crate::aws`: `AWS_ACCESS_KEY_ID`…, web identity / IRSA, the shared credentials
+    /// file, container credentials, instance metadata), asked at send time.
     #[serde(default)]
     access_key_id: Option<Secret>,
     #[serde(default)]
@@ -58,7 +68,7 @@ struct SecurityHubConfig {
         deserialize_with = "api_client::de_tls_verify"
     )]
     tls_verify: bool,
-    /// Extra CA bundle (PEM) to trust.
+    /// Extra CA bundle (PEM) to trust; default `AWS_CA_BUNDLE`.
     #[serde(default)]
     ca_file: Option<PathBuf>,
     /// Extra request headers (not signed).
@@ -70,10 +80,21 @@ pub struct SecurityHub {
     name: String,
     url: reqwest::Url,
     region: String,
-    credentials: sigv4::Credentials,
+    keys: Keys,
     account_id: Option<String>,
     product_arn: Option<String>,
     remote: Remote,
+    /// The limit of one attempt, which getting credentials from the chain is part of.
+    timeout: Duration,
+}
+
+/// Where the signing keys come from.
+enum Keys {
+    /// `access-key-id`, `secret-access-key` and `session-token` from the config.
+    Static(Credentials),
+    /// The AWS credential chain; it caches what it fetched and fetches temporary credentials
+    /// again before they expire.
+    Chain(AwsCredentialProvider),
 }
 
 pub fn build(config: &ActionConfig, _cx: &BuildContext) -> Result<Built, Diagnostic> {
@@ -107,25 +128,31 @@ pub fn build(config: &ActionConfig, _cx: &BuildContext) -> Result<Built, Diagnos
             &format!("https://securityhub.{region}.amazonaws.com"),
         )?,
     };
-    let credentials = match (settings.access_key_id, settings.secret_access_key) {
-        (Some(access_key_id), Some(secret_access_key)) => sigv4::Credentials {
-            access_key_id,
-            secret_access_key,
-            session_token: settings.session_token.filter(|t| !t.is_empty()),
-        },
-        (None, None) => match (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY")) {
-            (Some(access), Some(secret)) => sigv4::Credentials {
-                access_key_id: Secret::new(access),
-                secret_access_key: Secret::new(secret),
-                session_token: env("AWS_SESSION_TOKEN").map(Secret::new),
-            },
-            _ => {
+    let keys = match (settings.access_key_id, settings.secret_access_key) {
+        (Some(access_key_id), Some(secret_access_key)) => {
+            if access_key_id.is_empty() || secret_access_key.is_empty() {
                 return Err(located(
                     "access-key-id",
-                    "no AWS credentials: set `access-key-id` and `secret-access-key`, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY".into(),
+                    "the AWS access key id or secret key is empty".into(),
                 ));
             }
-        },
+            Keys::Static(Credentials::new(
+                access_key_id.expose(),
+                secret_access_key.expose(),
+                settings
+                    .session_token
+                    .filter(|t| !t.is_empty())
+                    .map(|t| t.expose().to_string()),
+                None,
+                "hooker-config",
+            ))
+        }
+        // Nothing is fetched here: the chain may find credentials only at send time (a web
+        // identity token mounted later, the instance metadata service reachable later).
+        (None, None) => Keys::Chain(
+            crate::aws::credentials(&region)
+                .map_err(|err| Diagnostic::new(config.place(), err.to_string()))?,
+        ),
         _ => {
             return Err(located(
                 "access-key-id",
@@ -133,12 +160,6 @@ pub fn build(config: &ActionConfig, _cx: &BuildContext) -> Result<Built, Diagnos
             ));
         }
     };
-    if credentials.access_key_id.is_empty() || credentials.secret_access_key.is_empty() {
-        return Err(located(
-            "access-key-id",
-            "the AWS access key id or secret key is empty".into(),
-        ));
-    }
     let account_id = settings
         .account_id
         .filter(|a| !a.is_empty())
@@ -149,12 +170,14 @@ pub fn build(config: &ActionConfig, _cx: &BuildContext) -> Result<Built, Diagnos
             "no account-id (nor AWS_ACCOUNT_ID): only messages that already hold ASFF findings can be imported".into(),
         ));
     }
+    // The AWS SDKs trust `AWS_CA_BUNDLE` for every AWS endpoint; `ca-file` wins over it.
+    let ca_file = settings.ca_file.clone().or_else(crate::aws::ca_bundle);
     let remote = Remote::build(
         config,
         RemoteKeys {
             timeout: settings.timeout,
             tls_verify: settings.tls_verify,
-            ca_file: settings.ca_file.as_deref(),
+            ca_file: ca_file.as_deref(),
             headers: &settings.headers,
         },
         &mut warnings,
@@ -164,10 +187,11 @@ pub fn build(config: &ActionConfig, _cx: &BuildContext) -> Result<Built, Diagnos
             name: config.name.clone(),
             url: api_client::join_path(&endpoint, "findings/import"),
             region,
-            credentials,
+            keys,
             account_id,
             product_arn: settings.product_arn.filter(|a| !a.is_empty()),
             remote,
+            timeout: settings.timeout.unwrap_or(api_client::DEFAULT_TIMEOUT),
         },
         warnings,
     )
@@ -176,10 +200,9 @@ pub fn build(config: &ActionConfig, _cx: &BuildContext) -> Result<Built, Diagnos
 // === impl SecurityHub ===
 
 impl SecurityHub {
-    /// One signed request per batch of 100 findings.
+    /// One unsigned request per batch of 100 findings; they are signed as they go out.
     fn requests(&self, message: &Message) -> Result<Vec<ApiRequest>, ActionError> {
-        let now = chrono::Utc::now();
-        let stamp = now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let stamp = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         let origin = asff::Origin {
             account_id: self.account_id.as_deref(),
             product_arn: self.product_arn.as_deref(),
@@ -188,36 +211,103 @@ impl SecurityHub {
         };
         let findings = asff::findings(message, &origin)
             .map_err(|err| ActionError::permanent(err.to_string()))?;
-        let scope = sigv4::Scope {
-            region: &self.region,
-            service: SERVICE,
-        };
-        findings
+        Ok(findings
             .chunks(BATCH)
-            .map(|batch| {
-                let body = json!({ "Findings": batch });
-                let bytes = serde_json::to_vec(&body).map_err(|err| {
-                    ActionError::permanent(format!("cannot encode findings: {err}"))
-                })?;
-                let signed = sigv4::sign(
-                    "POST",
-                    &self.url,
-                    &[("content-type", "application/json")],
-                    &bytes,
-                    &self.credentials,
-                    &scope,
-                    now,
-                );
-                Ok(signed.iter().fold(
-                    ApiRequest::post(self.url.clone(), body),
-                    |request, (name, value)| {
-                        let sensitive = matches!(*name, "authorization" | "x-amz-security-token");
-                        request.header(name, value, sensitive)
-                    },
-                ))
-            })
-            .collect()
+            .map(|batch| ApiRequest::post(self.url.clone(), json!({ "Findings": batch })))
+            .collect())
     }
+
+    /// The keys to sign with now: the config's, or the chain's (fetched, or from its cache).
+    /// Failing to get them is retryable: the chain's sources come and go (STS, the metadata
+    /// service, a token file being mounted).
+    async fn credentials(&self) -> Result<Credentials, ActionError> {
+        let provider = match &self.keys {
+            Keys::Static(credentials) => return Ok(credentials.clone()),
+            Keys::Chain(provider) => provider,
+        };
+        let fetched = tokio::time::timeout(self.timeout, provider.get_credential())
+            .await
+            .map_err(|_| {
+                ActionError::retryable(format!(
+                    "timed out after {:?} getting AWS credentials from {CHAIN}",
+                    self.timeout
+                ))
+            })?
+            .map_err(|err| {
+                ActionError::retryable(format!(
+                    "cannot get AWS credentials from {CHAIN}: {err}"
+                ))
+            })?;
+        Ok(Credentials::new(
+            fetched.key_id.as_str(),
+            fetched.secret_key.as_str(),
+            fetched.token.clone().filter(|t| !t.is_empty()),
+            None,
+            "hooker-aws-chain",
+        ))
+    }
+
+    /// What `preview` signs with. `test-route` must not call the network, and the chain may
+    /// (STS, the instance metadata service), so the preview uses the config's static keys when
+    /// it has them (the exact headers, secret ones shown as `***`) and otherwise placeholder
+    /// keys: the same header names, a meaningless signature, and no session token, which only
+    /// the chain's answer at send time decides.
+    fn preview_credentials(&self) -> Credentials {
+        match &self.keys {
+            Keys::Static(credentials) => credentials.clone(),
+            Keys::Chain(_) => Credentials::new(
+                "PREVIEW",
+                "preview-placeholder",
+                None,
+                None,
+                "hooker-preview",
+            ),
+        }
+    }
+}
+
+/// `request` with its SigV4 headers from `aws-sigv4` (`x-amz-date`, `x-amz-security-token` with
+/// temporary credentials, `authorization`), signing `content-type`, `host` and those two, and
+/// the hash of the body exactly as `Remote::send` encodes it. The secret ones are marked
+/// sensitive, so previews show `***`.
+fn sign(
+    request: ApiRequest,
+    credentials: &Credentials,
+    region: &str,
+    time: SystemTime,
+) -> Result<ApiRequest, ActionError> {
+    let failed = |what: String| ActionError::permanent(format!("cannot sign the request: {what}"));
+    let body = serde_json::to_vec(&request.body)
+        .map_err(|err| ActionError::permanent(format!("cannot encode findings: {err}")))?;
+    let identity = credentials.clone().into();
+    let params = v4::SigningParams::builder()
+        .identity(&identity)
+        .region(region)
+        .name(SERVICE)
+        .time(time)
+        .settings(SigningSettings::default())
+        .build()
+        .map_err(|err| failed(err.to_string()))?
+        .into();
+    let signable = SignableRequest::new(
+        request.method.as_str(),
+        request.url.as_str(),
+        [("content-type", JSON)].into_iter(),
+        SignableBody::Bytes(&body),
+    )
+    .map_err(|err| failed(err.to_string()))?;
+    let (instructions, _signature) = aws_sigv4::http_request::sign(signable, &params)
+        .map_err(|err| failed(err.to_string()))?
+        .into_parts();
+    let (headers, _query) = instructions.into_parts();
+    Ok(headers.iter().fold(
+        request.header("content-type", JSON, false),
+        |request, header| {
+            let sensitive = header.sensitive()
+                || matches!(header.name(), "authorization" | "x-amz-security-token");
+            request.header(header.name(), header.value(), sensitive)
+        },
+    ))
 }
 
 #[async_trait]
@@ -232,9 +322,16 @@ impl Action for SecurityHub {
 
     async fn send(&self, message: &Message) -> Result<Report, ActionError> {
         let requests = self.requests(message)?;
+        let credentials = self.credentials().await?;
         let mut imported = 0;
         for request in &requests {
-            let response = self.remote.send(request).await?;
+            let signed = sign(
+                request.clone(),
+                &credentials,
+                &self.region,
+                SystemTime::now(),
+            )?;
+            let response = self.remote.send(&signed).await?;
             if !response.status().is_success() {
                 return super::check_response(response)
                     .await
@@ -251,8 +348,25 @@ impl Action for SecurityHub {
     }
 
     fn preview(&self, message: &Message) -> Value {
-        match self.requests(message) {
-            Ok(requests) => api_client::preview_all(&requests),
+        let credentials = self.preview_credentials();
+        let signed: Result<Vec<ApiRequest>, ActionError> =
+            self.requests(message).and_then(|requests| {
+                requests
+                    .into_iter()
+                    .map(|request| sign(request, &credentials, &self.region, SystemTime::now()))
+                    .collect()
+            });
+        match signed {
+            Ok(requests) => {
+                let mut preview = api_client::preview_all(&requests);
+                if let (Keys::Chain(_), Some(fields)) = (&self.keys, preview.as_object_mut()) {
+                    fields.insert(
+                        "credentials".into(),
+                        format!("at send time, from {CHAIN}").into(),
+                    );
+                }
+                preview
+            }
             Err(err) => json!({ "error": err.message }),
         }
     }
