@@ -149,6 +149,16 @@ impl AgentBuilder {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
+        // The machine's AWS settings must not reach the agent: its AWS credential chain would
+        // find them, or ask the real instance metadata service (a link-local address) for keys.
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("AWS_") {
+                command.env_remove(key);
+            }
+        }
+        command
+            .env("AWS_SHARED_CREDENTIALS_FILE", dir.join("no-aws-credentials"))
+            .env("AWS_METADATA_ENDPOINT", "http://127.0.0.1:9");
         if let Some(config) = &self.config {
             let path = dir.join("cfg.yaml");
             std::fs::write(&path, config)?;

@@ -614,6 +614,252 @@ async fn security_hub_refusals_and_bad_signatures_fail_the_delivery() -> anyhow:
     dead_letters(&agent, 2.0).await
 }
 
+// === Security Hub credentials from the AWS credential chain ===
+
+/// A Security Hub action with no keys in its config, so the agent's AWS credential chain
+/// (configured by `env` alone) signs. Returns the import the stand-in accepted.
+async fn import_with_chain(env: Vec<(&str, String)>, secret: &'static str) -> anyhow::Result<Recorded> {
+    let hub = Sink::with(security_hub(secret)).await?;
+    let actions = format!(
+        "  - name: hub\n    type: awssecurityhub\n    enable: true\n    endpoint: {}\n    account-id: \"123456789012\"\n",
+        hub.url("/")
+    );
+    let mut builder = Agent::builder(&config(RAW, &["hub"], &actions));
+    for (key, value) in env {
+        builder = builder.env(key, value);
+    }
+    let agent = builder.env("AWS_REGION", "eu-west-1").start().await?;
+    agent.post("/", r#"{"kind":"test"}"#).await?;
+    let line = delivered(&agent, "hub").await?;
+    assert_eq!(line["detail"], "imported 1 finding(s) in 1 request(s)");
+    let import = hub.wait_for(1).await?.remove(0);
+    assert_eq!(verify_sigv4(&import, secret), Ok(()));
+    Ok(import)
+}
+
+/// The query parameters of a request, percent-decoded.
+fn query_params(request: &Recorded) -> std::collections::HashMap<String, String> {
+    let decode = |text: &str| {
+        let bytes = text.replace('+', " ").into_bytes();
+        let mut out = Vec::new();
+        let mut index = 0;
+        while index < bytes.len() {
+            let hex = bytes
+                .get(index + 1..index + 3)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok());
+            match (bytes[index], hex) {
+                (b'%', Some(byte)) => {
+                    out.push(byte);
+                    index += 3;
+                }
+                (byte, _) => {
+                    out.push(byte);
+                    index += 1;
+                }
+            }
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    request
+        .query
+        .clone()
+        .unwrap_or_default()
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(key, value)| (decode(key), decode(value)))
+        .collect()
+}
+
+const IRSA_TOKEN: &str = "eyJhbGciOiJSUzI1NiJ9.service-account-token.signature";
+const IRSA_ROLE: &str = "arn:aws:iam::123456789012:role/hooker-securityhub";
+const IRSA_SECRET: &str = "irsa/Secret+Access+Key";
+
+/// AWS STS's `AssumeRoleWithWebIdentity` as documented: refuses anything but the expected
+/// request, answers the documented XML with known credentials.
+fn sts(request: &Recorded) -> Reply {
+    let params = query_params(request);
+    let expected = [
+        ("Action", "AssumeRoleWithWebIdentity"),
+        ("Version", "2011-06-15"),
+        ("RoleArn", IRSA_ROLE),
+        ("RoleSessionName", "hooker-test"),
+        ("WebIdentityToken", IRSA_TOKEN),
+    ];
+    if request.method != "POST"
+        || expected
+            .iter()
+            .any(|(key, value)| params.get(*key).map(String::as_str) != Some(*value))
+    {
+        return Reply::status(400);
+    }
+    let mut reply = Reply::status(200).header("content-type", "text/xml");
+    reply.body = format!(
+        r#"<AssumeRoleWithWebIdentityResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">
+  <AssumeRoleWithWebIdentityResult>
+    <SubjectFromWebIdentityToken>system:serviceaccount:hooker:hooker</SubjectFromWebIdentityToken>
+    <Audience>sts.amazonaws.com</Audience>
+    <AssumedRoleUser>
+      <Arn>arn:aws:sts::123456789012:assumed-role/hooker-securityhub/hooker-test</Arn>
+      <AssumedRoleId>AROACLKWSDQRAOEXAMPLE:hooker-test</AssumedRoleId>
+    </AssumedRoleUser>
+    <Credentials>
+      <SessionToken>IRSA-SESSION-TOKEN</SessionToken>
+      <SecretAccessKey>{IRSA_SECRET}</SecretAccessKey>
+      <Expiration>2099-01-01T00:00:00Z</Expiration>
+      <AccessKeyId>ASIAIRSAEXAMPLE</AccessKeyId>
+    </Credentials>
+    <Provider>arn:aws:iam::123456789012:oidc-provider/oidc.eks.eu-west-1.amazonaws.com/id/EXAMPLE</Provider>
+  </AssumeRoleWithWebIdentityResult>
+  <ResponseMetadata>
+    <RequestId>ad4156e9-bce1-11e2-82e6-6b6efEXAMPLE</RequestId>
+  </ResponseMetadata>
+</AssumeRoleWithWebIdentityResponse>"#
+    );
+    reply
+}
+
+#[tokio::test]
+async fn security_hub_signs_with_irsa_credentials_from_sts() -> anyhow::Result<()> {
+    let sts = Sink::tls_with(sts).await?;
+    let dir = TempDir::new("hub-irsa");
+    let token = dir.join("token");
+    std::fs::write(&token, IRSA_TOKEN)?;
+    let ca = dir.join("ca.pem");
+    std::fs::write(&ca, sts.ca_pem().unwrap_or_default())?;
+    let import = import_with_chain(
+        vec![
+            ("AWS_WEB_IDENTITY_TOKEN_FILE", token.display().to_string()),
+            ("AWS_ROLE_ARN", IRSA_ROLE.to_string()),
+            ("AWS_ROLE_SESSION_NAME", "hooker-test".to_string()),
+            ("AWS_ENDPOINT_URL_STS", sts.url("/")),
+            ("AWS_CA_BUNDLE", ca.display().to_string()),
+        ],
+        IRSA_SECRET,
+    )
+    .await?;
+    assert_eq!(
+        import.header("x-amz-security-token"),
+        Some("IRSA-SESSION-TOKEN")
+    );
+    assert!(
+        import
+            .header("authorization")
+            .unwrap_or_default()
+            .contains("Credential=ASIAIRSAEXAMPLE/"),
+        "{:?}",
+        import.header("authorization")
+    );
+    assert_eq!(sts.requests().len(), 1, "the credentials are cached");
+    Ok(())
+}
+
+const IMDS_SECRET: &str = "imds-secret-access-key";
+
+/// The EC2 instance metadata service, IMDSv2 only: every read needs the session token.
+fn imds(request: &Recorded) -> Reply {
+    let token = request.header("x-aws-ec2-metadata-token") == Some("IMDS-SESSION");
+    match (request.method.as_str(), request.path.as_str()) {
+        ("PUT", "/latest/api/token")
+            if request
+                .header("x-aws-ec2-metadata-token-ttl-seconds")
+                .is_some() =>
+        {
+            let mut reply = Reply::status(200);
+            reply.body = "IMDS-SESSION".into();
+            reply
+        }
+        ("GET", "/latest/meta-data/iam/security-credentials/") if token => {
+            let mut reply = Reply::status(200);
+            reply.body = "hooker-node-role".into();
+            reply
+        }
+        ("GET", "/latest/meta-data/iam/security-credentials/hooker-node-role") if token => {
+            Reply::json(
+                200,
+                json!({
+                    "Code": "Success",
+                    "LastUpdated": "2026-12-06T12:00:00Z",
+                    "Type": "AWS-HMAC",
+                    "AccessKeyId": "ASIAIMDSEXAMPLE",
+                    "SecretAccessKey": IMDS_SECRET,
+                    "Token": "IMDS-ROLE-TOKEN",
+                    "Expiration": "2099-01-01T00:00:00Z",
+                }),
+            )
+        }
+        _ => Reply::status(401),
+    }
+}
+
+#[tokio::test]
+async fn security_hub_signs_with_instance_metadata_credentials() -> anyhow::Result<()> {
+    let metadata = Sink::with(imds).await?;
+    let import = import_with_chain(
+        vec![(
+            "AWS_METADATA_ENDPOINT",
+            metadata.url("").trim_end_matches('/').to_string(),
+        )],
+        IMDS_SECRET,
+    )
+    .await?;
+    assert_eq!(
+        import.header("x-amz-security-token"),
+        Some("IMDS-ROLE-TOKEN")
+    );
+    assert!(
+        import
+            .header("authorization")
+            .unwrap_or_default()
+            .contains("Credential=ASIAIMDSEXAMPLE/"),
+        "{:?}",
+        import.header("authorization")
+    );
+    let paths: Vec<String> = metadata
+        .requests()
+        .iter()
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            "PUT /latest/api/token",
+            "GET /latest/meta-data/iam/security-credentials/",
+            "GET /latest/meta-data/iam/security-credentials/hooker-node-role",
+        ]
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn security_hub_signs_with_the_shared_credentials_files_profile() -> anyhow::Result<()> {
+    let dir = TempDir::new("hub-profile");
+    let file = dir.join("credentials");
+    std::fs::write(
+        &file,
+        "[default]\naws_access_key_id = AKIDDEFAULT\naws_secret_access_key = wrong\n\n\
+         [security]\naws_access_key_id = AKIDPROFILE\naws_secret_access_key = profile-secret\n",
+    )?;
+    let import = import_with_chain(
+        vec![
+            ("AWS_SHARED_CREDENTIALS_FILE", file.display().to_string()),
+            ("AWS_PROFILE", "security".to_string()),
+        ],
+        "profile-secret",
+    )
+    .await?;
+    assert!(
+        import
+            .header("authorization")
+            .unwrap_or_default()
+            .contains("Credential=AKIDPROFILE/20"),
+        "{:?}",
+        import.header("authorization")
+    );
+    assert_eq!(import.header("x-amz-security-token"), None);
+    Ok(())
+}
+
 #[tokio::test]
 async fn siem_actions_time_out_and_verify_tls() -> anyhow::Result<()> {
     let slow = Sink::with(|_| Reply::status(200).delay(Duration::from_secs(30))).await?;

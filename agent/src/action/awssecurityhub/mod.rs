@@ -416,6 +416,39 @@ mod tests {
     use crate::action::ErrorKind;
 
     #[test]
+    fn requests_are_signed_by_aws_sigv4_over_the_exact_body() {
+        let credentials =
+            Credentials::new("AKID", "secret", Some("token".into()), None, "test");
+        let url = reqwest::Url::parse("http://127.0.0.1:4566/findings/import").unwrap();
+        let request = ApiRequest::post(url, json!({"Findings": []}));
+        let time = SystemTime::UNIX_EPOCH + Duration::from_secs(1_440_938_160);
+        let signed = sign(request, &credentials, "eu-west-1", time).unwrap();
+        let header = |name: &str| {
+            signed
+                .headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string()
+        };
+        assert_eq!(header("x-amz-date"), "20150830T123600Z");
+        assert_eq!(header("x-amz-security-token"), "token");
+        assert_eq!(header("content-type"), "application/json");
+        // Computed independently (Python's hmac and hashlib) from the SigV4 specification.
+        assert_eq!(
+            header("authorization"),
+            "AWS4-HMAC-SHA256 Credential=AKID/20150830/eu-west-1/securityhub/aws4_request, \
+             SignedHeaders=content-type;host;x-amz-date;x-amz-security-token, \
+             Signature=5381aa799e8f955687a5a7f47c0b40efaf986656eb35508567d61a3e2ac13b75"
+        );
+        let preview = signed.preview().to_string();
+        assert!(
+            !preview.contains("\"token\"") && !preview.contains("Signature="),
+            "{preview}"
+        );
+    }
+
+    #[test]
     fn refused_findings_fail_the_delivery() {
         assert!(check_import(&json!({"FailedCount": 0, "SuccessCount": 3})).is_ok());
         let invalid = check_import(&json!({
