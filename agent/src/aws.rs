@@ -93,11 +93,10 @@ fn with_ca_bundle(
         path: path.clone(),
         source,
     })?;
-    let certificates =
-        Certificate::from_pem_bundle(&pem).map_err(|err| AwsError::CaBundlePem {
-            path: path.clone(),
-            message: err.to_string(),
-        })?;
+    let certificates = Certificate::from_pem_bundle(&pem).map_err(|err| AwsError::CaBundlePem {
+        path: path.clone(),
+        message: err.to_string(),
+    })?;
     if certificates.is_empty() {
         return Err(AwsError::CaBundlePem {
             path,

@@ -157,7 +157,10 @@ impl AgentBuilder {
             }
         }
         command
-            .env("AWS_SHARED_CREDENTIALS_FILE", dir.join("no-aws-credentials"))
+            .env(
+                "AWS_SHARED_CREDENTIALS_FILE",
+                dir.join("no-aws-credentials"),
+            )
             .env("AWS_METADATA_ENDPOINT", "http://127.0.0.1:9");
         if let Some(config) = &self.config {
             let path = dir.join("cfg.yaml");

@@ -618,7 +618,10 @@ async fn security_hub_refusals_and_bad_signatures_fail_the_delivery() -> anyhow:
 
 /// A Security Hub action with no keys in its config, so the agent's AWS credential chain
 /// (configured by `env` alone) signs. Returns the import the stand-in accepted.
-async fn import_with_chain(env: Vec<(&str, String)>, secret: &'static str) -> anyhow::Result<Recorded> {
+async fn import_with_chain(
+    env: Vec<(&str, String)>,
+    secret: &'static str,
+) -> anyhow::Result<Recorded> {
     let hub = Sink::with(security_hub(secret)).await?;
     let actions = format!(
         "  - name: hub\n    type: awssecurityhub\n    enable: true\n    endpoint: {}\n    account-id: \"123456789012\"\n",

@@ -234,9 +234,7 @@ impl SecurityHub {
                 ))
             })?
             .map_err(|err| {
-                ActionError::retryable(format!(
-                    "cannot get AWS credentials from {CHAIN}: {err}"
-                ))
+                ActionError::retryable(format!("cannot get AWS credentials from {CHAIN}: {err}"))
             })?;
         Ok(Credentials::new(
             fetched.key_id.as_str(),
@@ -417,8 +415,7 @@ mod tests {
 
     #[test]
     fn requests_are_signed_by_aws_sigv4_over_the_exact_body() {
-        let credentials =
-            Credentials::new("AKID", "secret", Some("token".into()), None, "test");
+        let credentials = Credentials::new("AKID", "secret", Some("token".into()), None, "test");
         let url = reqwest::Url::parse("http://127.0.0.1:4566/findings/import").unwrap();
         let request = ApiRequest::post(url, json!({"Findings": []}));
         let time = SystemTime::UNIX_EPOCH + Duration::from_secs(1_440_938_160);
