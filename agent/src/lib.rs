@@ -41,7 +41,13 @@ pub fn colour(terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
 pub fn init_logging(debug: bool, format: config::settings::LogFormat) {
     use tracing_subscriber::EnvFilter;
     let default = if debug { "hooker=debug,info" } else { "info" };
-    let filter = EnvFilter::try_from_env("HOOKER_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let mut filter =
+        EnvFilter::try_from_env("HOOKER_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    // aws-sigv4 traces the canonical request, session token included: never logged, whatever
+    // HOOKER_LOG asks for.
+    if let Ok(quiet) = "aws_sigv4=off".parse() {
+        filter = filter.add_directive(quiet);
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(|| stderr::LogWriter)

@@ -631,12 +631,26 @@ async fn import_with_chain(
     for (key, value) in env {
         builder = builder.env(key, value);
     }
-    let agent = builder.env("AWS_REGION", "eu-west-1").start().await?;
+    // The signer's and the chain's own traces on: no secret may reach them either.
+    let agent = builder
+        .env("AWS_REGION", "eu-west-1")
+        .env(
+            "HOOKER_LOG",
+            "hooker=debug,info,aws_sigv4=trace,object_store=trace",
+        )
+        .start()
+        .await?;
     agent.post("/", r#"{"kind":"test"}"#).await?;
     let line = delivered(&agent, "hub").await?;
     assert_eq!(line["detail"], "imported 1 finding(s) in 1 request(s)");
     let import = hub.wait_for(1).await?.remove(0);
     assert_eq!(verify_sigv4(&import, secret), Ok(()));
+    let logs = serde_json::to_string(&agent.logs())?;
+    let mut secrets = vec![secret];
+    secrets.extend(import.header("x-amz-security-token"));
+    for secret in secrets {
+        assert!(!logs.contains(secret), "{secret} logged");
+    }
     Ok(import)
 }
 
