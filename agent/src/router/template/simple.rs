@@ -121,7 +121,13 @@ impl Simple {
         let input = Input { event, added };
         let mut out = Map::new();
         for (name, expr) in &self.rules {
-            if let Some(value) = expr.eval(&input)? {
+            let value = match expr {
+                // The message body is the result's text: printed straight from the event, not
+                // copied into a sorted value first (`result := input` on a large event).
+                Expr::Path(path) if name == "result" => input.text_of(path)?.map(Json::String),
+                _ => expr.eval(&input)?,
+            };
+            if let Some(value) = value {
                 out.insert(name.clone(), value);
             }
         }
@@ -166,6 +172,60 @@ impl Input<'_> {
             out.insert(key.clone(), rego_form(value)?);
         }
         Some(Json::Object(out))
+    }
+}
+
+impl Input<'_> {
+    /// The message body a `result` rule reading `path` gives: a string as it is, anything else
+    /// as the compact JSON of its [`rego_form`] (what `message_from` prints from the value).
+    /// `Some(None)`: undefined; `None`: only Rego can tell.
+    fn text_of(&self, path: &[String]) -> Option<Option<String>> {
+        let printed = if path.is_empty() {
+            serde_json::to_string(&RegoText(self.event, Some(self.added)))
+        } else {
+            match self.lookup(path) {
+                None => return Some(None),
+                Some(Json::String(text)) => return Some(Some(text.clone())),
+                Some(value) => serde_json::to_string(&RegoText(value, None)),
+            }
+        };
+        printed.ok().map(Some)
+    }
+}
+
+/// Serializes a value as its [`rego_form`] would serialize, without building it: object keys
+/// sorted, the added keys (when given) merged into the top object, and an error for a number
+/// that is not an integer.
+struct RegoText<'a>(&'a Json, Option<&'a AddedKeys>);
+
+impl serde::Serialize for RegoText<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{Error, SerializeMap, SerializeSeq};
+        match self.0 {
+            Json::Number(n) if !(n.is_i64() || n.is_u64()) => {
+                Err(S::Error::custom("a number that is not an integer"))
+            }
+            Json::Object(map) => {
+                let mut entries: Vec<(&String, &Json)> = map.iter().collect();
+                if let Some(added) = self.1 {
+                    entries.extend(added.iter().filter(|(key, _)| !map.contains_key(*key)));
+                }
+                entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+                let mut out = serializer.serialize_map(Some(entries.len()))?;
+                for (key, value) in entries {
+                    out.serialize_entry(key, &RegoText(value, None))?;
+                }
+                out.end()
+            }
+            Json::Array(items) => {
+                let mut out = serializer.serialize_seq(Some(items.len()))?;
+                for item in items {
+                    out.serialize_element(&RegoText(item, None))?;
+                }
+                out.end()
+            }
+            other => other.serialize(serializer),
+        }
     }
 }
 
