@@ -10,8 +10,10 @@
 //!   its Rego module, the rich Tracee templates, and a simple inline `result := input` template
 //!   natively and through Rego);
 //! - `split/*`: where a Rego template's cost goes — `convert` (event → Rego input, with the keys
-//!   Hooker adds), `eval/<template>` (evaluation alone, on a converted input), `output/<template>`
-//!   (the Rego result → JSON), and `convert/from_json_str` (the input made from the event's text);
+//!   Hooker adds), `eval/<template>` (evaluation alone, on a converted input; `…/as-written`: the
+//!   module loaded without making its import-alias reads lazy, see `router/lazy_imports.rs`),
+//!   `output/<template>` (the Rego result → JSON), and `convert/from_json_str` (the input made
+//!   from the event's text);
 //! - `router/<config>/match` for the configs users write (issue 20): the embedded default config,
 //!   Postee-style `data.hooker.lib.*` routes to rich templates, the inline simple template.
 //!
@@ -32,6 +34,8 @@ use hooker::router::template::{Catalog, Template, TemplateText};
 const EVENT: &str = "tracee/v0.12-era-signature-dropped-executable-TRC-1022.json";
 /// The inline template of bench/configs/inline-template.yaml.
 const SIMPLE: &str = "package custom.event\ntitle := \"Event received\"\nresult := input\n";
+/// A user template reading helper rules through an import alias.
+const USER_ALIAS: &str = "package custom.alias\nimport data.hooker.lib.tracee\nimport rego.v1\n\ntitle := tracee.signature_name\n\nresult := sprintf(\"%s in %s/%s\", [tracee.signature_name, tracee.pod_namespace, tracee.pod_name])\n";
 const MISS: &str = "tracee/v0.13-security_file_open.json";
 
 fn fixture(name: &str) -> Vec<u8> {
@@ -181,8 +185,42 @@ fn bench(c: &mut Criterion) {
             "hooker.tracee.text",
             include_str!("../templates/tracee-text.rego"),
         ),
+        ("user-alias", "custom.alias", USER_ALIAS),
         ("raw-json-rego", "hooker.rawmessage.json", raw_json),
     ] {
+        // Loaded as Hooker loads it (`add_module`: reads through import aliases made lazy), and
+        // as written (what it cost before).
+        for written in [false, true] {
+            let mut engine =
+                hooker::router::rego::new_engine(&[source]).unwrap_or_else(|err| panic!("{err}"));
+            if written {
+                engine
+                    .add_policy(name.to_string(), source.to_string())
+                    .map(drop)
+                    .unwrap_or_else(|err| panic!("{err}"));
+            } else {
+                hooker::router::rego::add_module(&mut engine, name, source)
+                    .map(drop)
+                    .unwrap_or_else(|err| panic!("{err}"));
+            }
+            hooker::router::rego::add_module(
+                &mut engine,
+                "wrapper",
+                &format!("package w\nout := data.{package}\n"),
+            )
+            .unwrap_or_else(|err| panic!("{err}"));
+            let id = if written {
+                format!("split/eval/{name}/as-written")
+            } else {
+                format!("split/eval/{name}")
+            };
+            c.bench_function(&id, |b| {
+                b.iter(|| {
+                    engine.set_input(template_input.clone());
+                    engine.eval_rule("data.w.out".to_string())
+                })
+            });
+        }
         let mut engine =
             hooker::router::rego::new_engine(&[source]).unwrap_or_else(|err| panic!("{err}"));
         hooker::router::rego::add_module(&mut engine, name, source)
@@ -193,12 +231,6 @@ fn bench(c: &mut Criterion) {
             &format!("package w\nout := data.{package}\n"),
         )
         .unwrap_or_else(|err| panic!("{err}"));
-        c.bench_function(&format!("split/eval/{name}"), |b| {
-            b.iter(|| {
-                engine.set_input(template_input.clone());
-                engine.eval_rule("data.w.out".to_string())
-            })
-        });
         engine.set_input(template_input.clone());
         let out = engine
             .eval_rule("data.w.out".to_string())

@@ -17,6 +17,7 @@
 pub mod aggregate;
 pub mod dedup;
 pub mod fields;
+pub mod lazy_imports;
 pub mod native;
 pub mod prefilter;
 pub mod rego;

@@ -484,32 +484,40 @@ pub fn add_module(engine: &mut Engine, path: &str, source: &str) -> Result<Strin
     add_module_either(engine, path, source, source)
 }
 
+/// Adds a module as Rego v1, else as Rego v0, each with its reads through import aliases made
+/// lazy ([`lazy_imports`](super::lazy_imports)) when that text loads, else as written; errors are
+/// those of the text its author wrote.
 fn add_module_either(
     engine: &mut Engine,
     path: &str,
     v1: &str,
     v0: &str,
 ) -> Result<String, String> {
-    engine.set_rego_v0(false);
-    let v1_error = match engine.add_policy(path.to_string(), v1.to_string()) {
-        Ok(package) => return Ok(package),
-        Err(err) => err.to_string(),
+    let mut add = |v0_syntax: bool, text: &str| {
+        engine.set_rego_v0(v0_syntax);
+        let lazy = super::lazy_imports::rewrite(text);
+        let added = match lazy.map(|lazy| engine.add_policy(path.to_string(), lazy)) {
+            Some(Ok(package)) => Ok(package),
+            _ => engine.add_policy(path.to_string(), text.to_string()),
+        };
+        engine.set_rego_v0(false);
+        added.map_err(|err| err.to_string())
     };
-    engine.set_rego_v0(true);
-    let v0_result = engine.add_policy(path.to_string(), v0.to_string());
-    engine.set_rego_v0(false);
-    match v0_result {
+    let v1_error = match add(false, v1) {
+        Ok(package) => return Ok(package),
+        Err(err) => err,
+    };
+    match add(true, v0) {
         Ok(package) => Ok(package),
         // Report the error of the version the module most likely meant.
-        Err(v0_error) if looks_like_v1(v1) => Err(v1_error.trim().to_string()).map_err(|e| {
-            format!(
-                "{e}\n(also not valid Rego v0: {})",
-                first_line(&v0_error.to_string())
-            )
-        }),
+        Err(v0_error) if looks_like_v1(v1) => Err(format!(
+            "{}\n(also not valid Rego v0: {})",
+            v1_error.trim(),
+            first_line(&v0_error)
+        )),
         Err(v0_error) => Err(format!(
             "{}\n(also not valid Rego v1: {})",
-            v0_error.to_string().trim(),
+            v0_error.trim(),
             first_line(&v1_error)
         )),
     }
