@@ -339,7 +339,7 @@ impl Template {
             None if simple.reads_added_keys() => return None,
             None => &none,
         };
-        simple.render(event.value(), added)
+        simple.render(event, added)
     }
 
     /// The same template rendered through its Rego module only (what a native built-in is

@@ -22,6 +22,10 @@
 
 use serde_json::{Map, Value as Json};
 
+use crate::event_json::EventJson;
+
+mod print;
+
 /// A template module of the simple shape.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Simple {
@@ -117,7 +121,7 @@ impl Simple {
     /// The template's rules for `event` as Rego's evaluation of the package gives them (the
     /// defined ones), or None when Rego must render this event. `added` are the `postee` and
     /// `hooker` values Hooker adds to the template input when the event has none.
-    pub fn render(&self, event: &Json, added: &AddedKeys) -> Option<Map<String, Json>> {
+    pub fn render(&self, event: &EventJson, added: &AddedKeys) -> Option<Map<String, Json>> {
         let input = Input { event, added };
         let mut out = Map::new();
         for (name, expr) in &self.rules {
@@ -135,19 +139,20 @@ impl Simple {
     }
 }
 
-/// The template input: the event with Hooker's keys added.
+/// The template input: the event with Hooker's keys added. The event is parsed only when a rule
+/// reads a path of it (`result := input` prints from its text, see [`print`]).
 struct Input<'a> {
-    event: &'a Json,
+    event: &'a EventJson,
     added: &'a AddedKeys,
 }
 
 impl Input<'_> {
     fn lookup(&self, path: &[String]) -> Option<&Json> {
         let (first, rest) = match path.split_first() {
-            None => return Some(self.event),
+            None => return Some(self.event.value()),
             Some(split) => split,
         };
-        let map = self.event.as_object()?;
+        let map = self.event.value().as_object()?;
         let mut at = map.get(first).or_else(|| self.added.get(first))?;
         for key in rest {
             at = at.as_object()?.get(key)?;
@@ -157,8 +162,9 @@ impl Input<'_> {
 
     /// The whole input, keys sorted, as Rego holds it.
     fn whole(&self) -> Option<Json> {
-        let Json::Object(map) = self.event else {
-            return rego_form(self.event);
+        let event = self.event.value();
+        let Json::Object(map) = event else {
+            return rego_form(event);
         };
         let mut merged: Vec<(&String, &Json)> = map.iter().collect();
         for (key, value) in self.added {
@@ -181,7 +187,13 @@ impl Input<'_> {
     /// `Some(None)`: undefined; `None`: only Rego can tell.
     fn text_of(&self, path: &[String]) -> Option<Option<String>> {
         let printed = if path.is_empty() {
-            serde_json::to_string(&RegoText(self.event, Some(self.added)))
+            let from_text = (!self.event.is_parsed())
+                .then(|| print::input_text(self.event.text().get(), self.added))
+                .flatten();
+            match from_text {
+                Some(text) => Ok(text),
+                None => serde_json::to_string(&RegoText(self.event.value(), Some(self.added))),
+            }
         } else {
             match self.lookup(path) {
                 None => return Some(None),
