@@ -14,6 +14,9 @@
 //!   module loaded without making its import-alias reads lazy, see `router/lazy_imports.rs`),
 //!   `output/<template>` (the Rego result → JSON), and `convert/from_json_str` (the input made
 //!   from the event's text);
+//! - `split/route/whole-input` and `split/route/fields`: a Rego route's rule for one event with
+//!   the whole event converted, and with only the fields the routes' rules read (what the router
+//!   gives Rego routes, `router/input_paths.rs`);
 //! - `router/<config>/match` for the configs users write (issue 20): the embedded default config,
 //!   Postee-style `data.hooker.lib.*` routes to rich templates, the inline simple template.
 //!
@@ -28,6 +31,7 @@ use hooker::action::BuildContext;
 use hooker::config::Config;
 use hooker::event_json::EventJson;
 use hooker::pipeline::{Paths, Pipeline};
+use hooker::router::fields::Fields;
 use hooker::router::rego::to_rego;
 use hooker::router::template::{Catalog, Template, TemplateText};
 
@@ -258,6 +262,21 @@ fn bench(c: &mut Criterion) {
                 let name = format!("route/{}", route.name);
                 c.bench_function(&name, |b| b.iter(|| route.rule.evaluate(&input)));
             }
+            // A Rego route's whole cost for one event: the conversion (the whole event, or only
+            // the fields the rules read, as the router does) and the evaluation.
+            let fields = Fields::from_paths(
+                routes
+                    .iter()
+                    .flat_map(|r| r.rule.rego_paths().unwrap_or_default())
+                    .map(Vec::as_slice),
+            );
+            let route = &mut routes[0];
+            c.bench_function("split/route/whole-input", |b| {
+                b.iter(|| route.rule.evaluate(&to_rego(&value)))
+            });
+            c.bench_function("split/route/fields", |b| {
+                b.iter(|| route.rule.evaluate(&fields.to_rego(&value)))
+            });
         }
         c.bench_function(&format!("bound/{set}"), |b| {
             b.iter(|| {

@@ -67,6 +67,38 @@ impl Fields {
         Some(fields)
     }
 
+    /// The fields the Rego routes of `pipeline` read, or None when one may read the whole event
+    /// (see `input_paths.rs`).
+    pub fn of_rego(pipeline: &Pipeline) -> Option<Fields> {
+        let mut fields = Fields::default();
+        for route in &pipeline.routes {
+            for path in route.rule.rego_paths()? {
+                fields.add(path);
+            }
+        }
+        Some(fields)
+    }
+
+    /// `value` as a Rego value holding only these fields (the whole value at each path's end,
+    /// and wherever a path meets something other than an object).
+    pub fn to_rego(&self, value: &Value) -> regorus::Value {
+        let Value::Object(map) = value else {
+            return super::rego::to_rego(value);
+        };
+        if self.whole {
+            return super::rego::to_rego(value);
+        }
+        let mut out = regorus::Value::new_object();
+        if let Ok(object) = out.as_object_mut() {
+            for (key, fields) in &self.children {
+                if let Some(member) = map.get(key) {
+                    object.insert(regorus::Value::from(key.as_str()), fields.to_rego(member));
+                }
+            }
+        }
+        out
+    }
+
     /// Fields from paths, without a pipeline (the property tests make arbitrary ones).
     #[doc(hidden)]
     pub fn from_paths<'a>(paths: impl IntoIterator<Item = &'a [String]>) -> Fields {

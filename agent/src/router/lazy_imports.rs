@@ -13,6 +13,8 @@
 //! Function calls (`alias.f(…)`) are left as they are: regorus resolves them without evaluating
 //! the package. Strings and comments are never touched. Anything else keeps the module as written.
 
+use super::rego_text::{Token, ident_end, identifiers, is_ident_start};
+
 /// The module with its import-alias reads made full `data.` paths; None when nothing changes.
 pub fn rewrite(module: &str) -> Option<String> {
     let tokens = identifiers(module);
@@ -55,16 +57,6 @@ pub fn rewrite(module: &str) -> Option<String> {
     Some(out)
 }
 
-/// An identifier outside strings and comments.
-struct Token {
-    start: usize,
-    end: usize,
-    /// Inside how many brackets (`(`, `[`, `{`).
-    depth: usize,
-    /// The first thing on its line.
-    line_start: bool,
-}
-
 /// `import data.a.b [as alias]`, for a path of plain identifiers.
 struct Import<'a> {
     path: &'a str,
@@ -80,79 +72,6 @@ enum Use {
     Call,
     /// Anything else: the alias is left alone everywhere.
     Other,
-}
-
-fn is_ident_start(b: u8) -> bool {
-    b.is_ascii_alphabetic() || b == b'_'
-}
-
-fn is_ident(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b == b'_'
-}
-
-/// The end of the identifier starting at `at`.
-fn ident_end(bytes: &[u8], at: usize) -> usize {
-    bytes[at..]
-        .iter()
-        .position(|&b| !is_ident(b))
-        .map_or(bytes.len(), |n| at + n)
-}
-
-fn identifiers(module: &str) -> Vec<Token> {
-    let bytes = module.as_bytes();
-    let mut tokens = Vec::new();
-    let (mut at, mut depth, mut line_start) = (0, 0usize, true);
-    while at < bytes.len() {
-        let b = bytes[at];
-        match b {
-            b'\n' => line_start = true,
-            b' ' | b'\t' | b'\r' => {}
-            b'#' => {
-                at = bytes[at..]
-                    .iter()
-                    .position(|&b| b == b'\n')
-                    .map_or(bytes.len(), |n| at + n);
-                continue;
-            }
-            b'"' => {
-                at += 1;
-                while at < bytes.len() && bytes[at] != b'"' && bytes[at] != b'\n' {
-                    at += if bytes[at] == b'\\' { 2 } else { 1 };
-                }
-                line_start = false;
-            }
-            b'`' => {
-                at = bytes[at + 1..]
-                    .iter()
-                    .position(|&b| b == b'`')
-                    .map_or(bytes.len(), |n| at + 1 + n);
-                line_start = false;
-            }
-            b'(' | b'[' | b'{' => {
-                depth += 1;
-                line_start = false;
-            }
-            b')' | b']' | b'}' => {
-                depth = depth.saturating_sub(1);
-                line_start = false;
-            }
-            _ if is_ident_start(b) && (at == 0 || !is_ident(bytes[at - 1])) => {
-                let end = ident_end(bytes, at);
-                tokens.push(Token {
-                    start: at,
-                    end,
-                    depth,
-                    line_start,
-                });
-                line_start = false;
-                at = end;
-                continue;
-            }
-            _ => line_start = false,
-        }
-        at += 1;
-    }
-    tokens
 }
 
 fn imports<'a>(module: &'a str, tokens: &[Token]) -> Vec<Import<'a>> {

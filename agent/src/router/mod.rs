@@ -17,10 +17,12 @@
 pub mod aggregate;
 pub mod dedup;
 pub mod fields;
+pub mod input_paths;
 pub mod lazy_imports;
 pub mod native;
 pub mod prefilter;
 pub mod rego;
+mod rego_text;
 pub mod template;
 
 use std::collections::{BTreeMap, HashMap};
@@ -83,6 +85,9 @@ pub struct Generation {
     /// With `inline`: the fields routing reads, for intakes to parse only those
     /// ([`fields::Fields::prune`]).
     fields: Option<Arc<Fields>>,
+    /// The input fields the routes' Rego rules read, when only static paths: Rego routes are
+    /// given an input converted from those only ([`Fields::to_rego`]).
+    rego_fields: Option<Arc<Fields>>,
     /// By route: none of its actions reads the message body, so a native template may leave
     /// it pending ([`Message::body_pending`]).
     body_unread: Vec<bool>,
@@ -471,6 +476,7 @@ impl Router {
             aggregators: HashMap::new(),
             inline: false,
             fields: None,
+            rego_fields: None,
             body_unread: Vec::new(),
         }));
         let tasks = self.aggregator_tasks.into_inner().unwrap_or_default();
@@ -559,6 +565,7 @@ fn new_generation(
         .then(|| Fields::of(&pipeline))
         .flatten()
         .map(Arc::new);
+    let rego_fields = Fields::of_rego(&pipeline).map(Arc::new);
     let body_unread = pipeline
         .routes
         .iter()
@@ -578,6 +585,7 @@ fn new_generation(
             aggregators,
             inline,
             fields,
+            rego_fields,
             body_unread,
         },
         tasks,
@@ -749,8 +757,15 @@ impl Worker {
 
     /// Evaluates every route for `event`; returns how many matched.
     fn route(&mut self, event: &Event, output: &mut Output) -> usize {
-        // The event as a Rego value, made once for the routes and the templates that need it.
+        // The event as a Rego value, made once for the routes and the templates that need it;
+        // for the routes, only the fields their rules read when that is known.
         let mut rego_input = None;
+        let mut route_input = None;
+        let rego_fields = self
+            .generation
+            .rego_fields
+            .clone()
+            .filter(|_| !rego::stays_text(&event.payload));
         let mut template_input = None;
         // Messages already rendered for this event, by template: a template's output depends on
         // the event alone, so routes sharing a template share one rendering.
@@ -791,7 +806,12 @@ impl Worker {
                 Some(decided) => Ok(decided),
                 None => {
                     let input =
-                        rego_input.get_or_insert_with(|| rego::event_to_rego(&event.payload));
+                        match &rego_fields {
+                            Some(fields) => route_input
+                                .get_or_insert_with(|| fields.to_rego(event.payload.value())),
+                            None => rego_input
+                                .get_or_insert_with(|| rego::event_to_rego(&event.payload)),
+                        };
                     route.rule.evaluate(input)
                 }
             };

@@ -93,6 +93,9 @@ pub struct RouteRule {
     checks: Arc<[Check]>,
     /// The whole rule, when native code can decide it (see [`super::native`]).
     native: Option<Arc<Native>>,
+    /// The `input` paths the rule's modules read, when only static ones (see
+    /// [`super::input_paths`]): Rego is given an input with only those.
+    reads: Option<Arc<[Vec<String>]>>,
 }
 
 /// The event as a Rego value, converted without copying the JSON tree first.
@@ -125,6 +128,7 @@ impl RouteRule {
         let mut rules = Vec::new();
         let mut checks = Vec::new();
         let mut native = None;
+        let mut reads = Some(Vec::new());
         let engine = if !files.is_empty() {
             let mut sources = Vec::new();
             for file in files {
@@ -140,6 +144,7 @@ impl RouteRule {
                 sources.push((path, source));
             }
             let roots: Vec<&str> = sources.iter().map(|(_, s)| s.as_str()).collect();
+            reads = read_paths(&roots);
             let mut engine = new_engine(&roots)?;
             for (path, source) in &sources {
                 let package = add_module(&mut engine, &path.display().to_string(), source)
@@ -154,6 +159,7 @@ impl RouteRule {
             }
             engine
         } else if let Some(body) = input.map(str::trim).filter(|b| !b.is_empty()) {
+            reads = read_paths(&[body]);
             let mut engine = new_engine(&[body])?;
             let v1 =
                 format!("package hooker\n\ndefault allow := false\n\nallow if {{\n{body}\n}}\n");
@@ -179,6 +185,7 @@ impl RouteRule {
             rules,
             checks: checks.into(),
             native,
+            reads: reads.map(Into::into),
         };
         // Evaluate once on an empty input so errors that only show at evaluation surface at load.
         rule.evaluate(&Value::new_object())
@@ -225,6 +232,11 @@ impl RouteRule {
             return Some(Vec::new());
         }
         self.native.as_ref().map(|native| native.paths().collect())
+    }
+
+    /// The `input` paths Rego reads for this rule, or None when it may read the whole input.
+    pub fn rego_paths(&self) -> Option<&[Vec<String>]> {
+        self.reads.as_deref()
     }
 
     /// Whether the rule is decided natively whenever its values have the expected types.
@@ -302,6 +314,19 @@ pub fn new_engine(roots: &[&str]) -> Result<Engine, RuleError> {
         }
     })?;
     Ok(engine)
+}
+
+/// The `input` paths the modules `roots` and the library modules they load read (see
+/// [`super::input_paths`]).
+fn read_paths(roots: &[&str]) -> Option<Vec<Vec<String>>> {
+    let library: Vec<Module<'_>> = library().collect();
+    let loaded = needed(roots, &library);
+    super::input_paths::input_paths(
+        roots
+            .iter()
+            .copied()
+            .chain(loaded.into_iter().map(|index| library[index].source)),
+    )
 }
 
 /// The helper library as loadable modules.
@@ -541,6 +566,49 @@ mod tests {
 
     fn rule(input: &str) -> RouteRule {
         RouteRule::compile("t", Some(input), &[], Path::new(".")).unwrap()
+    }
+
+    /// A Rego rule given only the input fields it reads decides as on the whole event, on every
+    /// fixture and type-swapped variation; one reading the input otherwise gets no paths.
+    #[test]
+    fn a_rule_decides_the_same_on_the_fields_it_reads() {
+        use crate::router::fields::Fields;
+        let bodies = [
+            "input.metadata.Properties.signatureID == \"TRC-1022\"",
+            "input.metadata.Properties.Severity >= 2\nstartswith(input.podNamespace, \"default\")\nsome a in input.args\na.name == \"path\"\nendswith(a.value, \"-new\")",
+            "input[\"eventName\"] == \"security_file_open\"",
+            "some a in input.args\nsome v in a\nv == \"pathname\"",
+            "count(input.args) >= 1\nlower(input.processName) != \"\"",
+            "input.ArtifactName != \"\"\nsome r in input.Results\ncount(r.Vulnerabilities) > 0",
+            "input.output_fields[\"container.id\"] != \"\"",
+            "is_object(input.metadata)\nnot input.metadata.Properties.Severity == 0",
+        ];
+        let events = crate::router::prefilter::tests::fixture_events();
+        for body in bodies {
+            let mut rule = rule(body);
+            let paths = rule
+                .rego_paths()
+                .unwrap_or_else(|| panic!("{body}"))
+                .to_vec();
+            let fields = Fields::from_paths(paths.iter().map(Vec::as_slice));
+            let mut matched = 0;
+            for event in &events {
+                let whole = rule.evaluate(&to_rego(event));
+                assert_eq!(
+                    whole,
+                    rule.evaluate(&fields.to_rego(event)),
+                    "{body}\n{event}"
+                );
+                matched += usize::from(whole == Ok(true));
+            }
+            assert!(matched > 0, "no fixture matches {body}");
+        }
+        for body in [
+            "count(object.keys(input)) > 3",
+            "data.hooker.lib.tracee.is_detection",
+        ] {
+            assert!(rule(body).rego_paths().is_none(), "{body}");
+        }
     }
 
     fn eval(rule: &mut RouteRule, event: serde_json::Value) -> bool {
