@@ -440,8 +440,9 @@ fn data_refs(text: &str) -> Option<Vec<&str>> {
 /// Postee's `jsonformat(x)`: pretty JSON text with a one-space indent.
 fn jsonformat(args: Vec<Value>) -> anyhow::Result<Value> {
     let value = args.into_iter().next().unwrap_or(Value::Null);
-    let json = serde_json::to_value(&value)?;
-    Ok(Value::from(pretty_json(&json)?))
+    // Printed straight from the Rego value: the same text as through a JSON value first (keys
+    // sorted either way), without building that copy.
+    Ok(Value::from(pretty_json(&value)?))
 }
 
 /// `numbers.range(a, b)`, as regorus' built-in (integers from `a` to `b`, either way), refused
@@ -566,6 +567,34 @@ mod tests {
 
     fn rule(input: &str) -> RouteRule {
         RouteRule::compile("t", Some(input), &[], Path::new(".")).unwrap()
+    }
+
+    /// `jsonformat` prints a Rego value as it printed through a JSON value first.
+    #[test]
+    fn jsonformat_prints_as_through_a_json_value() {
+        let mut values: Vec<Value> = [
+            r#"{"b": [1, 1.0, 0.1, 1e300, -0.0, 18446744073709551615, -9223372036854775808], "a": {"é": "\u0001\"\\", "z": null}}"#,
+            r#"[true, false, "x", {}, []]"#,
+            "12345678901234567890123",
+        ]
+        .iter()
+        .map(|text| Value::from_json_str(text).unwrap())
+        .collect();
+        let mut set = Value::new_set();
+        set.as_set_mut().unwrap().insert(Value::from("s"));
+        values.push(set);
+        values.push(Value::Undefined);
+        for value in values {
+            let through_json = serde_json::to_value(&value)
+                .map_err(anyhow::Error::from)
+                .and_then(|json| pretty_json(&json));
+            let direct =
+                jsonformat(vec![value.clone()]).map(|v| v.as_string().map(|s| s.to_string()));
+            match (through_json, direct) {
+                (Ok(a), Ok(Ok(b))) => assert_eq!(a, b, "{value:?}"),
+                (a, b) => assert!(a.is_err() && b.is_err(), "{value:?}: {a:?} {b:?}"),
+            }
+        }
     }
 
     /// A Rego rule given only the input fields it reads decides as on the whole event, on every
