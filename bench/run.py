@@ -12,7 +12,10 @@ Called by bench/run.sh after the dist build. Steps:
 Environment: BENCH_SECONDS (load duration per run, default 10), BENCH_SKIP_CRITERION=1,
 BENCH_SOAK_SECONDS (length of the fixed-rate soak that samples RSS, default 120; 600 for the
 10-minute soak), BENCH_SOAK_RATE (default 1000 events/s), BENCH_ONLY_CONFIGS=1 (only the config
-rows of step 4), BENCH_TRACEE_EVENTS (events the fake Tracee streams, default 20000).
+rows of step 4), BENCH_TRACEE_EVENTS (events the fake Tracee streams, default 20000),
+BENCH_CONFIG_ROUNDS (default 1: with n > 1, step 4 also runs the native, default, helpers and
+inline rows n more times interleaved, each ratio against the native row of its own round, and
+reports each row's ratio per round and their mean: a VM's speed drifts within minutes).
 
 Step 4, configs as users write them (issue 20), each over HTTP with 32 connections at max rate and
 stated as a ratio to the native-path row (routes-10, built-in raw JSON template) of the same run:
@@ -282,6 +285,30 @@ def config_rows(work):
              "(the 10 MB rows: over the 10 MB native row).", "",
              "| run | config | completed/s | ratio | p99 ms | agent CPU ms per 1k events | peak RSS MB | ok |",
              "|---|---|---:|---:|---:|---:|---:|---|"]
+    rounds = int(os.environ.get("BENCH_CONFIG_ROUNDS", "1"))
+    if rounds > 1:
+        per_round = {label: [] for label, *_ in runs[1:4]}
+        for _ in range(rounds):
+            base = None
+            for label, route_set, expect, event, extra in runs[:4]:
+                agent = Agent(route_set, work)
+                agent.start()
+                r = load(agent, http(agent), label, expect, event=event, connections=32)
+                agent.stop()
+                rate = r.get("completed_per_s") or 0
+                if base is None:
+                    base = rate
+                elif base:
+                    per_round[label].append(rate / base)
+        interleaved = ["", f"Interleaved, {rounds} rounds (native, default, helpers, inline in each): "
+                       "ratio to the native row of the same round.", "",
+                       "| run | ratio per round | mean |", "|---|---|---:|"]
+        for label, ratios in per_round.items():
+            shown = ", ".join(f"{x:.2f}×" for x in ratios)
+            mean = sum(ratios) / len(ratios) if ratios else 0
+            interleaved.append(f"| {label} | {shown} | {mean:.2f}× |")
+    else:
+        interleaved = []
     for i, r in enumerate(results):
         if "per_s" in r:
             ratio = r["per_s"] / native if native else 0
@@ -298,6 +325,7 @@ def config_rows(work):
         cpu = "-" if r["cpu_ms_per_1k"] is None else f"{r['cpu_ms_per_1k']:.1f}"
         lines.append(f"| {r['label']} | {r['config']} | {r['completed_per_s']:.0f} | {ratio:.2f}× | "
                      f"{p99} | {cpu} | {r['rss_peak_mb']:.1f} | {'yes' if r['ok'] else 'no'} |")
+    lines += interleaved
     lines.append("")
     return lines
 
