@@ -162,22 +162,7 @@ impl Input<'_> {
 
     /// The whole input, keys sorted, as Rego holds it.
     fn whole(&self) -> Option<Json> {
-        let event = self.event.value();
-        let Json::Object(map) = event else {
-            return rego_form(event);
-        };
-        let mut merged: Vec<(&String, &Json)> = map.iter().collect();
-        for (key, value) in self.added {
-            if !map.contains_key(key) {
-                merged.push((key, value));
-            }
-        }
-        merged.sort_unstable_by(|a, b| a.0.cmp(b.0));
-        let mut out = Map::new();
-        for (key, value) in merged {
-            out.insert(key.clone(), rego_form(value)?);
-        }
-        Some(Json::Object(out))
+        serde_json::to_value(RegoText(self.event.value(), Some(self.added))).ok()
     }
 }
 
@@ -205,7 +190,7 @@ impl Input<'_> {
     }
 }
 
-/// Serializes a value as its [`rego_form`] would serialize, without building it: object keys
+/// A value as Rego holds it, for serializing (to text, or to [`rego_form`]'s value): object keys
 /// sorted, the added keys (when given) merged into the top object, and an error for a number
 /// that is not an integer.
 struct RegoText<'a>(&'a Json, Option<&'a AddedKeys>);
@@ -244,20 +229,7 @@ impl serde::Serialize for RegoText<'_> {
 /// `value` as it comes out of Rego: object keys sorted; None for a number that is not an integer
 /// (its text may change on the way through Rego).
 fn rego_form(value: &Json) -> Option<Json> {
-    Some(match value {
-        Json::Number(n) if !(n.is_i64() || n.is_u64()) => return None,
-        Json::Object(map) => {
-            let mut entries: Vec<(&String, &Json)> = map.iter().collect();
-            entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
-            let mut out = Map::new();
-            for (key, value) in entries {
-                out.insert(key.clone(), rego_form(value)?);
-            }
-            Json::Object(out)
-        }
-        Json::Array(items) => Json::Array(items.iter().map(rego_form).collect::<Option<_>>()?),
-        other => other.clone(),
-    })
+    serde_json::to_value(RegoText(value, None)).ok()
 }
 
 impl Expr {
