@@ -194,30 +194,30 @@ fn bench(c: &mut Criterion) {
     ] {
         // Loaded as Hooker loads it (`add_module`: reads through import aliases made lazy), and
         // as written (what it cost before).
-        for written in [false, true] {
+        let load = |written: bool| {
             let mut engine =
                 hooker::router::rego::new_engine(&[source]).unwrap_or_else(|err| panic!("{err}"));
-            if written {
+            let added = if written {
                 engine
                     .add_policy(name.to_string(), source.to_string())
-                    .map(drop)
-                    .unwrap_or_else(|err| panic!("{err}"));
+                    .map_err(|err| err.to_string())
             } else {
                 hooker::router::rego::add_module(&mut engine, name, source)
-                    .map(drop)
-                    .unwrap_or_else(|err| panic!("{err}"));
-            }
+            };
+            added.unwrap_or_else(|err| panic!("{err}"));
             hooker::router::rego::add_module(
                 &mut engine,
                 "wrapper",
                 &format!("package w\nout := data.{package}\n"),
             )
             .unwrap_or_else(|err| panic!("{err}"));
-            let id = if written {
-                format!("split/eval/{name}/as-written")
-            } else {
-                format!("split/eval/{name}")
-            };
+            engine
+        };
+        let mut engine = load(false);
+        for (id, engine) in [
+            (format!("split/eval/{name}"), &mut engine),
+            (format!("split/eval/{name}/as-written"), &mut load(true)),
+        ] {
             c.bench_function(&id, |b| {
                 b.iter(|| {
                     engine.set_input(template_input.clone());
@@ -225,16 +225,6 @@ fn bench(c: &mut Criterion) {
                 })
             });
         }
-        let mut engine =
-            hooker::router::rego::new_engine(&[source]).unwrap_or_else(|err| panic!("{err}"));
-        hooker::router::rego::add_module(&mut engine, name, source)
-            .unwrap_or_else(|err| panic!("{err}"));
-        hooker::router::rego::add_module(
-            &mut engine,
-            "wrapper",
-            &format!("package w\nout := data.{package}\n"),
-        )
-        .unwrap_or_else(|err| panic!("{err}"));
         engine.set_input(template_input.clone());
         let out = engine
             .eval_rule("data.w.out".to_string())

@@ -82,12 +82,10 @@ impl Fields {
     /// `value` as a Rego value holding only these fields (the whole value at each path's end,
     /// and wherever a path meets something other than an object).
     pub fn to_rego(&self, value: &Value) -> regorus::Value {
-        let Value::Object(map) = value else {
-            return super::rego::to_rego(value);
+        let map = match value {
+            Value::Object(map) if !self.whole => map,
+            _ => return super::rego::to_rego(value),
         };
-        if self.whole {
-            return super::rego::to_rego(value);
-        }
         let mut out = regorus::Value::new_object();
         if let Ok(object) = out.as_object_mut() {
             for (key, fields) in &self.children {

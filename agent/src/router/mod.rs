@@ -764,7 +764,7 @@ impl Worker {
         let rego_fields = self
             .generation
             .rego_fields
-            .clone()
+            .as_ref()
             .filter(|_| !rego::stays_text(&event.payload));
         let mut template_input = None;
         // Messages already rendered for this event, by template: a template's output depends on
@@ -806,7 +806,7 @@ impl Worker {
                 Some(decided) => Ok(decided),
                 None => {
                     let input =
-                        match &rego_fields {
+                        match rego_fields {
                             Some(fields) => route_input
                                 .get_or_insert_with(|| fields.to_rego(event.payload.value())),
                             None => rego_input
